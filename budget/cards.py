@@ -1,0 +1,86 @@
+"""Where a model's files are: its own directory, the local Hugging Face cache, or a shipped config card."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from budget.estimate import PlanInputError
+
+CARDS_DIR = Path(os.environ.get("ORCH_CARDS_DIR", Path(__file__).resolve().parents[1] / "configs" / "models"))
+_PREFIXES = ("faster-whisper-", "faster-", "hf-", "models--")
+_SUFFIXES = ("-ct2", "-ctranslate2", "-hf", "-safetensors")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """The directory to read and whether it holds real weights or only a card."""
+
+    directory: Path
+    is_card: bool
+
+    def describe(self) -> str:
+        return f"card {self.directory.name} (configs/models)" if self.is_card else str(self.directory)
+
+    def json(self, name: str) -> dict[str, Any] | None:
+        file = self.directory / name
+        if not file.is_file():
+            return None
+        try:
+            return json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise PlanInputError(f"{file} is not valid JSON ({exc}); fix or replace the file") from None
+
+
+def known_cards() -> list[str]:
+    return sorted(p.name for p in CARDS_DIR.iterdir() if (p / "config.json").is_file()) if CARDS_DIR.is_dir() else []
+
+
+def _hf_cache_snapshot(repo_id: str) -> Path | None:
+    """The newest snapshot of `org/name` in the local Hugging Face cache, without importing huggingface_hub."""
+    root = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
+    snapshots = root.expanduser() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    found = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def card_candidates(text: str) -> list[str]:
+    """Card names a path or repo id may stand for: `/m/faster-whisper-large-v3-turbo` → whisper-large-v3-turbo."""
+    base = text.rstrip("/").split("/")[-1].lower()
+    names = [base]
+    for prefix in _PREFIXES:
+        if base.startswith(prefix):
+            names.append(base[len(prefix):])
+    for name in list(names):
+        for suffix in _SUFFIXES:
+            if name.endswith(suffix):
+                names.append(name[: -len(suffix)])
+    return names
+
+
+def find_model_files(name: str, path: str | None, card: str | None, required: bool = True) -> ModelFiles | None:
+    """Real files when `path` exists (or is cached), else the named or guessed card; else a clear error."""
+    if path:
+        local = Path(path).expanduser()
+        if local.is_dir():
+            return ModelFiles(local, False)
+        if local.exists():
+            raise PlanInputError(f"model {name!r}: path {path} is a file; point it at the model's directory")
+        if "/" in path and not path.startswith(("/", ".", "~")) and (snap := _hf_cache_snapshot(path)):
+            return ModelFiles(snap, False)
+    wanted = [card.lower()] if card else card_candidates(path or name)
+    for candidate in wanted:
+        if (CARDS_DIR / candidate / "config.json").is_file():
+            return ModelFiles(CARDS_DIR / candidate, True)
+    if not required:
+        return None
+    where = f"path {path} does not exist on this machine" if path else "it has no path"
+    if card:
+        raise PlanInputError(f"model {name!r}: card {card!r} is not in {CARDS_DIR}; known cards: "
+                             f"{', '.join(known_cards())}")
+    raise PlanInputError(f"model {name!r}: {where}, and no config card matches it. Point path at the model's "
+                         f"directory, or set `card:` to one of {', '.join(known_cards())} to plan without weights.")

@@ -1,0 +1,109 @@
+"""LLM: weights, activation peak of one scheduler step, CUDA-graph pool, and KV bytes per token."""
+from __future__ import annotations
+
+import math
+
+from budget.architectures import LLM_TYPES, llm_head_dim, llm_parameters
+from budget.cards import find_model_files
+from budget.estimate import Estimate, PlanInputError, context_bytes
+from budget.tensors import converted_bytes, read_safetensors_dir
+from budget.units import MiB, dtype_bytes, human
+
+GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
+MAX_GRAPH_BATCH = 512
+
+
+def graph_batch_sizes(max_num_seqs: int) -> list[int]:
+    """Decode batch sizes captured as CUDA graphs: 1, 2, 4, 8, then every 8 up to max_num_seqs."""
+    top = min(max_num_seqs, MAX_GRAPH_BATCH)
+    sizes = [s for s in (1, 2, 4) if s < top] + list(range(8, top + 1, 8))
+    return sorted(set(sizes + [top]))
+
+
+def serving_dtype(requested: str, config: dict) -> str:
+    """`auto` takes the checkpoint's dtype, except float32, which is served in bfloat16 as vLLM does."""
+    if requested != "auto":
+        return requested
+    stored = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16").removeprefix("torch.")
+    return "bfloat16" if stored == "float32" else stored
+
+
+def step_activation_bytes(cfg: dict, tokens: int, seqs: int, b: float) -> tuple[int, str]:
+    """Peak of one forward step over `tokens` tokens whose `seqs` last tokens need logits."""
+    h, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    d = llm_head_dim(cfg)
+    q = cfg["num_attention_heads"] * d
+    kv = (cfg.get("num_key_value_heads") or cfg["num_attention_heads"]) * d
+    hidden = 3 * tokens * h * b
+    attention = tokens * (2 * q + 2 * kv) * b
+    mlp = 4 * tokens * inter * b
+    logits = 2 * seqs * vocab * 4
+    total = int(hidden + max(attention, mlp) + logits)
+    text = (f"3·T·hidden·b (residual, hidden, normed) + max(T·(2q+2kv)·b attention, 4·T·intermediate·b MLP) "
+            f"+ 2·S·vocab·4 (fp32 logits and probs) with T={tokens}, S={seqs}, b={b:g} "
+            f"= {human(hidden)} + {human(max(attention, mlp))} + {human(logits)} = {human(total)}")
+    return total, text
+
+
+def estimate_llm(spec, on_gpu: bool) -> Estimate:
+    files = find_model_files(spec.name, spec.path, spec.card)
+    cfg = files.json("config.json")
+    if cfg is None or cfg.get("model_type") not in LLM_TYPES:
+        found = cfg.get("model_type") if cfg else "no config.json"
+        raise PlanInputError(f"model {spec.name!r}: {files.describe()} is not a Qwen3 / Qwen2 / Llama checkpoint "
+                             f"({found}); the LLM engine serves model_type {', '.join(LLM_TYPES)}")
+    dtype = serving_dtype(spec.dtype, cfg)
+    b = dtype_bytes(dtype)
+    tensors = [] if files.is_card else read_safetensors_dir(files.directory)
+    formulas: dict[str, str] = {}
+    if tensors:
+        params = sum(t.numel for t in tensors if t.is_float)
+        weights = converted_bytes(tensors, dtype)
+        formulas["weights"] = (f"{len(tensors)} tensors from safetensors headers, {params:,} parameters, "
+                               f"floats cast to {dtype} = {human(weights)}")
+        source = f"{files.directory} (safetensors headers)"
+    else:
+        if not files.is_card:
+            raise PlanInputError(f"model {spec.name!r}: {files.directory} has a config.json but no *.safetensors "
+                                 "weights; the engine loads safetensors only (convert .bin checkpoints first)")
+        params, embedding = llm_parameters(cfg)
+        weights = int(params * b)
+        formulas["weights"] = (f"{params:,} parameters from config ({embedding:,} in embeddings) × {b:g} B "
+                               f"({dtype}) = {human(weights)}")
+        source = files.describe()
+
+    limit = cfg.get("max_position_embeddings") or 0
+    max_model_len = spec.max_model_len or limit
+    if limit and max_model_len > limit and not cfg.get("rope_scaling"):
+        raise PlanInputError(f"model {spec.name!r}: max_model_len {max_model_len:,} is longer than the model's "
+                             f"max_position_embeddings {limit:,}; set max_model_len to {limit:,} or less")
+    seqs = spec.max_num_seqs
+    tokens = spec.max_num_batched_tokens or max(2048, seqs)
+    if tokens < seqs:
+        raise PlanInputError(f"model {spec.name!r}: max_num_batched_tokens {tokens} is smaller than max_num_seqs "
+                             f"{seqs}; every running sequence needs a token per step, so raise it to {seqs} or more")
+    activation, formulas["activations"] = step_activation_bytes(cfg, tokens, seqs, b)
+
+    graph = 0
+    if on_gpu and not spec.enforce_eager:
+        sizes = graph_batch_sizes(seqs)
+        decode, _ = step_activation_bytes(cfg, sizes[-1], sizes[-1], b)
+        graph = decode + len(sizes) * GRAPH_OVERHEAD_BYTES
+        formulas["cuda graphs"] = (f"{len(sizes)} decode graphs (batch {sizes[0]}..{sizes[-1]}): shared pool = "
+                                   f"one decode step at batch {sizes[-1]} ({human(decode)}) + {len(sizes)} × "
+                                   f"{GRAPH_OVERHEAD_BYTES // MiB} MiB = {human(graph)}")
+    context, formulas["context"] = context_bytes("torch", on_gpu)
+
+    kv_dtype = dtype if spec.kv_cache_dtype == "auto" else spec.kv_cache_dtype
+    layers, kv_heads = cfg["num_hidden_layers"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    head_dim = llm_head_dim(cfg)
+    per_token = int(2 * layers * kv_heads * head_dim * dtype_bytes(kv_dtype))
+    formulas["kv per token"] = (f"2 (K and V) × {layers} layers × {kv_heads} kv heads × {head_dim} head_dim × "
+                                f"{dtype_bytes(kv_dtype):g} B ({kv_dtype}) = {per_token:,} B")
+    return Estimate(spec.name, "llm", source, "torch", params, weights, activation, context, graph,
+                    kv_bytes_per_token=per_token, max_model_len=max_model_len, block_size=spec.block_size,
+                    dtype=dtype, formulas=formulas)
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return math.ceil(tokens / block_size)

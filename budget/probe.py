@@ -1,0 +1,79 @@
+"""What the machine really has: NVML for GPUs (total, free, per-process use), /proc for host memory."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class GpuInfo:
+    """One device as NVML sees it now."""
+
+    index: int
+    name: str
+    total_bytes: int
+    free_bytes: int
+    used_bytes: int
+    processes: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    """Every device found, or why none was."""
+
+    gpus: list[GpuInfo]
+    error: str | None = None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def probe_gpus() -> ProbeResult:
+    """Ask NVML for every device; without a GPU or driver this says so instead of raising."""
+    try:
+        import pynvml
+    except ImportError:
+        return ProbeResult([], "nvidia-ml-py is not installed, so NVML cannot be asked")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return ProbeResult([], f"no NVIDIA driver or GPU found (NVML: {exc})")
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            gpus.append(GpuInfo(index, _text(pynvml.nvmlDeviceGetName(handle)), mem.total, mem.free, mem.used,
+                                _process_memory(pynvml, handle)))
+        return ProbeResult(gpus, None if gpus else "NVML found no GPU")
+    except pynvml.NVMLError as exc:
+        return ProbeResult([], f"NVML failed while reading devices: {exc}")
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _process_memory(pynvml, handle) -> dict[int, int]:
+    """Bytes used per PID on one device (compute and graphics contexts)."""
+    used: dict[int, int] = {}
+    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        try:
+            for proc in getattr(pynvml, getter)(handle):
+                used[proc.pid] = used.get(proc.pid, 0) + (proc.usedGpuMemory or 0)
+        except pynvml.NVMLError as exc:
+            log.debug("NVML %s failed: %s", getter, exc)
+    return used
+
+
+def host_memory_bytes() -> int:
+    """Physical RAM, the budget of a stack whose device is `cpu`."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def process_rss_bytes(pid: int) -> int:
+    """Resident memory of one process (Linux), the CPU stand-in for NVML's per-process figure."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,102 @@
+"""The plan as people and programs read it: a rich table, Markdown for an issue, JSON for machines."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from budget.planner import Plan
+from budget.units import GiB, gib
+
+COLUMNS = ("model", "kind", "rule", "weights", "activ.", "context", "KV", "share", "margin")
+
+
+def _rows(plan: Plan) -> list[list[str]]:
+    rows = []
+    for mp in plan.models:
+        e = mp.estimate
+        context = e.context_bytes + e.graph_bytes
+        rows.append([e.name, e.kind, mp.share_rule, _g(e.weights_bytes), _g(e.activation_bytes), _g(context),
+                     _g(mp.kv_bytes) if e.kind == "llm" else "-", _g(mp.share_bytes) if mp.on_card else "-",
+                     _g(mp.margin_bytes) if mp.on_card else "-"])
+    return rows
+
+
+def _g(n: int) -> str:
+    return f"{n / GiB:.2f}"
+
+
+def _summary(plan: Plan) -> list[tuple[str, str]]:
+    lines = [("card", plan.device_label), ("reserve", gib(plan.reserve_bytes))]
+    if plan.llm:
+        lines += [("KV cache", f"{plan.kv_tokens:,} tokens in {plan.kv_blocks:,} blocks of {plan.block_size} "
+                               f"({plan.kv_bytes_per_token:,} B per token)"),
+                  ("concurrency", f"{plan.max_concurrent_sequences} sequence(s) at max_model_len "
+                                  f"{plan.max_model_len:,}")]
+    lines += [("expected peak", gib(plan.used_bytes)), ("headroom", gib(plan.headroom_bytes))]
+    return lines
+
+
+def verdict(plan: Plan) -> str:
+    return "FITS" if plan.fits else "DOES NOT FIT"
+
+
+def print_table(plan: Plan, console: Console, explain: bool = False) -> None:
+    """The terminal report: one row per model, then the totals, the verdict and each fix."""
+    table = Table(title="Memory plan (GiB; context includes CUDA graphs)", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+                  collapse_padding=True)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("model", "kind", "rule") else "right",
+                         no_wrap=col != "model", min_width=10 if col == "model" else None)
+    for row in _rows(plan):
+        table.add_row(*row)
+    console.print(table)
+    for key, value in _summary(plan):
+        console.print(f"  [bold]{key:<14}[/bold] {value}")
+    colour = "green" if plan.fits else "red"
+    console.print(f"  [bold]{'verdict':<14}[/bold] [bold {colour}]{verdict(plan)}[/bold {colour}]")
+    for problem in plan.problems:
+        console.print(f"  [red]✗[/red] {problem}")
+    for note in plan.notes:
+        console.print(f"  [dim]•[/dim] {note}")
+    if explain:
+        for mp in plan.models:
+            console.print(f"\n[bold]{mp.estimate.name}[/bold] ({mp.estimate.kind}, from {mp.estimate.source})")
+            for part, formula in mp.estimate.formulas.items():
+                console.print(f"  {part:<13} {formula}")
+
+
+def markdown(plan: Plan) -> str:
+    """A GitHub-flavoured table with the totals under it, for pasting into an issue."""
+    out = ["All sizes in GiB.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in _rows(plan)]
+    out.append("")
+    out += [f"- **{key}**: {value}" for key, value in _summary(plan)]
+    out.append(f"- **verdict**: {verdict(plan)}")
+    out += [f"- ✗ {p}" for p in plan.problems] + [f"- {n}" for n in plan.notes]
+    return "\n".join(out) + "\n"
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    """Every number in bytes, named as the issue tracker and later stages (worker caps, KV sizing) read them."""
+    models = []
+    for mp in plan.models:
+        e = mp.estimate
+        entry = {"name": e.name, "kind": e.kind, "device": mp.device, "on_card": mp.on_card, "source": e.source,
+                 "dtype": e.dtype, "parameters": e.parameters, "weights_bytes": e.weights_bytes,
+                 "activation_bytes": e.activation_bytes, "context_bytes": e.context_bytes,
+                 "cuda_graph_bytes": e.graph_bytes, "need_bytes": e.need_bytes, "share_bytes": mp.share_bytes,
+                 "share_rule": mp.share_rule, "margin_bytes": mp.margin_bytes, "formulas": e.formulas}
+        if e.kind == "llm":
+            entry |= {"kv_bytes": mp.kv_bytes, "kv_bytes_per_token": e.kv_bytes_per_token,
+                      "max_model_len": e.max_model_len, "block_size": e.block_size}
+        models.append(entry)
+    return {"device": plan.device_label, "total_bytes": plan.total_bytes, "reserve_bytes": plan.reserve_bytes,
+            "models": models, "llm": plan.llm, "kv_bytes_per_token": plan.kv_bytes_per_token,
+            "kv_blocks": plan.kv_blocks, "kv_tokens": plan.kv_tokens, "block_size": plan.block_size,
+            "max_model_len": plan.max_model_len, "max_concurrent_sequences": plan.max_concurrent_sequences,
+            "used_bytes": plan.used_bytes, "headroom_bytes": plan.headroom_bytes, "fits": plan.fits,
+            "problems": plan.problems, "notes": plan.notes}

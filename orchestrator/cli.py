@@ -1,0 +1,99 @@
+"""`orchestrator plan|gpus`: the command line. Exit codes: 0 fits, 1 does not fit, 2 bad input."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator import __version__
+
+EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="prove a stack fits before anything loads, and show how the card is split")
+    plan.add_argument("stack", help="stack file (YAML), e.g. configs/vtuber-24gb.yaml")
+    target = plan.add_mutually_exclusive_group()
+    target.add_argument("--gpu", metavar="PRESET", help="plan for a card you don't have (see `orchestrator gpus`)")
+    target.add_argument("--gpu-memory", metavar="SIZE", help="plan for this much memory, e.g. 24GiB")
+    out = plan.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the plan as JSON (bytes)")
+    out.add_argument("--markdown", action="store_true", help="print the plan as a Markdown table")
+    plan.add_argument("--png", metavar="FILE", type=Path, help="also draw the card's memory as a stacked bar")
+    plan.add_argument("--explain", action="store_true", help="show the formula behind every number")
+    sub.add_parser("gpus", help="list the GPU presets and the GPUs NVML sees here")
+    return parser
+
+
+def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    from budget.estimate import PlanInputError
+    from budget.planner import plan_stack
+    from budget.report import markdown, print_table, to_json
+    from budget.target import resolve_target
+    from budget.tensors import CheckpointError
+    from budget.units import SizeError
+    from orchestrator.stack_file import StackError, load_stack
+
+    try:
+        stack = load_stack(args.stack)
+        total, label = resolve_target(stack.gpu.device, stack.gpu.memory, args.gpu, args.gpu_memory)
+        plan = plan_stack(stack, total, label)
+    except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(to_json(plan), indent=2))
+    elif args.markdown:
+        print(markdown(plan), end="")
+    else:
+        print_table(plan, console, explain=args.explain)
+    if args.png:
+        from budget.picture import save_png
+
+        try:
+            save_png(plan, args.png)
+        except OSError as exc:
+            errors.print(f"[bold red]error:[/bold red] cannot write {args.png}: {exc}", highlight=False)
+            return EXIT_BAD_INPUT
+        errors.print(f"picture written to {args.png}", highlight=False)
+    return EXIT_FITS if plan.fits else EXIT_DOES_NOT_FIT
+
+
+def _gpus(console: Console) -> int:
+    from rich.table import Table
+
+    from budget.gpus import PRESETS
+    from budget.probe import probe_gpus
+    from budget.units import gib
+
+    table = Table(title="GPU presets (--gpu NAME)", title_justify="left")
+    for col in ("name", "card", "memory"):
+        table.add_column(col)
+    for p in PRESETS.values():
+        table.add_row(p.name, p.label, gib(p.total_bytes))
+    console.print(table)
+    probe = probe_gpus()
+    if probe.error:
+        console.print(f"This machine: {probe.error}.")
+    for g in probe.gpus:
+        console.print(f"GPU {g.index}: {g.name}, total {gib(g.total_bytes)}, free {gib(g.free_bytes)}, "
+                      f"{len(g.processes)} process(es) using {gib(sum(g.processes.values()))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console, errors = Console(), Console(stderr=True)
+    if args.command == "plan":
+        return _plan(args, console, errors)
+    return _gpus(console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

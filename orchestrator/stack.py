@@ -1,0 +1,173 @@
+"""The stack file's schema: one GPU, one server, the models that share them, and the voice pipeline."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from budget.units import human, parse_size
+
+Device = Union[Literal["cpu"], Annotated[int, Field(ge=0)]]
+
+
+class Share(BaseModel):
+    """How much of the card a model may hold: bytes, a percent of the card, `auto` or `rest`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["bytes", "percent", "auto", "rest"]
+    value: float = 0
+
+    def __str__(self) -> str:
+        return {"bytes": human(self.value), "percent": f"{self.value:g}%"}.get(self.mode, self.mode)
+
+
+def _share(value: Any) -> Any:
+    if isinstance(value, Share) or isinstance(value, dict):
+        return value
+    text = str(value).strip().lower()
+    if text in ("auto", "rest"):
+        return {"mode": text}
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percent; write it like 15%") from None
+        if not 0 < percent <= 100:
+            raise ValueError(f"{value!r} is out of range; a percent of the card is above 0 and at most 100")
+        return {"mode": "percent", "value": percent}
+    return {"mode": "bytes", "value": parse_size(value)}
+
+
+def _size(value: Any) -> Any:
+    return parse_size(value)
+
+
+ShareField = Annotated[Share, BeforeValidator(_share)]
+Bytes = Annotated[int, BeforeValidator(_size)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class GpuSpec(Strict):
+    device: Device = 0
+    memory: Union[Literal["auto"], Bytes] = "auto"
+    reserve: Bytes = parse_size("1GiB")
+    auto_margin: float = Field(0.10, ge=0, le=1, description="headroom added to an `auto` share's estimate")
+
+
+class ServerSpec(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(12345, ge=1, le=65535)
+    api_key: str | None = None
+
+
+class ModelSpec(Strict):
+    """What every model kind has: where it is, where it runs, how much it may hold."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    path: str | None = None
+    card: str | None = Field(None, description="config card in configs/models/ to plan with when path is absent")
+    memory: ShareField = Field(default_factory=lambda: Share(mode="auto"))
+    device: Device | None = None
+    isolation: Literal["process", "none"] = "process"
+
+
+class LLMSpec(ModelSpec):
+    kind: Literal["llm"]
+    memory: ShareField = Field(default_factory=lambda: Share(mode="rest"))
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    max_num_seqs: int = Field(32, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=16)
+    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    block_size: int = Field(16, ge=1, le=256)
+    enforce_eager: bool = False
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+    enable_thinking: bool | None = None
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+
+
+class ASRSpec(ModelSpec):
+    kind: Literal["asr"]
+    compute_type: Literal["default", "auto", "float16", "bfloat16", "float32", "int8", "int8_float16",
+                          "int8_bfloat16", "int8_float32", "int16"] = "default"
+    beam_size: int = Field(5, ge=1, le=16)
+    batch_size: int = Field(1, ge=1, le=64)
+    language: str | None = None
+
+
+class TTSSpec(ModelSpec):
+    kind: Literal["tts"]
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    max_input_chars: int = Field(400, ge=1, description="longest piece of text synthesised at once")
+    speaker: str | None = None
+
+
+class EmbeddingSpec(ModelSpec):
+    kind: Literal["embedding"]
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    batch_size: int = Field(32, ge=1)
+    max_seq_length: int | None = Field(None, ge=1)
+
+
+class VADSpec(ModelSpec):
+    kind: Literal["vad"]
+    device: Device | None = "cpu"
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+AnyModel = Annotated[Union[LLMSpec, ASRSpec, TTSSpec, EmbeddingSpec, VADSpec], Field(discriminator="kind")]
+KINDS = ("llm", "asr", "tts", "embedding", "vad")
+
+
+class VoiceSpec(Strict):
+    asr: str | None = None
+    llm: str | None = None
+    tts: str | None = None
+    vad: str | None = None
+    system_prompt: str | None = None
+
+
+class Stack(Strict):
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    models: list[AnyModel] = Field(min_length=1)
+    voice: VoiceSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Stack":
+        names = [m.name for m in self.models]
+        for i, m in enumerate(self.models):
+            if names.index(m.name) != i:
+                _conflict(("models", i, "name"), f"model name {m.name!r} is used twice; names must be unique")
+            if m.memory.mode == "rest" and m.kind != "llm":
+                _conflict(("models", i, "memory"), f"{m.kind} model {m.name!r} has memory: rest, which only an LLM "
+                          "can take (what is left becomes its KV cache); give it a size, a percent or auto")
+        rest = [i for i, m in enumerate(self.models) if m.memory.mode == "rest"]
+        if len(rest) > 1:
+            _conflict(("models", rest[1], "memory"), "only one model can take memory: rest, but "
+                      f"{' and '.join(self.models[i].name for i in rest)} both do; give the others a size, a percent or auto")
+        for role in ("asr", "llm", "tts", "vad"):
+            wanted = getattr(self.voice, role) if self.voice else None
+            match = next((m for m in self.models if m.name == wanted), None)
+            if wanted is not None and match is None:
+                _conflict(("voice", role), f"voice.{role} names model {wanted!r}, which is not in models "
+                          f"(known: {', '.join(names)})")
+            if match is not None and match.kind != role:
+                _conflict(("voice", role), f"voice.{role} names model {wanted!r}, but that model is kind {match.kind}")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+
+def _conflict(loc: tuple, message: str) -> None:
+    """Raise a cross-field error that still knows where in the file it points."""
+    raise PydanticCustomError("stack_conflict", message, {"where": loc})

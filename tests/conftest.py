@@ -1,0 +1,27 @@
+"""Shared fixtures: the repo's paths, and a runner for the CLI as a user starts it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture
+def run_cli():
+    """Run `orchestrator ...` in a fresh process, as a user would; returns the CompletedProcess."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "COLUMNS": "120", **(env or {})}, timeout=120)
+
+    return run
