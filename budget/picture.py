@@ -56,9 +56,9 @@ def save_png(plan: Plan, path: Path) -> None:
     ax.set_xlabel("GiB")
     status = "fits" if plan.fits else f"does not fit{f' ({over:.1f} GiB over)' if over > 0 else ''}"
     ax.set_title(f"{plan.device_label}: {status}", loc="left", fontsize=10)
-    handles = [Patch(color=colour[m], label=m) for m in models]
+    handles = [Patch(color=colour[m], label=m) for m in models + ["reserve", "unassigned"]]
     handles += [Patch(facecolor="white", edgecolor="black", hatch=h, label=p) for p, _, h in _PARTS if h]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(len(handles), 8),
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(len(handles), 9),
               fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -153,14 +153,17 @@ def _size_kv(plan: Plan, mp: ModelPlan, spec, is_rest: bool) -> None:
     plan.llm, plan.kv_bytes_per_token, plan.block_size = est.name, est.kv_bytes_per_token, est.block_size
     plan.max_model_len = est.max_model_len
     spare = mp.share_bytes - est.need_bytes
+    block_bytes = est.kv_bytes_per_token * est.block_size
     if spare <= 0:
         left = "after the other models and the reserve" if is_rest else "in its share"
+        one_sequence = math.ceil(est.max_model_len / est.block_size) * block_bytes
+        smallest = plan.total_bytes - spare + one_sequence
         plan.problems.append(
             f"{est.name} needs {human(est.need_bytes)} before any KV cache ({_parts(est)}), but only "
-            f"{human(mp.share_bytes)} is left {left}; choose a smaller or quantized model, shrink the other "
-            f"shares by {human(-spare + 2 * GiB)} or more, or plan a bigger card")
+            f"{human(mp.share_bytes)} is left {left}. This stack needs a card of at least {human(smallest)} "
+            f"(one {est.max_model_len:,}-token sequence of KV included); choose a smaller or quantized model, "
+            "or plan a bigger card")
         return
-    block_bytes = est.kv_bytes_per_token * est.block_size
     plan.kv_blocks = spare // block_bytes
     plan.kv_tokens = plan.kv_blocks * est.block_size
     mp.kv_bytes = plan.kv_blocks * block_bytes

@@ -55,18 +55,19 @@ def print_table(plan: Plan, console: Console, explain: bool = False) -> None:
         table.add_row(*row)
     console.print(table)
     for key, value in _summary(plan):
-        console.print(f"  [bold]{key:<14}[/bold] {value}")
+        console.print(f"  [bold]{key:<14}[/bold] {value}", soft_wrap=True)
     colour = "green" if plan.fits else "red"
     console.print(f"  [bold]{'verdict':<14}[/bold] [bold {colour}]{verdict(plan)}[/bold {colour}]")
     for problem in plan.problems:
-        console.print(f"  [red]✗[/red] {problem}")
+        console.print(f"  [red]✗[/red] {problem}", soft_wrap=True)
     for note in plan.notes:
-        console.print(f"  [dim]•[/dim] {note}")
+        console.print(f"  [dim]•[/dim] {note}", soft_wrap=True)
     if explain:
         for mp in plan.models:
-            console.print(f"\n[bold]{mp.estimate.name}[/bold] ({mp.estimate.kind}, from {mp.estimate.source})")
+            console.print(f"\n[bold]{mp.estimate.name}[/bold] ({mp.estimate.kind}, from {mp.estimate.source})",
+                          soft_wrap=True)
             for part, formula in mp.estimate.formulas.items():
-                console.print(f"  {part:<13} {formula}")
+                console.print(f"  {part:<13} {formula}", soft_wrap=True)
 
 
 def markdown(plan: Plan) -> str:

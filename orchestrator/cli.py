@@ -45,7 +45,7 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
         total, label = resolve_target(stack.gpu.device, stack.gpu.memory, args.gpu, args.gpu_memory)
         plan = plan_stack(stack, total, label)
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
-        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps(to_json(plan), indent=2))

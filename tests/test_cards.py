@@ -1,0 +1,79 @@
+"""Every shipped config card gives its model's published parameter count, and transformers agrees exactly."""
+import json
+
+import pytest
+import torch
+import transformers
+
+from budget.architectures import bert_parameters, llm_parameters, vits_parameters, whisper_parameters
+from budget.cards import CARDS_DIR, known_cards
+from budget.estimators.llm import estimate_llm
+from orchestrator.stack import LLMSpec
+
+# Published figures: the "Number of Parameters" (and non-embedding) lines of each model card, or the
+# parameter count the Hugging Face model page shows, at the precision they were published with.
+PUBLISHED = {
+    "qwen3-0.6b": ("0.6B", "0.44B"), "qwen3-1.7b": ("1.7B", "1.4B"), "qwen3-4b": ("4.0B", "3.6B"),
+    "qwen3-8b": ("8.2B", "6.95B"), "qwen3-14b": ("14.8B", "13.2B"), "qwen2.5-7b-instruct": ("7.61B", "6.53B"),
+    "llama-3.1-8b-instruct": ("8.03B", None), "whisper-large-v3-turbo": ("809M", None),
+    "whisper-small": ("242M", None), "all-minilm-l6-v2": ("22.7M", None), "mms-tts-eng": ("36.3M", None),
+}
+
+
+def _config(card: str) -> dict:
+    return json.loads((CARDS_DIR / card / "config.json").read_text())
+
+
+def _count(cfg: dict) -> int:
+    counter = {"whisper": whisper_parameters, "bert": bert_parameters, "vits": vits_parameters}.get(cfg["model_type"])
+    return counter(cfg) if counter else llm_parameters(cfg)[0]
+
+
+def _matches(value: int, published: str) -> bool:
+    """True when `value` is the published figure ("8.2B", "809M") to within its last digit (cards round or cut)."""
+    number, unit = published[:-1], {"B": 1e9, "M": 1e6}[published[-1]]
+    last_digit = 10.0 ** -len(number.partition(".")[2])
+    return abs(value / unit - float(number)) < last_digit
+
+
+def test_every_card_is_checked():
+    assert set(known_cards()) == set(PUBLISHED)
+
+
+@pytest.mark.parametrize("card", sorted(PUBLISHED))
+def test_card_matches_published_figure(card):
+    cfg = _config(card)
+    total = _count(cfg)
+    published, published_body = PUBLISHED[card]
+    assert _matches(total, published), (card, total, published)
+    if published_body:
+        body = total - llm_parameters(cfg)[1]
+        assert _matches(body, published_body), (card, body, published_body)
+
+
+@pytest.mark.parametrize("card", sorted(PUBLISHED))
+def test_card_count_equals_transformers(card):
+    cfg = _config(card)
+    config = transformers.AutoConfig.for_model(**cfg)
+    model_class = {"whisper": transformers.WhisperForConditionalGeneration, "bert": transformers.BertModel,
+                   "vits": transformers.VitsModel}.get(cfg["model_type"], transformers.AutoModelForCausalLM)
+    with torch.device("meta"):
+        model = (model_class.from_config(config) if model_class is transformers.AutoModelForCausalLM
+                 else model_class(config))
+    assert sum(p.numel() for p in model.parameters()) == _count(cfg)
+
+
+def test_qwen3_8b_facts():
+    est = estimate_llm(LLMSpec(name="q", kind="llm", card="qwen3-8b"), on_gpu=True)
+    assert est.parameters == 8_190_735_360
+    assert est.weights_bytes == 16_381_470_720
+    assert est.kv_bytes_per_token == 147_456 and est.dtype == "bfloat16"
+    fp8 = estimate_llm(LLMSpec(name="q", kind="llm", card="qwen3-8b", kv_cache_dtype="fp8"), on_gpu=True)
+    assert fp8.kv_bytes_per_token == 73_728
+
+
+def test_head_dim_from_config_is_respected():
+    """Qwen3-0.6B: hidden 1024 / 16 heads would say 64, but its head_dim is 128."""
+    est = estimate_llm(LLMSpec(name="q", kind="llm", card="qwen3-0.6b"), on_gpu=False)
+    assert est.kv_bytes_per_token == 2 * 28 * 8 * 128 * 2
+    assert est.graph_bytes == 0  # no CUDA graphs on CPU
