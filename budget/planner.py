@@ -4,9 +4,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from budget.calibration import Calibration, apply_calibration
 from budget.estimate import Estimate
 from budget.estimators import estimate
-from budget.units import GiB, MiB, human
+from budget.units import MiB, human
 
 SHARE_ROUNDING = 64 * MiB
 
@@ -70,7 +71,7 @@ def _device_of(spec, stack_device) -> str:
     return "cpu" if device == "cpu" else f"cuda:{device}"
 
 
-def plan_stack(stack, total_bytes: int, device_label: str) -> Plan:
+def plan_stack(stack, total_bytes: int, device_label: str, calibration: Calibration | None = None) -> Plan:
     """Estimate every model and split `total_bytes` (the card, or RAM for a CPU stack) between them."""
     card = _device_of(stack.gpu, stack.gpu.device)
     reserve = stack.gpu.reserve
@@ -79,6 +80,10 @@ def plan_stack(stack, total_bytes: int, device_label: str) -> Plan:
     for spec in stack.models:
         device = _device_of(spec, stack.gpu.device)
         est = estimate(spec, on_gpu=device != "cpu")
+        if calibration is not None and apply_calibration(est, calibration):
+            plan.notes.append(f"{est.name}: activations and context from the calibration measured on "
+                              f"{calibration.device}")
+        plan.notes.extend(est.notes)
         if spec.isolation == "none":
             if device in shared_context:
                 est.context_bytes = 0

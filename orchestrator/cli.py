@@ -27,11 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--markdown", action="store_true", help="print the plan as a Markdown table")
     plan.add_argument("--png", metavar="FILE", type=Path, help="also draw the card's memory as a stacked bar")
     plan.add_argument("--explain", action="store_true", help="show the formula behind every number")
+    plan.add_argument("--calibration", metavar="FILE", type=Path,
+                      help="measured memory from a real run (JSON) that replaces estimated activations and context")
     sub.add_parser("gpus", help="list the GPU presets and the GPUs NVML sees here")
     return parser
 
 
 def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
+    from budget.calibration import load_calibration
     from budget.estimate import PlanInputError
     from budget.planner import plan_stack
     from budget.report import markdown, print_table, to_json
@@ -43,7 +46,8 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     try:
         stack = load_stack(args.stack)
         total, label = resolve_target(stack.gpu.device, stack.gpu.memory, args.gpu, args.gpu_memory)
-        plan = plan_stack(stack, total, label)
+        calibration = load_calibration(args.calibration) if args.calibration else None
+        plan = plan_stack(stack, total, label, calibration)
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

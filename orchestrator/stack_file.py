@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.stack import KINDS, ASRSpec, EmbeddingSpec, GpuSpec, LLMSpec, ServerSpec, Stack, TTSSpec, VADSpec, VoiceSpec
+from orchestrator.stack import (KINDS, ASRSpec, EmbeddingSpec, GpuSpec, LLMSpec, ServerSpec, Stack, TTSSpec, VADSpec,
+                                VoiceSpec)
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS: dict[str, type[BaseModel]] = {"gpu": GpuSpec, "server": ServerSpec, "voice": VoiceSpec}

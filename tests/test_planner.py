@@ -57,7 +57,7 @@ def test_kv_arithmetic_and_largest_context():
     assert not small.fits
     (problem,) = small.problems
     largest = small.kv_tokens // 256 * 256
-    assert f"max_model_len 40,960 needs" in problem and f"largest that fits: {largest:,} tokens" in problem
+    assert "max_model_len 40,960 needs" in problem and f"largest that fits: {largest:,} tokens" in problem
     assert "kv_cache_dtype: fp8" in problem
     assert plan_stack(parse_stack(text.replace("40960", str(largest))), int(1.6 * GiB), "t").fits
 

@@ -6,7 +6,7 @@ import math
 from budget.architectures import LLM_TYPES, llm_head_dim, llm_parameters
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
-from budget.tensors import converted_bytes, read_safetensors_dir
+from budget.estimators.weights import checkpoint_weights
 from budget.units import MiB, dtype_bytes, human
 
 GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
@@ -54,23 +54,9 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
                              f"({found}); the LLM engine serves model_type {', '.join(LLM_TYPES)}")
     dtype = serving_dtype(spec.dtype, cfg)
     b = dtype_bytes(dtype)
-    tensors = [] if files.is_card else read_safetensors_dir(files.directory)
-    formulas: dict[str, str] = {}
-    if tensors:
-        params = sum(t.numel for t in tensors if t.is_float)
-        weights = converted_bytes(tensors, dtype)
-        formulas["weights"] = (f"{len(tensors)} tensors from safetensors headers, {params:,} parameters, "
-                               f"floats cast to {dtype} = {human(weights)}")
-        source = f"{files.directory} (safetensors headers)"
-    else:
-        if not files.is_card:
-            raise PlanInputError(f"model {spec.name!r}: {files.directory} has a config.json but no *.safetensors "
-                                 "weights; the engine loads safetensors only (convert .bin checkpoints first)")
-        params, embedding = llm_parameters(cfg)
-        weights = int(params * b)
-        formulas["weights"] = (f"{params:,} parameters from config ({embedding:,} in embeddings) × {b:g} B "
-                               f"({dtype}) = {human(weights)}")
-        source = files.describe()
+    params, weights, formula = checkpoint_weights(spec.name, files, dtype, lambda: llm_parameters(cfg)[0])
+    formulas = {"weights": formula}
+    source = files.describe() + ("" if files.is_card else " (safetensors headers)")
 
     limit = cfg.get("max_position_embeddings") or 0
     max_model_len = spec.max_model_len or limit

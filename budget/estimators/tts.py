@@ -6,7 +6,7 @@ import math
 from budget.architectures import vits_parameters
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
-from budget.tensors import converted_bytes, read_safetensors_dir
+from budget.estimators.weights import checkpoint_weights
 from budget.units import dtype_bytes, human
 
 FRAMES_PER_CHAR = 8  # ~4 spectrogram frames per character at normal speed, doubled for slow speech (speed 0.5)
@@ -21,16 +21,8 @@ def estimate_tts(spec, on_gpu: bool) -> Estimate:
         raise PlanInputError(f"model {spec.name!r}: {files.describe()} is not a VITS / MMS-TTS model ({found}); "
                              "the TTS engine serves transformers' VITS family")
     b = dtype_bytes(spec.dtype)
-    tensors = [] if files.is_card else read_safetensors_dir(files.directory)
-    formulas: dict[str, str] = {}
-    if tensors:
-        params = sum(t.numel for t in tensors if t.is_float)
-        weights = converted_bytes(tensors, spec.dtype)
-        formulas["weights"] = f"{params:,} parameters from safetensors headers in {spec.dtype} = {human(weights)}"
-    else:
-        params = vits_parameters(cfg)
-        weights = int(params * b)
-        formulas["weights"] = f"{params:,} parameters from config × {b:g} B ({spec.dtype}) = {human(weights)}"
+    params, weights, formula = checkpoint_weights(spec.name, files, spec.dtype, lambda: vits_parameters(cfg))
+    formulas = {"weights": formula}
     tokens = 2 * spec.max_input_chars + 1  # characters interleaved with blanks
     frames = FRAMES_PER_CHAR * spec.max_input_chars
     widest = max(cfg["upsample_initial_channel"] // 2 ** (i + 1) * math.prod(cfg["upsample_rates"][: i + 1])
