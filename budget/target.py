@@ -7,7 +7,8 @@ from budget.probe import host_memory_bytes, probe_gpus
 from budget.units import human, parse_size
 
 
-def resolve_target(device, stack_memory, gpu_preset: str | None = None, gpu_memory: str | None = None) -> tuple[int, str]:
+def resolve_target(device, stack_memory, gpu_preset: str | None = None,
+                   gpu_memory: str | None = None) -> tuple[int, str]:
     """(total bytes, label) in the order: --gpu-memory, --gpu, gpu.memory, the real device (NVML or RAM)."""
     if gpu_memory is not None:
         total = parse_size(gpu_memory)

@@ -153,7 +153,8 @@ class Stack(Strict):
         rest = [i for i, m in enumerate(self.models) if m.memory.mode == "rest"]
         if len(rest) > 1:
             _conflict(("models", rest[1], "memory"), "only one model can take memory: rest, but "
-                      f"{' and '.join(self.models[i].name for i in rest)} both do; give the others a size, a percent or auto")
+                      f"{' and '.join(self.models[i].name for i in rest)} both do; "
+                      "give the others a size, a percent or auto")
         for role in ("asr", "llm", "tts", "vad"):
             wanted = getattr(self.voice, role) if self.voice else None
             match = next((m for m in self.models if m.name == wanted), None)

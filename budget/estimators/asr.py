@@ -28,7 +28,7 @@ def resolve_compute_type(requested: str, stored: str, on_gpu: bool) -> str:
 
 
 def _ct2_bytes(variables: list[TensorInfo], compute: str) -> int:
-    """Matrices (rank ≥ 2) take the quantized width (int types add one fp32 scale per row); the rest the float width."""
+    """Matrices (rank ≥ 2) take the quantized width, int types plus one fp32 scale a row; the rest the float width."""
     quant, other = _COMPUTE[compute]
     total = 0
     for v in variables:

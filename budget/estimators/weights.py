@@ -22,4 +22,5 @@ def checkpoint_weights(name: str, files: ModelFiles, dtype: str, count: Callable
                              "the engines load safetensors only (convert .bin checkpoints first)")
     params = count()
     weights = int(params * dtype_bytes(dtype))
-    return params, weights, f"{params:,} parameters from config × {dtype_bytes(dtype):g} B ({dtype}) = {human(weights)}"
+    formula = f"{params:,} parameters from config × {dtype_bytes(dtype):g} B ({dtype}) = {human(weights)}"
+    return params, weights, formula
