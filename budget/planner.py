@@ -184,5 +184,6 @@ def _size_kv(plan: Plan, mp: ModelPlan, spec, is_rest: bool) -> None:
                              f"{human(spare)} is left for {est.name}; largest that fits: {largest:,} tokens. "
                              f"{hint[0].upper() + hint[1:]}, or give it more memory")
     elif plan.max_concurrent_sequences < spec.max_num_seqs:
-        plan.notes.append(f"{plan.max_concurrent_sequences} sequences fit at the full max_model_len "
+        n = plan.max_concurrent_sequences
+        plan.notes.append(f"{n} sequence{'s fit' if n > 1 else ' fits'} at the full max_model_len "
                           f"{est.max_model_len:,}; up to max_num_seqs={spec.max_num_seqs} run at once when shorter")
