@@ -71,9 +71,3 @@ def _process_memory(pynvml, handle) -> dict[int, int]:
 def host_memory_bytes() -> int:
     """Physical RAM, the budget of a stack whose device is `cpu`."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def process_rss_bytes(pid: int) -> int:
-    """Resident memory of one process (Linux), the CPU stand-in for NVML's per-process figure."""
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -87,6 +87,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
     for mp in plan.models:
         e = mp.estimate
         entry = {"name": e.name, "kind": e.kind, "device": mp.device, "on_card": mp.on_card, "source": e.source,
+                 "runtime": e.runtime,
                  "dtype": e.dtype, "parameters": e.parameters, "weights_bytes": e.weights_bytes,
                  "activation_bytes": e.activation_bytes, "context_bytes": e.context_bytes,
                  "cuda_graph_bytes": e.graph_bytes, "need_bytes": e.need_bytes, "share_bytes": mp.share_bytes,

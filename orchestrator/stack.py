@@ -165,8 +165,6 @@ class Stack(Strict):
                 _conflict(("voice", role), f"voice.{role} names model {wanted!r}, but that model is kind {match.kind}")
         return self
 
-    def model(self, name: str) -> ModelSpec:
-        return next(m for m in self.models if m.name == name)
 
 
 def _conflict(loc: tuple, message: str) -> None:

@@ -1,7 +1,6 @@
 """LLM: weights, activation peak of one scheduler step, CUDA-graph pool, and KV bytes per token."""
 from __future__ import annotations
 
-import math
 
 from budget.architectures import LLM_TYPES, llm_head_dim, llm_parameters
 from budget.cards import find_model_files
@@ -89,7 +88,3 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     return Estimate(spec.name, "llm", source, "torch", params, weights, activation, context, graph,
                     kv_bytes_per_token=per_token, max_model_len=max_model_len, block_size=spec.block_size,
                     dtype=dtype, formulas=formulas)
-
-
-def blocks_for(tokens: int, block_size: int) -> int:
-    return math.ceil(tokens / block_size)
