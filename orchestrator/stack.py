@@ -166,7 +166,6 @@ class Stack(Strict):
         return self
 
 
-
 def _conflict(loc: tuple, message: str) -> None:
     """Raise a cross-field error that still knows where in the file it points."""
     raise PydanticCustomError("stack_conflict", message, {"where": loc})
