@@ -118,7 +118,7 @@ def plan_stack(stack, total_bytes: int, device_label: str, calibration: Calibrat
     llm_pair = next(((mp, s) for mp, s in zip(plan.models, stack.models) if s.kind == "llm" and mp.on_card), None)
     rest = next((mp for mp, s in zip(plan.models, stack.models) if s.memory.mode == "rest" and mp.on_card), None)
     if fixed > available:
-        _over_budget(plan, stack, fixed - available, available)
+        _over_budget(plan, fixed - available, available)
     elif rest is not None:
         rest.share_bytes = available - fixed
     if llm_pair is not None and fixed <= available:
@@ -132,7 +132,7 @@ def _parts(est: Estimate) -> str:
     return ", ".join(f"{name} {human(n)}" for name, n in parts if n)
 
 
-def _over_budget(plan: Plan, stack, over: int, available: int) -> None:
+def _over_budget(plan: Plan, over: int, available: int) -> None:
     """The fixed shares alone overflow the card: say by how much, and which shares can shrink."""
     slack = [(mp, mp.share_bytes - mp.estimate.need_bytes) for mp in plan.models if mp.on_card and mp.share_bytes]
     cuts = []
