@@ -124,7 +124,9 @@ class VADSpec(ModelSpec):
 
 
 AnyModel = Annotated[Union[LLMSpec, ASRSpec, TTSSpec, EmbeddingSpec, VADSpec], Field(discriminator="kind")]
-KINDS = ("llm", "asr", "tts", "embedding", "vad")
+SPEC_BY_KIND: dict[str, type[ModelSpec]] = {
+    "llm": LLMSpec, "asr": ASRSpec, "tts": TTSSpec, "embedding": EmbeddingSpec, "vad": VADSpec}
+KINDS = tuple(SPEC_BY_KIND)
 
 
 class VoiceSpec(Strict):

@@ -10,13 +10,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.stack import (KINDS, ASRSpec, EmbeddingSpec, GpuSpec, LLMSpec, ServerSpec, Stack, TTSSpec, VADSpec,
-                                VoiceSpec)
+from orchestrator.stack import KINDS, SPEC_BY_KIND, GpuSpec, ServerSpec, Stack, VoiceSpec
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS: dict[str, type[BaseModel]] = {"gpu": GpuSpec, "server": ServerSpec, "voice": VoiceSpec}
-_KIND_SPECS: dict[str, type[BaseModel]] = {
-    "llm": LLMSpec, "asr": ASRSpec, "tts": TTSSpec, "embedding": EmbeddingSpec, "vad": VADSpec}
 
 
 class StackError(ValueError):
@@ -118,8 +115,8 @@ def _fields_for(loc: tuple) -> list[str]:
         return list(Stack.model_fields)
     if loc[0] in _SECTIONS:
         return list(_SECTIONS[loc[0]].model_fields)
-    if loc[0] == "models" and len(loc) > 2 and loc[2] in _KIND_SPECS:
-        return list(_KIND_SPECS[loc[2]].model_fields)
+    if loc[0] == "models" and len(loc) > 2 and loc[2] in SPEC_BY_KIND:
+        return list(SPEC_BY_KIND[loc[2]].model_fields)
     return []
 
 

@@ -65,7 +65,7 @@ def estimate_asr(spec, on_gpu: bool) -> Estimate:
         params = sum(t.numel for t in tensors if t.is_float) if tensors else whisper_parameters(cfg)
         stored = str(cfg.get("torch_dtype", "float16"))
         compute = resolve_compute_type(spec.compute_type, "float16" if stored == "float32" else stored, on_gpu)
-        quant, other = _COMPUTE[compute]
+        quant = _COMPUTE[compute][0]
         weights = int(params * quant)
         formulas["weights"] = (f"{params:,} parameters ({'safetensors headers' if tensors else 'from config'}) × "
                                f"{quant} B at compute type {compute} = {human(weights)}")
