@@ -1,0 +1,42 @@
+"""How one LLM engine is set up: the serving limits of the stack file plus the KV pool the planner sized."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from budget.estimators.llm import serving_dtype
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    model: str
+    dtype: str = "auto"
+    max_model_len: int | None = None            # None: the model's max_position_embeddings
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int | None = None   # None: max(2048, max_num_seqs), as the planner assumes
+    block_size: int = 16
+    kv_cache_dtype: str = "auto"
+    kv_cache_bytes: int | None = None           # the planner's KV share; exactly this many bytes are allocated
+    num_kv_blocks: int | None = None            # or a block count, for tests and benchmarks
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    device: str | None = None                   # None: cuda when present, else cpu
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.kv_cache_bytes is None) == (self.num_kv_blocks is None):
+            raise ValueError("give exactly one of kv_cache_bytes (the planner's KV share) or num_kv_blocks")
+        if self.block_size not in (16, 32, 64, 128):
+            raise ValueError(f"block_size must be 16, 32, 64 or 128, got {self.block_size}")
+        self.max_num_batched_tokens = self.max_num_batched_tokens or max(2048, self.max_num_seqs)
+        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def torch_dtype(self, hf_config: dict) -> torch.dtype:
+        return TORCH_DTYPES[serving_dtype(self.dtype, hf_config)]
+
+    def kv_torch_dtype(self, hf_config: dict) -> torch.dtype:
+        return self.torch_dtype(hf_config) if self.kv_cache_dtype == "auto" else TORCH_DTYPES[self.kv_cache_dtype]

@@ -1,0 +1,134 @@
+"""The synchronous engine: add requests, abort them, and step: schedule, run the model, stream outputs."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from engines.llm.block_manager import BlockManager
+from engines.llm.config import EngineConfig
+from engines.llm.detokenizer import IncrementalDetokenizer
+from engines.llm.model_runner import ModelRunner
+from engines.llm.models.loader import read_config
+from engines.llm.outputs import RequestOutput, TokenLogprob
+from engines.llm.sampler import SampledToken
+from engines.llm.sampling_params import SamplingParams
+from engines.llm.scheduler import Scheduler
+from engines.llm.sequence import Priority, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        path = Path(config.model)
+        hf_config = read_config(path)
+        limit = hf_config.get("max_position_embeddings") or 0
+        config.max_model_len = config.max_model_len or limit
+        if limit and config.max_model_len > limit and not hf_config.get("rope_scaling"):
+            raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's max_position_embeddings {limit}")
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
+        self.runner = ModelRunner(config, hf_config)
+        if self.runner.num_blocks * config.block_size < config.max_model_len:
+            raise ValueError(f"the KV pool holds {self.runner.num_blocks * config.block_size:,} tokens, fewer than "
+                             f"max_model_len {config.max_model_len:,}; lower max_model_len or give the LLM more memory")
+        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
+                    priority: Priority | str = Priority.INTERACTIVE) -> None:
+        """Queue a request; raises ValueError (with what to change) if it can never run."""
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        params = params or SamplingParams()
+        token_ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
+        if not token_ids:
+            raise ValueError("the prompt is empty")
+        vocab = self.runner.model.config["vocab_size"]
+        if min(token_ids) < 0 or max(token_ids) >= vocab:
+            raise ValueError(f"prompt token ids must be in [0, {vocab}); got one outside")
+        if len(token_ids) >= self.config.max_model_len:
+            raise ValueError(f"the prompt has {len(token_ids)} tokens; this model's context is "
+                             f"{self.config.max_model_len}, so at most {self.config.max_model_len - 1} fit")
+        if isinstance(priority, str):
+            priority = Priority[priority.upper()]
+        seq = Sequence(request_id, token_ids, params, priority)
+        self.requests[request_id] = (seq, IncrementalDetokenizer(self.tokenizer, token_ids, params))
+        self.scheduler.add(seq)
+
+    def abort_request(self, request_id: str) -> bool:
+        """End a request now; its KV blocks are free when this returns. False if it is unknown or done."""
+        entry = self.requests.pop(request_id, None)
+        if entry is None:
+            return False
+        self.scheduler.finish(entry[0], "abort")
+        return True
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        sampled = iter(self.runner.run(batch))
+        outputs = []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += n
+            self.block_manager.commit(seq)
+            if seq.num_computed_tokens == seq.num_tokens:
+                outputs.append(self._append(seq, next(sampled)))
+        return outputs
+
+    def _append(self, seq: Sequence, token: SampledToken) -> RequestOutput:
+        seq.token_ids.append(token.token_id)
+        _, detok = self.requests[seq.request_id]
+        detok.add_tokens([token.token_id])
+        p, reason, stop_reason = seq.params, None, None
+        if detok.stopped_by is not None:
+            reason, stop_reason = "stop", detok.stopped_by
+        elif token.token_id in p.stop_token_ids or (not p.ignore_eos and token.token_id in self.eos_token_ids):
+            reason, stop_reason = "stop", (token.token_id if token.token_id in p.stop_token_ids else None)
+        elif (p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens) \
+                or seq.num_tokens >= self.config.max_model_len:
+            reason = "length"
+        if reason:
+            self.scheduler.finish(seq, reason)
+            del self.requests[seq.request_id]
+        logprobs = [TokenLogprob(token.token_id, token.logprob, token.top_logprobs)] if token.logprob is not None else []
+        return RequestOutput(seq.request_id, detok.delta(reason is not None), [token.token_id], detok.text,
+                             seq.output_token_ids, seq.num_prompt_tokens, seq.num_cached_tokens,
+                             reason is not None, reason, stop_reason, logprobs)
+
+    def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams] | None = None
+                 ) -> list[RequestOutput]:
+        """Run prompts to completion (offline use, tests, benchmarks); returns their final outputs in order."""
+        params_list = params if isinstance(params, list) else [params] * len(prompts)
+        ids = [f"generate-{id(self)}-{i}" for i in range(len(prompts))]
+        for rid, prompt, p in zip(ids, prompts, params_list):
+            self.add_request(rid, prompt, p)
+        final: dict[str, RequestOutput] = {}
+        while self.has_unfinished_requests():
+            for out in self.step():
+                if out.finished:
+                    final[out.request_id] = out
+        return [final[rid] for rid in ids]
+
+
+def _eos_token_ids(path: Path, hf_config: dict, tokenizer) -> set[int]:
+    """EOS ids from generation_config.json (often several for chat models), config.json and the tokenizer."""
+    ids: set[int] = set()
+    generation = path / "generation_config.json"
+    for source in (json.loads(generation.read_text()) if generation.is_file() else {}, hf_config):
+        value = source.get("eos_token_id")
+        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

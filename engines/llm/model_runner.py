@@ -1,0 +1,169 @@
+"""Run the model on a scheduled batch: flatten it, point attention at the paged pool, sample.
+
+The KV pool is allocated once, of exactly the bytes the config gives. On CUDA, pure decode
+steps replay CUDA graphs captured for a ladder of batch sizes.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from budget.estimators.llm import graph_batch_sizes
+from engines.llm.config import EngineConfig
+from engines.llm.context import AttentionContext, set_context
+from engines.llm.models.decoder import head_dim_of
+from engines.llm.models.loader import load_model
+from engines.llm.sampler import SampledToken, Sampler
+from engines.llm.scheduler import SchedulerOutput
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, hf_config: dict) -> None:
+        self.config, self.device = config, torch.device(config.device)
+        self.block_size = config.block_size
+        self.model = load_model(config.model, config.torch_dtype(hf_config), self.device)
+        self.kv_cache = self._allocate_kv_cache(hf_config)
+        self.num_blocks = self.kv_cache.shape[2]
+        self.sampler = Sampler()
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if self.device.type == "cuda" and not config.enforce_eager:
+            self.capture_cudagraphs()
+
+    def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
+        layers, head_dim = cfg["num_hidden_layers"], head_dim_of(cfg)
+        kv_heads = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+        dtype = self.config.kv_torch_dtype(cfg)
+        block_bytes = 2 * layers * self.block_size * kv_heads * head_dim * dtype.itemsize
+        blocks = self.config.num_kv_blocks or self.config.kv_cache_bytes // block_bytes
+        if blocks < 1:
+            raise ValueError(f"the KV cache share ({self.config.kv_cache_bytes:,} B) is smaller than one block "
+                             f"({block_bytes:,} B); give the LLM more memory")
+        self.block_bytes = block_bytes
+        cache = torch.zeros(2, layers, blocks, self.block_size, kv_heads, head_dim, dtype=dtype, device=self.device)
+        for i, layer in enumerate(self.model.model.layers):
+            layer.self_attn.k_cache, layer.self_attn.v_cache = cache[0, i], cache[1, i]
+        log.info("KV pool: %d blocks of %d tokens, %.1f MiB (%s)", blocks, self.block_size,
+                 cache.numel() * dtype.itemsize / 2**20, dtype)
+        return cache
+
+    def _tensor(self, values: list, dtype: torch.dtype) -> torch.Tensor:
+        t = torch.tensor(values, dtype=dtype)
+        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
+
+    def prepare(self, batch: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, AttentionContext, list[int]]:
+        """Flatten the batch: token ids, positions, pool slots, per-sequence lengths and block tables."""
+        bs = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        cu, lens, tables, sample_rows = [0], [], [], []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            start, end, table = seq.num_computed_tokens, seq.num_computed_tokens + n, seq.block_table
+            if n == 1:
+                ids.append(seq.token_ids[start])
+                positions.append(start)
+                slots.append(table[start // bs] * bs + start % bs)
+            else:
+                ids.extend(seq.token_ids[start:end])
+                positions.extend(range(start, end))
+                for b in range(start // bs, (end - 1) // bs + 1):
+                    base = table[b] * bs
+                    slots.extend(range(base + max(start - b * bs, 0), base + min(end - b * bs, bs)))
+            cu.append(cu[-1] + n)
+            lens.append(end)
+            tables.append(table)
+            if end == seq.num_tokens:
+                sample_rows.append(cu[-1] - 1)
+        width = max(len(t) for t in tables)
+        block_tables = self._tensor([t + [0] * (width - len(t)) for t in tables], torch.int32)
+        context = AttentionContext(self._tensor(slots, torch.int64), self._tensor(cu, torch.int32),
+                                   self._tensor(lens, torch.int32), block_tables, max(batch.num_new_tokens))
+        return self._tensor(ids, torch.int64), self._tensor(positions, torch.int64), context, sample_rows
+
+    @torch.inference_mode()
+    def run(self, batch: SchedulerOutput) -> list[SampledToken]:
+        """One forward step; returns a sampled token for each sequence whose prompt is now fully computed."""
+        input_ids, positions, context, sample_rows = self.prepare(batch)
+        hidden = self._forward(input_ids, positions, context)
+        if not sample_rows:
+            return []
+        logits = self.model.compute_logits(hidden[sample_rows])
+        sampled = [seq for seq, n in zip(batch.seqs, batch.num_new_tokens) if seq.num_computed_tokens + n == seq.num_tokens]
+        return self.sampler(logits, sampled)
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: AttentionContext) -> torch.Tensor:
+        n = input_ids.shape[0]
+        size = next((s for s in self.graphs if s >= n), None) if context.max_seqlen_q == 1 else None
+        if size is None or context.block_tables.shape[1] > self.graph_inputs["block_tables"].shape[1]:
+            set_context(context)
+            try:
+                return self.model(input_ids, positions)
+            finally:
+                set_context(None)
+        g = self.graph_inputs
+        g["input_ids"][:n] = input_ids
+        g["positions"][:n] = positions
+        g["slot_mapping"].fill_(-1)
+        g["slot_mapping"][:n] = context.slot_mapping
+        g["seq_lens"].fill_(1)
+        g["seq_lens"][:n] = context.seq_lens
+        g["block_tables"][:size].zero_()
+        g["block_tables"][:n, :context.block_tables.shape[1]] = context.block_tables
+        self.graphs[size].replay()
+        return g["hidden"][:n]
+
+    @torch.inference_mode()
+    def capture_cudagraphs(self) -> None:
+        """Record one decode step per batch size of the ladder, sharing one memory pool."""
+        sizes = graph_batch_sizes(self.config.max_num_seqs)
+        top = sizes[-1]
+        max_blocks = -(-self.config.max_model_len // self.block_size)
+        hidden_size = self.model.config["hidden_size"]
+        dev = self.device
+        g = self.graph_inputs = {
+            "input_ids": torch.zeros(top, dtype=torch.int64, device=dev),
+            "positions": torch.zeros(top, dtype=torch.int64, device=dev),
+            "slot_mapping": torch.full((top,), -1, dtype=torch.int64, device=dev),
+            "cu_seqlens_q": torch.arange(top + 1, dtype=torch.int32, device=dev),
+            "seq_lens": torch.ones(top, dtype=torch.int32, device=dev),
+            "block_tables": torch.zeros(top, max_blocks, dtype=torch.int32, device=dev),
+            "hidden": torch.zeros(top, hidden_size, dtype=self.model.lm_head.weight.dtype, device=dev),
+        }
+        pool = None
+        for size in reversed(sizes):
+            graph = torch.cuda.CUDAGraph()
+            set_context(AttentionContext(g["slot_mapping"][:size], g["cu_seqlens_q"][:size + 1], g["seq_lens"][:size],
+                                         g["block_tables"][:size], 1))
+            g["hidden"][:size] = self.model(g["input_ids"][:size], g["positions"][:size])  # compiles the kernels
+            with torch.cuda.graph(graph, pool):
+                g["hidden"][:size] = self.model(g["input_ids"][:size], g["positions"][:size])
+            pool = pool or graph.pool()
+            self.graphs[size] = graph
+            torch.cuda.synchronize()
+        set_context(None)
+        self.graphs = dict(sorted(self.graphs.items()))
+        log.info("captured %d decode CUDA graphs (batch %d..%d)", len(sizes), sizes[0], top)
+
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        """Run the largest step the scheduler can build (a full token budget of prefill) so its peak is real."""
+        tokens = min(self.config.max_num_batched_tokens, self.config.max_model_len * self.config.max_num_seqs)
+        seqs = max(1, min(self.config.max_num_seqs, -(-tokens // self.config.max_model_len)))
+        lengths = [tokens // seqs + (i < tokens % seqs) for i in range(seqs)]
+        width = -(-max(lengths) // self.block_size)
+        context = AttentionContext(
+            slot_mapping=torch.full((tokens,), -1, dtype=torch.int64, device=self.device),
+            cu_seqlens_q=torch.tensor([0] + [sum(lengths[:i + 1]) for i in range(seqs)], dtype=torch.int32,
+                                      device=self.device),
+            seq_lens=torch.tensor(lengths, dtype=torch.int32, device=self.device),
+            block_tables=torch.zeros(seqs, width, dtype=torch.int32, device=self.device),
+            max_seqlen_q=max(lengths))
+        ids = torch.zeros(tokens, dtype=torch.int64, device=self.device)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])
+        hidden = self._forward(ids, positions, context)
+        self.model.compute_logits(hidden[: self.config.max_num_seqs])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()

@@ -1,0 +1,106 @@
+"""Qwen3, Qwen2/2.5 and Llama 3.x as one decoder: they differ only in q/k norms, qkv bias and rope scaling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engines.llm.context import get_context
+from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, rope_parameters
+from kernels.dispatch import paged_attention, store_kv
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture:
+    qk_norm: bool       # Qwen3: RMSNorm over each head's q and k before rope
+    qkv_bias: bool      # Qwen2: biases on q, k, v (else read from config's attention_bias)
+
+
+ARCHITECTURES = {
+    "qwen3": Architecture(qk_norm=True, qkv_bias=False),
+    "qwen2": Architecture(qk_norm=False, qkv_bias=True),
+    "llama": Architecture(qk_norm=False, qkv_bias=False),
+}
+
+
+def head_dim_of(cfg: dict) -> int:
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: dict, arch: Architecture, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = cfg["num_attention_heads"], head_dim_of(cfg)
+        self.num_kv_heads = cfg.get("num_key_value_heads") or self.num_heads
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.scale = self.head_dim ** -0.5
+        bias = arch.qkv_bias or bool(cfg.get("attention_bias", False))
+        self.qkv_proj = nn.Linear(cfg["hidden_size"], self.q_size + 2 * self.kv_size, bias=bias)
+        self.o_proj = nn.Linear(self.q_size, cfg["hidden_size"], bias=bool(cfg.get("attention_bias", False)))
+        self.q_norm = RMSNorm(self.head_dim, cfg["rms_norm_eps"]) if arch.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg["rms_norm_eps"]) if arch.qk_norm else None
+        self.rotary = rotary
+        self.k_cache = self.v_cache = torch.empty(0)  # views into the pool, set by the ModelRunner
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv_proj(x)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rotary(positions, q, k)
+        ctx = get_context()
+        store_kv(k, v, self.k_cache, self.v_cache, ctx.slot_mapping)
+        o = paged_attention(q, self.k_cache, self.v_cache, ctx.cu_seqlens_q, ctx.seq_lens, ctx.block_tables,
+                            self.scale, ctx.max_seqlen_q)
+        return self.o_proj(o.flatten(1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: dict, arch: Architecture, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+        self.self_attn = Attention(cfg, arch, rotary)
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+        self.mlp = GatedMLP(cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False)))
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(positions, self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, cfg: dict, arch: Architecture) -> None:
+        super().__init__()
+        self.rotary = RotaryEmbedding(head_dim_of(cfg), cfg.get("max_position_embeddings", 32768),
+                                      rope_parameters(cfg))
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
+        self.layers = nn.ModuleList(DecoderLayer(cfg, arch, self.rotary) for _ in range(cfg["num_hidden_layers"]))
+        self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            x = layer(positions, x)
+        return self.norm(x)
+
+
+class CausalLM(nn.Module):
+    """The decoder plus its LM head; logits are computed only for the rows the caller asks for."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = DecoderModel(cfg, ARCHITECTURES[cfg["model_type"]])
+        self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+        if cfg.get("tie_word_embeddings", False):
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, positions)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()

@@ -1,0 +1,96 @@
+"""Turn the step's last-token logits into next tokens: penalties, temperature, top-k/top-p/min-p, seeds.
+
+Sampling draws exponential noise and takes argmax(probs / noise), which is a draw from `probs`.
+A request with a seed draws its noise from its own generator, so its tokens do not depend on
+what else shares the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engines.llm.sequence import Sequence
+
+
+@dataclass(slots=True)
+class SampledToken:
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: dict[int, float] | None = None
+
+
+class Sampler:
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
+        params = [s.params for s in seqs]
+        want_logprobs = any(p.logprobs is not None for p in params)
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+        if any(p.penalized for p in params):
+            logits = apply_penalties(logits.clone(), seqs)
+        greedy_ids = logits.argmax(dim=-1)
+        if all(p.greedy for p in params):
+            token_ids = greedy_ids
+        else:
+            temperature = logits.new_tensor([p.temperature if not p.greedy else 1.0 for p in params])
+            logits = logits / temperature.unsqueeze(1)
+            if any(p.filtered for p in params):
+                logits = apply_filters(logits, seqs)
+            probs = torch.softmax(logits, dim=-1)
+            noise = torch.empty_like(probs).exponential_()
+            for row, seq in enumerate(seqs):
+                if seq.params.seed is not None and not seq.params.greedy:
+                    if seq.generator is None:
+                        seq.generator = torch.Generator(device=logits.device).manual_seed(seq.params.seed)
+                    noise[row].exponential_(generator=seq.generator)
+            sampled = (probs / noise).argmax(dim=-1)
+            greedy_rows = torch.tensor([p.greedy for p in params], device=logits.device)
+            token_ids = torch.where(greedy_rows, greedy_ids, sampled)
+        ids = token_ids.tolist()
+        if raw_logprobs is None:
+            return [SampledToken(t) for t in ids]
+        return [_with_logprobs(t, raw_logprobs[row], seqs[row].params.logprobs) for row, t in enumerate(ids)]
+
+
+def _with_logprobs(token_id: int, logprobs: torch.Tensor, count: int | None) -> SampledToken:
+    if count is None:
+        return SampledToken(token_id)
+    top = {}
+    if count:
+        values, ids = logprobs.topk(count)
+        top = dict(zip(ids.tolist(), values.tolist()))
+    return SampledToken(token_id, logprobs[token_id].item(), top)
+
+
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """OpenAI presence/frequency penalties over generated tokens; repetition penalty over prompt and output."""
+    vocab = logits.shape[1]
+    for row, seq in enumerate(seqs):
+        p = seq.params
+        if not p.penalized:
+            continue
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(seq.token_ids, device=logits.device).clamp_(max=vocab - 1)
+            picked = logits[row, seen]
+            logits[row, seen] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
+        if (p.presence_penalty or p.frequency_penalty) and seq.num_output_tokens:
+            counts = torch.bincount(torch.tensor(seq.output_token_ids, device=logits.device), minlength=vocab)[:vocab]
+            logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+    return logits
+
+
+def apply_filters(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Mask tokens outside top-k, outside the top-p nucleus, or below min_p times the best probability."""
+    params = [s.params for s in seqs]
+    vocab = logits.shape[1]
+    top_k = logits.new_tensor([p.top_k if p.top_k > 0 else vocab for p in params], dtype=torch.long)
+    top_p = logits.new_tensor([p.top_p for p in params])
+    min_p = logits.new_tensor([p.min_p for p in params])
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    ranks = torch.arange(vocab, device=logits.device).expand_as(sorted_logits)
+    sorted_probs = sorted_logits.softmax(dim=-1)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass strictly ahead of each token
+    drop = (ranks >= top_k.unsqueeze(1)) | (before >= top_p.unsqueeze(1))
+    drop |= sorted_probs < min_p.unsqueeze(1) * sorted_probs[:, :1]
+    drop[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, order, sorted_logits)
