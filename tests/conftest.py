@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,3 +27,12 @@ def run_cli():
                               cwd=ROOT, env={**os.environ, "COLUMNS": "120", **(env or {})}, timeout=120)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Random-weight Qwen3, Qwen2 (sharded) and Llama (llama3 rope, tied embeddings) folders, made once."""
+    from tiny_llm import make_model
+
+    root = tmp_path_factory.mktemp("llm")
+    return {kind: make_model(root / kind, kind) for kind in ("qwen3", "qwen2", "llama")}

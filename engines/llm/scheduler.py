@@ -42,6 +42,7 @@ class Scheduler:
         self.waiting: dict[Priority, deque[Sequence]] = {p: deque() for p in Priority}
         self.running: list[Sequence] = []
         self.num_waiting = 0
+        self.num_preemptions = 0  # since start, for metrics and tests
 
     def add(self, seq: Sequence) -> None:
         self.waiting[seq.priority].append(seq)
@@ -125,6 +126,7 @@ class Scheduler:
         self.waiting[seq.priority].appendleft(seq)
         self.num_waiting += 1
         out.num_preempted += 1
+        self.num_preemptions += 1
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """End seq now (done, stopped or aborted) and return its blocks in this same call."""

@@ -1,0 +1,145 @@
+"""The engine as a caller drives it: seeded sampling, stops, abort, priorities, errors, streaming."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engines.llm import AsyncLLM, EngineConfig, LLMEngine, Priority, SamplingParams
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_models) -> LLMEngine:
+    return LLMEngine(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=64, max_model_len=256,
+                                  max_num_seqs=8))
+
+
+def run_alone(llm: LLMEngine, prompt: str, params: SamplingParams) -> list[int]:
+    return llm.generate([prompt], params)[0].token_ids
+
+
+def test_seeded_sampling_ignores_the_rest_of_the_batch(llm):
+    seeded = SamplingParams(temperature=1.0, top_p=0.9, seed=1234, max_tokens=16, ignore_eos=True)
+    alone = run_alone(llm, "Hello there", seeded)
+    others = [SamplingParams(temperature=1.3, max_tokens=n, ignore_eos=True) for n in (5, 20, 9)]
+    crowd = llm.generate(["Voice agents", "Hello there", "The quick brown", "fox"], others[:1] + [seeded] + others[1:])
+    assert crowd[1].token_ids == alone
+    assert run_alone(llm, "Hello there", SamplingParams(temperature=1.0, top_p=0.9, seed=99, max_tokens=16,
+                                                        ignore_eos=True)) != alone
+
+
+def test_top_k_one_and_temperature_zero_agree(llm):
+    greedy = run_alone(llm, "Voice", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+    assert run_alone(llm, "Voice", SamplingParams(temperature=0.8, top_k=1, max_tokens=8, ignore_eos=True)) == greedy
+
+
+def test_penalties_change_what_repeats(llm):
+    base = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    plain = run_alone(llm, "Hello", base)
+    penalized = run_alone(llm, "Hello", SamplingParams(temperature=0, max_tokens=24, ignore_eos=True,
+                                                       frequency_penalty=2.0, presence_penalty=2.0))
+    assert len(set(penalized)) >= len(set(plain)) and penalized != plain
+
+
+def test_stop_string_across_tokens_is_cut_and_never_streamed(llm):
+    free = llm.generate(["The quick"], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))[0]
+    stop = free.text[5:8]
+    llm.add_request("s", "The quick", SamplingParams(temperature=0, max_tokens=20, ignore_eos=True, stop=[stop]))
+    streamed, last = "", None
+    while llm.has_unfinished_requests():
+        for out in llm.step():
+            streamed += out.delta_text
+            last = out
+    assert last.finish_reason == "stop" and last.stop_reason == stop
+    assert streamed == last.text == free.text[: free.text.find(stop)]
+
+
+def test_max_tokens_and_eos_finish_reasons(llm):
+    out = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))[0]
+    assert out.finish_reason == "length" and len(out.token_ids) == 3
+    first = out.token_ids[0]
+    stopped = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=3, stop_token_ids=[first]))[0]
+    assert stopped.finish_reason == "stop" and stopped.stop_reason == first and stopped.token_ids == [first]
+
+
+def test_abort_frees_blocks_at_once_and_others_go_on(llm):
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    llm.add_request("keep", "Hello there", params)
+    llm.add_request("drop", "The quick brown fox jumps over the lazy dog.", params)
+    llm.add_request("queued", "never runs", params)
+    llm.step()
+    used = llm.block_manager.num_used
+    assert llm.abort_request("drop") and llm.abort_request("queued")
+    assert llm.block_manager.num_used < used
+    assert not llm.abort_request("drop")
+    finals = [o for _ in range(40) for o in llm.step() if o.finished]
+    assert [o.request_id for o in finals] == ["keep"] and len(finals[0].token_ids) == 30
+    assert llm.block_manager.num_used == 0 and not llm.has_unfinished_requests()
+    llm.block_manager.check()
+
+
+def test_interactive_request_preempts_batch_work(tiny_models):
+    llm = LLMEngine(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=64, max_model_len=256,
+                                 max_num_seqs=2))
+    long = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    llm.add_request("b1", "batch one", long, priority="batch")
+    llm.add_request("b2", "batch two", long, priority=Priority.BATCH)
+    llm.step()
+    llm.add_request("voice", "Hello", SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    first = llm.step()
+    assert "voice" in [o.request_id for o in first]
+    assert llm.scheduler.num_preemptions == 1
+    finished = [o.request_id for _ in range(100) for o in llm.step() if o.finished]
+    assert finished[0] == "voice" and sorted(finished) == ["b1", "b2", "voice"]
+
+
+@pytest.mark.parametrize("prompt, params, message", [
+    ("x" * 400, SamplingParams(), "at most 255"),
+    ([], SamplingParams(), "empty"),
+    ([10**6], SamplingParams(), "token ids must be in"),
+])
+def test_requests_that_can_never_run_are_refused(llm, prompt, params, message):
+    with pytest.raises(ValueError, match=message):
+        llm.add_request("bad", prompt, params)
+    assert not llm.has_unfinished_requests()
+
+
+@pytest.mark.parametrize("field, value", [("temperature", -1), ("top_p", 0), ("max_tokens", 0), ("logprobs", 99),
+                                          ("repetition_penalty", 0), ("stop", [""])])
+def test_bad_sampling_params_say_what_is_wrong(field, value):
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        SamplingParams(**{field: value})
+
+
+def test_async_streams_and_aborts_on_close(tiny_models):
+    llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=64,
+                                            max_model_len=256))
+
+    async def main():
+        params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+        pieces = [out async for out in llm.generate("Hello there", params)]
+        assert len(pieces) == 8 and pieces[-1].finished and pieces[-1].text == "".join(p.delta_text for p in pieces)
+        endless = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+        stream = llm.generate("Voice", endless, request_id="barge-in")
+        async for out in stream:
+            break
+        await stream.aclose()
+        with pytest.raises(ValueError, match="empty"):
+            async for _ in llm.generate([], params):
+                pass
+        both = await asyncio.gather(*[_collect(llm.generate(p, params)) for p in ("a", "b c")])
+        assert all(len(b) == 8 for b in both)
+
+    try:
+        asyncio.run(main())
+        for _ in range(50):
+            if not llm.engine.has_unfinished_requests():
+                break
+            asyncio.run(asyncio.sleep(0.02))
+        assert not llm.engine.has_unfinished_requests() and llm.engine.block_manager.num_used == 0
+    finally:
+        llm.shutdown()
+
+
+async def _collect(stream) -> list:
+    return [out async for out in stream]
