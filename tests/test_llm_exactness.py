@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from engines.llm.config import EngineConfig
+from engines.llm.input_batch import build_inputs
 from engines.llm.llm_engine import LLMEngine
 from engines.llm.sampling_params import SamplingParams
 
@@ -85,8 +86,9 @@ def test_prefill_logits_equal_transformers(tiny_models, model_type):
     with torch.inference_mode():
         while sum(map(len, chunks)) < len(ids):
             batch = llm.scheduler.schedule()
-            input_ids, positions, context, _ = llm.runner.prepare(batch)
-            chunks.append(llm.runner.model.compute_logits(llm.runner._forward(input_ids, positions, context)))
+            inputs = build_inputs(batch, llm.block_manager.block_size, torch.device("cpu"))
+            hidden = llm.runner._forward(inputs.input_ids, inputs.positions, inputs.context)
+            chunks.append(llm.runner.model.compute_logits(hidden))
             batch.seqs[0].num_computed_tokens += batch.num_new_tokens[0]
     assert len(chunks) == 2
     ours = torch.cat(chunks)

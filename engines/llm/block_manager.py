@@ -58,8 +58,11 @@ class BlockManager:
 
     def allocate(self, seq: Sequence, num_new_tokens: int, hits: list[int] = ()) -> bool:
         """Give seq the prefix-cache hits and enough new blocks for num_new_tokens more; False changes nothing."""
+        need = self.blocks_needed(seq, num_new_tokens, len(hits))
+        if need <= 0 and not hits:
+            return True  # the common decode step: the tail block still has room
         revived = sum(1 for b in hits if self.ref_counts[b] == 0)
-        if self.blocks_needed(seq, num_new_tokens, len(hits)) + revived > self.num_free_blocks:
+        if need + revived > len(self.free) + len(self.cached):
             return False
         for block in hits:
             if self.ref_counts[block] == 0:
@@ -69,7 +72,7 @@ class BlockManager:
         seq.block_table.extend(hits)
         seq.num_computed_tokens += len(hits) * self.block_size
         seq.num_committed_blocks += len(hits)
-        for _ in range(self.blocks_needed(seq, num_new_tokens)):
+        for _ in range(need):
             seq.block_table.append(self._take())
         return True
 
@@ -91,9 +94,9 @@ class BlockManager:
 
     def commit(self, seq: Sequence) -> None:
         """Make seq's newly computed full blocks findable by later requests."""
-        if not self.prefix_caching:
-            return
         full = seq.num_computed_tokens // self.block_size
+        if full <= seq.num_committed_blocks or not self.prefix_caching:
+            return
         self._hash_full_blocks(seq, full)
         bs = self.block_size
         for i in range(seq.num_committed_blocks, full):
@@ -102,7 +105,7 @@ class BlockManager:
                 self.hash_to_block[digest] = block
                 self.block_hash[block] = digest
                 self.block_tokens[block] = tuple(seq.token_ids[i * bs:(i + 1) * bs])
-        seq.num_committed_blocks = max(seq.num_committed_blocks, full)
+        seq.num_committed_blocks = full
 
     def free_blocks(self, seq: Sequence) -> None:
         """Drop seq's references; tail blocks go first so they are the first evicted."""

@@ -12,6 +12,7 @@ import torch
 from budget.estimators.llm import graph_batch_sizes
 from engines.llm.config import EngineConfig
 from engines.llm.context import AttentionContext, set_context
+from engines.llm.input_batch import build_inputs
 from engines.llm.models.decoder import head_dim_of
 from engines.llm.models.loader import load_model
 from engines.llm.sampler import SampledToken, Sampler
@@ -49,48 +50,14 @@ class ModelRunner:
                  cache.numel() * dtype.itemsize / 2**20, dtype)
         return cache
 
-    def _tensor(self, values: list, dtype: torch.dtype) -> torch.Tensor:
-        t = torch.tensor(values, dtype=dtype)
-        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
-
-    def prepare(self, batch: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor, AttentionContext, list[int]]:
-        """Flatten the batch: token ids, positions, pool slots, per-sequence lengths and block tables."""
-        bs = self.block_size
-        ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        cu, lens, tables, sample_rows = [0], [], [], []
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
-            start, end, table = seq.num_computed_tokens, seq.num_computed_tokens + n, seq.block_table
-            if n == 1:
-                ids.append(seq.token_ids[start])
-                positions.append(start)
-                slots.append(table[start // bs] * bs + start % bs)
-            else:
-                ids.extend(seq.token_ids[start:end])
-                positions.extend(range(start, end))
-                for b in range(start // bs, (end - 1) // bs + 1):
-                    base = table[b] * bs
-                    slots.extend(range(base + max(start - b * bs, 0), base + min(end - b * bs, bs)))
-            cu.append(cu[-1] + n)
-            lens.append(end)
-            tables.append(table)
-            if end == seq.num_tokens:
-                sample_rows.append(cu[-1] - 1)
-        width = max(len(t) for t in tables)
-        block_tables = self._tensor([t + [0] * (width - len(t)) for t in tables], torch.int32)
-        context = AttentionContext(self._tensor(slots, torch.int64), self._tensor(cu, torch.int32),
-                                   self._tensor(lens, torch.int32), block_tables, max(batch.num_new_tokens))
-        return self._tensor(ids, torch.int64), self._tensor(positions, torch.int64), context, sample_rows
-
     @torch.inference_mode()
     def run(self, batch: SchedulerOutput) -> list[SampledToken]:
         """One forward step; returns a sampled token for each sequence whose prompt is now fully computed."""
-        input_ids, positions, context, sample_rows = self.prepare(batch)
-        hidden = self._forward(input_ids, positions, context)
-        if not sample_rows:
+        inputs = build_inputs(batch, self.block_size, self.device)
+        hidden = self._forward(inputs.input_ids, inputs.positions, inputs.context)
+        if not inputs.sample_rows:
             return []
-        logits = self.model.compute_logits(hidden[sample_rows])
+        logits = self.model.compute_logits(hidden[inputs.sample_rows])
         sampled = [seq for seq, n in zip(batch.seqs, batch.num_new_tokens) if seq.num_computed_tokens + n == seq.num_tokens]
         return self.sampler(logits, sampled)
 
