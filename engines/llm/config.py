@@ -24,6 +24,7 @@ class EngineConfig:
     num_kv_blocks: int | None = None            # or a block count, for tests and benchmarks
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    skip_tokenizer_init: bool = False           # token ids in and out, no text (benchmarks, id-only clients)
     device: str | None = None                   # None: cuda when present, else cpu
     seed: int = 0
 

@@ -12,7 +12,7 @@ PROMPT_CONTEXT_TOKENS = 5  # prompt tokens decoded alongside the first output, s
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None, prompt_token_ids: list[int], params: SamplingParams) -> None:
         self.tokenizer, self.params = tokenizer, params
         self.ids = list(prompt_token_ids[-PROMPT_CONTEXT_TOKENS:])
         self.prefix_offset, self.read_offset = 0, len(self.ids)
@@ -26,6 +26,8 @@ class IncrementalDetokenizer:
 
     def add_tokens(self, token_ids: list[int]) -> None:
         """Decode the new tokens onto `text`; check stop strings in what is new (plus a stop's length back)."""
+        if self.tokenizer is None:
+            return
         before = len(self.text)
         for token_id in token_ids:
             self.ids.append(token_id)

@@ -32,7 +32,7 @@ class LLMEngine:
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's max_position_embeddings {limit}")
         torch.manual_seed(config.seed)
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = None if config.skip_tokenizer_init else AutoTokenizer.from_pretrained(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
         self.runner = ModelRunner(config, hf_config)
         if self.runner.num_blocks * config.block_size < config.max_model_len:
@@ -48,6 +48,8 @@ class LLMEngine:
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in flight")
         params = params or SamplingParams()
+        if isinstance(prompt, str) and self.tokenizer is None:
+            raise ValueError("this engine was started with skip_tokenizer_init; send token ids, not text")
         token_ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
         if not token_ids:
             raise ValueError("the prompt is empty")
@@ -129,6 +131,6 @@ def _eos_token_ids(path: Path, hf_config: dict, tokenizer) -> set[int]:
     for source in (json.loads(generation.read_text()) if generation.is_file() else {}, hf_config):
         value = source.get("eos_token_id")
         ids.update(value if isinstance(value, list) else [value] if value is not None else [])
-    if tokenizer.eos_token_id is not None:
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids

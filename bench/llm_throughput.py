@@ -1,0 +1,163 @@
+"""Offline throughput: our engine against Hugging Face `generate` (static, padded batches), in one run.
+
+nano-vllm's workload shape scaled to the machine: N requests with input and output lengths uniform
+in a range, `ignore_eos`, random token ids, on a random-weight Qwen3. Throughput counts the output
+tokens the requests asked for, divided by wall time, for both. On CUDA it also measures single-stream
+decode against the roofline (weight bytes / measured device copy bandwidth).
+
+    .venv/bin/python bench/llm_throughput.py                      # CPU: ~58M-parameter Qwen3, fp32
+    .venv/bin/python bench/llm_throughput.py --model-config configs/models/qwen3-8b/config.json \\
+        --dtype bfloat16 --requests 256 --input 100 1024 --output 100 1024 --batch 256   # on a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM, Qwen3Config
+
+from engines.llm import EngineConfig, LLMEngine, SamplingParams
+
+SMALL = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+             num_key_value_heads=4, head_dim=64, max_position_embeddings=4096, tie_word_embeddings=False)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def random_checkpoint(folder: Path, config: dict, dtype: torch.dtype, device: str) -> torch.nn.Module:
+    """Random weights with the given config, saved as safetensors; returns the transformers model too."""
+    cfg = Qwen3Config(**{k: v for k, v in config.items() if k not in ("architectures", "model_type", "torch_dtype")})
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def workload(args) -> tuple[list[list[int]], list[int]]:
+    rng = random.Random(0)
+    prompts = [[rng.randrange(1000, 30000) for _ in range(rng.randint(*args.input))] for _ in range(args.requests)]
+    return prompts, [rng.randint(*args.output) for _ in range(args.requests)]
+
+
+def run_ours(folder: Path, prompts, outputs, args) -> float:
+    dtype_bytes = DTYPES[args.dtype].itemsize
+    cfg = json.loads((folder / "config.json").read_text())
+    per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * dtype_bytes
+    longest = max(map(len, prompts)) + max(outputs)
+    llm = LLMEngine(EngineConfig(str(folder), dtype=args.dtype, max_model_len=longest + 16, max_num_seqs=args.batch,
+                                 kv_cache_bytes=per_token * (sum(map(len, prompts)) + sum(outputs) + 4096),
+                                 skip_tokenizer_init=True, device=args.device))
+    llm.generate([prompts[0][:16]], SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
+    params = [SamplingParams(temperature=0.6, max_tokens=n, ignore_eos=True) for n in outputs]
+    _sync(args.device)
+    start = time.perf_counter()
+    done = llm.generate(prompts, params)
+    _sync(args.device)
+    elapsed = time.perf_counter() - start
+    assert [len(o.token_ids) for o in done] == outputs
+    return elapsed
+
+
+def run_hf(model, prompts, outputs, args) -> float:
+    """Static batches in arrival order, left-padded; each batch runs until its longest request is done."""
+    model.generation_config.pad_token_id = 0
+    _sync(args.device)
+    start = time.perf_counter()
+    for at in range(0, len(prompts), args.batch):
+        batch, want = prompts[at:at + args.batch], outputs[at:at + args.batch]
+        width = max(map(len, batch))
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in batch], device=args.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=args.device)
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(want), min_new_tokens=max(want),
+                           do_sample=True, temperature=0.6, top_k=0, eos_token_id=None)
+    _sync(args.device)
+    return time.perf_counter() - start
+
+
+def single_stream_roofline(folder: Path, args) -> dict:
+    """Decode tokens/s of one request against weight bytes / measured copy bandwidth (CUDA only)."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    bandwidth = 2 * 10 * src.numel() / (time.perf_counter() - start)  # read + write
+    del src, dst
+    cfg = json.loads((folder / "config.json").read_text())
+    llm = LLMEngine(EngineConfig(str(folder), dtype=args.dtype, max_model_len=2048, max_num_seqs=8,
+                                 num_kv_blocks=256, skip_tokenizer_init=True))
+    weight_bytes = sum(p.numel() * p.element_size() for p in llm.runner.model.parameters())
+    llm.generate([[5] * 32], SamplingParams(max_tokens=16, ignore_eos=True))
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    llm.generate([[5] * 32], SamplingParams(temperature=0, max_tokens=512, ignore_eos=True))
+    torch.cuda.synchronize()
+    tokens_per_s = 512 / (time.perf_counter() - start)
+    roofline = bandwidth / weight_bytes
+    return {"weight_bytes": weight_bytes, "copy_bandwidth_GBps": round(bandwidth / 1e9, 1),
+            "decode_tokens_per_s": round(tokens_per_s, 1), "roofline_tokens_per_s": round(roofline, 1),
+            "fraction_of_roofline": round(tokens_per_s / roofline, 3), "layers": cfg["num_hidden_layers"]}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--input", type=int, nargs=2, default=[32, 256])
+    parser.add_argument("--output", type=int, nargs=2, default=[32, 256])
+    parser.add_argument("--batch", type=int, default=16, help="our max_num_seqs and HF's static batch size")
+    parser.add_argument("--model-config", type=Path, help="a config.json to copy (default: a ~58M Qwen3)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/llm_throughput.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    config = json.loads(args.model_config.read_text()) if args.model_config else SMALL
+    prompts, outputs = workload(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model = random_checkpoint(folder, config, DTYPES[args.dtype], args.device)
+        params = sum(p.numel() for p in model.parameters())
+        hf_s = run_hf(model, prompts, outputs, args)
+        del model
+        ours_s = run_ours(folder, prompts, outputs, args)
+        roofline = single_stream_roofline(folder, args) if args.device.startswith("cuda") else None
+    tokens = sum(outputs)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    table = Table(title=f"{args.requests} requests, input {args.input}, output {args.output}, batch {args.batch}, "
+                        f"{params / 1e6:.0f}M params {args.dtype} on {device}")
+    for col in ("engine", "seconds", "output tokens/s", "vs HF"):
+        table.add_column(col, justify="right")
+    table.add_row("HF generate (static, padded)", f"{hf_s:.1f}", f"{tokens / hf_s:.1f}", "1.00×")
+    table.add_row("ours (paged, continuous)", f"{ours_s:.1f}", f"{tokens / ours_s:.1f}", f"{hf_s / ours_s:.2f}×")
+    Console().print(table)
+    result = {"device": device, "threads": torch.get_num_threads(), "params": params, "dtype": args.dtype,
+              "requests": args.requests, "input": args.input, "output": args.output, "batch": args.batch,
+              "output_tokens": tokens, "hf_seconds": round(hf_s, 2), "ours_seconds": round(ours_s, 2),
+              "hf_tokens_per_s": round(tokens / hf_s, 1), "ours_tokens_per_s": round(tokens / ours_s, 1),
+              "ratio": round(hf_s / ours_s, 2), "single_stream": roofline}
+    if roofline:
+        Console().print(roofline)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
