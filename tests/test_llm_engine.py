@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, Priority, SamplingParams
 
@@ -143,3 +144,37 @@ def test_async_streams_and_aborts_on_close(tiny_models):
 
 async def _collect(stream) -> list:
     return [out async for out in stream]
+
+
+def test_kv_pool_is_exactly_the_plans_share(tiny_models):
+    from budget.planner import plan_stack
+    from budget.units import parse_size
+    from orchestrator.stack_file import parse_stack
+
+    stack = parse_stack(f"""
+gpu: {{device: cpu, memory: 2GiB}}
+models:
+  - {{name: tiny, kind: llm, path: {tiny_models['qwen3']}, memory: 400MiB, dtype: float32, max_model_len: 1024,
+     max_num_seqs: 4}}
+""")
+    plan = plan_stack(stack, parse_size("2GiB"), "test")
+    assert plan.fits and plan.kv_blocks > 0
+    llm = LLMEngine(EngineConfig.from_spec(stack.models[0], plan.models[0].kv_bytes, device="cpu"))
+    pool = llm.runner.kv_cache
+    assert pool.numel() * pool.element_size() == plan.models[0].kv_bytes
+    assert llm.block_manager.num_blocks == plan.kv_blocks
+    assert llm.generate(["Hello"], SamplingParams(max_tokens=4, ignore_eos=True))[0].finish_reason == "length"
+
+
+def test_fp8_kv_cache_halves_the_pool_and_still_decodes(tiny_models):
+    make = lambda kv: LLMEngine(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", kv_cache_bytes=1 << 20,  # noqa: E731
+                                             max_model_len=256, kv_cache_dtype=kv))
+    full, fp8 = make("auto"), make("fp8")
+    assert fp8.runner.kv_cache.dtype == torch.float8_e4m3fn
+    assert fp8.block_manager.num_blocks == 4 * full.block_manager.num_blocks  # 1 byte a value instead of 4
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, logprobs=3)
+    a, b = (llm.generate([PROMPT_FOR_FP8], params)[0] for llm in (full, fp8))
+    assert a.token_ids[0] == b.token_ids[0]
+
+
+PROMPT_FOR_FP8 = "The quick brown fox jumps over the lazy dog."

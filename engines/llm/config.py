@@ -36,6 +36,14 @@ class EngineConfig:
         self.max_num_batched_tokens = self.max_num_batched_tokens or max(2048, self.max_num_seqs)
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
+    @classmethod
+    def from_spec(cls, spec, kv_cache_bytes: int, device: str | None = None) -> EngineConfig:
+        """The engine for a stack file's LLM entry, with the KV bytes its plan gave it."""
+        return cls(model=spec.path, dtype=spec.dtype, max_model_len=spec.max_model_len,
+                   max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
+                   block_size=spec.block_size, kv_cache_dtype=spec.kv_cache_dtype, kv_cache_bytes=kv_cache_bytes,
+                   enforce_eager=spec.enforce_eager, device=device, seed=spec.seed or 0)
+
     def torch_dtype(self, hf_config: dict) -> torch.dtype:
         return TORCH_DTYPES[serving_dtype(self.dtype, hf_config)]
 

@@ -30,6 +30,7 @@ class ModelRunner:
         self.num_blocks = self.kv_cache.shape[2]
         self.sampler = Sampler()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.warmup()
         if self.device.type == "cuda" and not config.enforce_eager:
             self.capture_cudagraphs()
 
