@@ -1,4 +1,5 @@
-"""Offline throughput: our engine against Hugging Face `generate` (static, padded batches), in one run.
+"""Offline throughput: our engine against Hugging Face `generate` (static, padded batches) and transformers'
+own continuous batching, in one run.
 
 nano-vllm's workload shape scaled to the machine: N requests with input and output lengths uniform
 in a range, `ignore_eos`, random token ids, on a random-weight Qwen3. Throughput counts the output
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoModelForCausalLM, Qwen3Config
+from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3Config
 
 from engines.llm import EngineConfig, LLMEngine, SamplingParams
 
@@ -83,6 +84,25 @@ def run_hf(model, prompts, outputs, args) -> float:
     return time.perf_counter() - start
 
 
+def run_hf_continuous(model, prompts, outputs, args) -> float | None:
+    """transformers' own continuous batching (`generate_batch`'s manager), timed after its set-up."""
+    if not hasattr(model, "continuous_batching_context_manager"):
+        return None
+    config = GenerationConfig(do_sample=True, temperature=0.6, top_k=0, eos_token_id=-1, pad_token_id=0,
+                              max_new_tokens=max(outputs))
+    with model.continuous_batching_context_manager(generation_config=config, block=True, timeout=5) as manager:
+        _sync(args.device)
+        start = time.perf_counter()
+        for prompt, n in zip(prompts, outputs):
+            manager.add_request(prompt, max_new_tokens=n, eos_token_id=-1)
+        done = 0
+        while done < len(prompts):
+            result = manager.get_result(timeout=60)
+            done += bool(result and result.is_finished())
+        _sync(args.device)
+        return time.perf_counter() - start
+
+
 def single_stream_roofline(folder: Path, args) -> dict:
     """Decode tokens/s of one request against weight bytes / measured copy bandwidth (CUDA only)."""
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
@@ -135,6 +155,7 @@ def main() -> None:
         model = random_checkpoint(folder, config, DTYPES[args.dtype], args.device)
         params = sum(p.numel() for p in model.parameters())
         hf_s = run_hf(model, prompts, outputs, args)
+        hf_cb_s = run_hf_continuous(model, prompts, outputs, args)
         del model
         ours_s = run_ours(folder, prompts, outputs, args)
         roofline = single_stream_roofline(folder, args) if args.device.startswith("cuda") else None
@@ -146,6 +167,8 @@ def main() -> None:
     for col in ("engine", "seconds", "output tokens/s", "vs HF"):
         table.add_column(col, justify="right")
     table.add_row("HF generate (static, padded)", f"{hf_s:.1f}", f"{tokens / hf_s:.1f}", "1.00×")
+    if hf_cb_s:
+        table.add_row("HF continuous batching", f"{hf_cb_s:.1f}", f"{tokens / hf_cb_s:.1f}", f"{hf_s / hf_cb_s:.2f}×")
     table.add_row("ours (paged, continuous)", f"{ours_s:.1f}", f"{tokens / ours_s:.1f}", f"{hf_s / ours_s:.2f}×")
     Console().print(table)
     print(f"HF's static batches decode {padded / tokens:.2f}x the tokens asked for (padding to each batch's "
@@ -154,7 +177,9 @@ def main() -> None:
               "requests": args.requests, "input": args.input, "output": args.output, "batch": args.batch,
               "output_tokens": tokens, "hf_seconds": round(hf_s, 2), "ours_seconds": round(ours_s, 2),
               "hf_tokens_per_s": round(tokens / hf_s, 1), "ours_tokens_per_s": round(tokens / ours_s, 1),
-              "ratio": round(hf_s / ours_s, 2), "hf_padded_decode_ratio": round(padded / tokens, 2),
+              "ratio": round(hf_s / ours_s, 2),
+              "hf_continuous_seconds": round(hf_cb_s, 2) if hf_cb_s else None,
+              "ratio_vs_hf_continuous": round(hf_cb_s / ours_s, 2) if hf_cb_s else None, "hf_padded_decode_ratio": round(padded / tokens, 2),
               "single_stream": roofline}
     if roofline:
         Console().print(roofline)

@@ -102,6 +102,8 @@ def test_interactive_request_preempts_batch_work(tiny_models):
 def test_requests_that_can_never_run_are_refused(llm, prompt, params, message):
     with pytest.raises(ValueError, match=message):
         llm.add_request("bad", prompt, params)
+    with pytest.raises(ValueError, match="interactive' or 'batch"):
+        llm.add_request("bad", "Hello", params, priority="urgent")
     assert not llm.has_unfinished_requests()
 
 
@@ -178,3 +180,11 @@ def test_fp8_kv_cache_halves_the_pool_and_still_decodes(tiny_models):
 
 
 PROMPT_FOR_FP8 = "The quick brown fox jumps over the lazy dog."
+
+
+def test_engine_refuses_a_model_known_only_by_its_card():
+    from orchestrator.stack_file import parse_stack
+
+    stack = parse_stack("models:\n  - {name: big, kind: llm, path: Qwen/Qwen3-8B}\n")
+    with pytest.raises(ValueError, match="only its config card"):
+        EngineConfig.from_spec(stack.models[0], 1 << 30)

@@ -60,6 +60,8 @@ class LLMEngine:
             raise ValueError(f"the prompt has {len(token_ids)} tokens; this model's context is "
                              f"{self.config.max_model_len}, so at most {self.config.max_model_len - 1} fit")
         if isinstance(priority, str):
+            if priority.upper() not in Priority.__members__:
+                raise ValueError(f"priority must be 'interactive' or 'batch', got {priority!r}")
             priority = Priority[priority.upper()]
         seq = Sequence(request_id, token_ids, params, priority)
         self.requests[request_id] = (seq, IncrementalDetokenizer(self.tokenizer, token_ids, params))
