@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import tempfile
 import time
@@ -26,6 +25,7 @@ from rich.table import Table
 from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3Config
 
 from engines.llm import EngineConfig, LLMEngine, SamplingParams
+from hardware import describe
 
 SMALL = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
              num_key_value_heads=4, head_dim=64, max_position_embeddings=4096, tie_word_embeddings=False)
@@ -161,7 +161,7 @@ def main() -> None:
         roofline = single_stream_roofline(folder, args) if args.device.startswith("cuda") else None
     tokens = sum(outputs)
     padded = sum(len(outputs[i:i + args.batch]) * max(outputs[i:i + args.batch]) for i in range(0, len(outputs), args.batch))
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    device = describe(args.device)
     table = Table(title=f"{args.requests} requests, input {args.input}, output {args.output}, batch {args.batch}, "
                         f"{params / 1e6:.0f}M params {args.dtype} on {device}")
     for col in ("engine", "seconds", "output tokens/s", "vs HF"):

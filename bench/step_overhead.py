@@ -23,6 +23,7 @@ from engines.llm.input_batch import build_inputs
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
 from engines.llm.sequence import Sequence
+from hardware import describe
 
 BLOCK, PROMPT, STEPS = 16, 128, 300
 
@@ -69,15 +70,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench/results/step_overhead.json"))
     args = parser.parse_args()
     rows = [measure(n) for n in args.sizes]
-    table = Table(title=f"engine overhead per decode step (no model), {platform.processor() or platform.machine()}")
+    table = Table(title=f"engine overhead per decode step (no model), {describe()}")
     for key in rows[0]:
         table.add_column(key, justify="right")
     for row in rows:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": platform.node(), "cpu": platform.processor(),
-                                     "python": platform.python_version(), "rows": rows}, indent=2))
+    args.json.write_text(json.dumps({"cpu": describe(), "python": platform.python_version(), "rows": rows}, indent=2))
     print(f"wrote {args.json}")
 
 

@@ -46,7 +46,7 @@ class AsyncLLM:
                        request_id: str | None = None, priority: Priority | str = Priority.INTERACTIVE
                        ) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs step by step; raises ValueError for a request that can never run."""
-        if not self._thread.is_alive():
+        if not self.is_alive():
             raise EngineDeadError("the LLM engine loop has stopped")
         request_id = request_id or f"req-{next(_request_ids)}"
         stream: asyncio.Queue = asyncio.Queue()
@@ -66,6 +66,9 @@ class AsyncLLM:
             self._streams.pop(request_id, None)
             if not finished:
                 self._send(("abort", request_id))
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
 
     def abort(self, request_id: str) -> None:
         self._send(("abort", request_id))

@@ -1,0 +1,53 @@
+"""Shared by the chat and text routes: start a request on the engine, wait for its end, count usage."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from engines.llm.async_llm import EngineDeadError
+from engines.llm.outputs import RequestOutput, TokenLogprob
+from engines.llm.sampling_params import SamplingParams
+from orchestrator.server.errors import OpenAIError
+from orchestrator.server.state import LLMState
+
+
+def check_n(n: int) -> None:
+    if n != 1:
+        raise OpenAIError(400, f"n={n} is not supported; send n=1 and repeat the request for more choices", "n")
+
+
+async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams,
+                request_id: str) -> AsyncIterator[RequestOutput]:
+    """Queue the request and wait for its first output, so refusals become HTTP errors before any streaming."""
+    try:
+        stream = state.llm.generate(prompt_ids, params, request_id=request_id)
+        first = await anext(stream)
+    except EngineDeadError as error:
+        raise OpenAIError(503, f"{error}; retry shortly", headers={"Retry-After": "5"}) from None
+    except ValueError as error:
+        raise OpenAIError(400, str(error)) from None
+
+    async def replay() -> AsyncIterator[RequestOutput]:
+        try:
+            yield first
+            async for out in stream:
+                yield out
+        finally:
+            await stream.aclose()  # the client went away: abort, free the blocks
+
+    return replay()
+
+
+async def final_output(outputs: AsyncIterator[RequestOutput]) -> tuple[RequestOutput, str, list[TokenLogprob]]:
+    text, logprobs, last = [], [], None
+    async for out in outputs:
+        text.append(out.delta_text)
+        logprobs.extend(out.logprobs)
+        last = out
+    return last, "".join(text), logprobs
+
+
+def usage(out: RequestOutput) -> dict:
+    completion = len(out.token_ids)
+    return {"prompt_tokens": out.num_prompt_tokens, "completion_tokens": completion,
+            "total_tokens": out.num_prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": out.num_cached_tokens}}

@@ -1,0 +1,88 @@
+"""POST /v1/chat/completions, streamed (SSE) and not."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from engines.llm.outputs import RequestOutput
+from orchestrator.server.auth import require_api_key
+from orchestrator.server.chat_template import render_chat
+from orchestrator.server.errors import OpenAIError
+from orchestrator.server.generation import check_n, final_output, start, usage
+from orchestrator.server.protocol import ChatCompletionRequest
+from orchestrator.server.sse import DONE, event
+from orchestrator.server.state import LLMState
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    state: LLMState = request.app.state.llm_state
+    state.check_model(body.model)
+    check_n(body.n)
+    if body.tools and not state.tool_call_parser:
+        raise OpenAIError(400, f"model {state.served_name!r} does not support tools: this server has no tool call "
+                               f"parser (set tool_call_parser: hermes in the stack)", "tools")
+    prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs)
+    prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False)
+    max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
+    top = body.top_logprobs or 0
+    params = _params(body, max_tokens, state.seed, top if body.logprobs else None)
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    outputs = await start(state, prompt_ids, params, request_id)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_stream(state, body, request_id, outputs, include_usage),
+                                 media_type="text/event-stream")
+    final, text, logprobs = await final_output(outputs)
+    return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": state.served_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": _logprobs(state, logprobs) if body.logprobs else None,
+                         "finish_reason": final.finish_reason}],
+            "usage": usage(final)}
+
+
+def _params(body: ChatCompletionRequest, max_tokens: int, seed: int | None, logprobs: int | None):
+    try:
+        return body.sampling_params(max_tokens, seed, logprobs)
+    except ValueError as error:
+        raise OpenAIError(400, str(error)) from None
+
+
+def _logprobs(state: LLMState, entries) -> dict:
+    tokenizer = state.llm.tokenizer
+
+    def item(token_id: int, logprob: float) -> dict:
+        text = tokenizer.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {"content": [{**item(e.token_id, e.logprob),
+                         "top_logprobs": [item(t, v) for t, v in e.top_logprobs.items()]} for e in entries]}
+
+
+async def _stream(state: LLMState, body: ChatCompletionRequest, request_id: str,
+                  outputs: AsyncIterator[RequestOutput], include_usage: bool) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
+        return event({"id": request_id, "object": "chat.completion.chunk", "created": created,
+                      "model": state.served_name,
+                      "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    last = None
+    async for out in outputs:
+        last = out
+        logprobs = _logprobs(state, out.logprobs) if body.logprobs else None
+        if out.delta_text or logprobs:
+            yield chunk({"content": out.delta_text}, logprobs=logprobs)
+    yield chunk({}, last.finish_reason)
+    if include_usage:
+        yield event({"id": request_id, "object": "chat.completion.chunk", "created": created,
+                     "model": state.served_name, "choices": [], "usage": usage(last)})
+    yield DONE

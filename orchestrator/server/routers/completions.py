@@ -1,0 +1,72 @@
+"""POST /v1/completions: a plain prompt (text or token ids), streamed or not."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from engines.llm.outputs import RequestOutput
+from orchestrator.server.auth import require_api_key
+from orchestrator.server.errors import OpenAIError
+from orchestrator.server.generation import check_n, final_output, start, usage
+from orchestrator.server.protocol import CompletionRequest
+from orchestrator.server.sse import DONE, event
+from orchestrator.server.state import LLMState
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    state: LLMState = request.app.state.llm_state
+    state.check_model(body.model)
+    check_n(body.n)
+    if body.logprobs is not None:
+        raise OpenAIError(400, "logprobs on /v1/completions is not supported yet; use /v1/chat/completions", "logprobs")
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        if len(prompt) != 1:
+            raise OpenAIError(400, "send one prompt per request", "prompt")
+        prompt = prompt[0]
+    prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else prompt
+    max_tokens = state.max_tokens(len(prompt_ids), body.max_tokens if body.max_tokens is not None else 16)
+    try:
+        params = body.sampling_params(max_tokens, state.seed, None)
+    except ValueError as error:
+        raise OpenAIError(400, str(error)) from None
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    outputs = await start(state, list(prompt_ids), params, request_id)
+    echo = prompt if body.echo and isinstance(prompt, str) else ""
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_stream(state, request_id, outputs, echo, include_usage),
+                                 media_type="text/event-stream")
+    final, text, _ = await final_output(outputs)
+    return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": state.served_name,
+            "choices": [{"index": 0, "text": echo + text, "logprobs": None, "finish_reason": final.finish_reason}],
+            "usage": usage(final)}
+
+
+async def _stream(state: LLMState, request_id: str, outputs: AsyncIterator[RequestOutput], echo: str,
+                  include_usage: bool) -> AsyncIterator[str]:
+    created = int(time.time())
+
+    def chunk(text: str, finish_reason: str | None = None) -> str:
+        return event({"id": request_id, "object": "text_completion", "created": created, "model": state.served_name,
+                      "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]})
+
+    if echo:
+        yield chunk(echo)
+    last = None
+    async for out in outputs:
+        last = out
+        if out.delta_text:
+            yield chunk(out.delta_text)
+    yield chunk("", last.finish_reason)
+    if include_usage:
+        yield event({"id": request_id, "object": "text_completion", "created": created, "model": state.served_name,
+                     "choices": [], "usage": usage(last)})
+    yield DONE

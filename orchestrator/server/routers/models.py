@@ -1,0 +1,31 @@
+"""GET /v1/models, /health and /version."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from orchestrator import __version__
+from orchestrator.server.auth import require_api_key
+
+router = APIRouter()
+STARTED = int(time.time())
+
+
+@router.get("/v1/models", dependencies=[Depends(require_api_key)])
+async def list_models(request: Request) -> dict:
+    state = request.app.state.llm_state
+    return {"object": "list", "data": [{"id": state.served_name, "object": "model", "created": STARTED,
+                                         "owned_by": "voice-orchestrator", "max_model_len": state.max_model_len}]}
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    alive = request.app.state.llm_state.llm.is_alive()
+    return JSONResponse({"status": "ok" if alive else "engine down"}, 200 if alive else 503)
+
+
+@router.get("/version")
+async def version() -> dict:
+    return {"version": __version__}

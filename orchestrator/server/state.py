@@ -1,0 +1,33 @@
+"""What the LLM routes need from the server: the engine, its served name and the stack's defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.llm.async_llm import AsyncLLM
+from orchestrator.server.errors import OpenAIError
+
+
+@dataclass(slots=True)
+class LLMState:
+    llm: AsyncLLM
+    served_name: str
+    max_model_len: int
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    tool_call_parser: str | None = None
+
+    def check_model(self, name: str) -> None:
+        if name != self.served_name:
+            raise OpenAIError(404, f"the model {name!r} does not exist; this server has {self.served_name!r}",
+                              "model", "model_not_found")
+
+    def max_tokens(self, prompt_tokens: int, asked: int | None) -> int:
+        """What the request may generate: as asked, or the rest of the context; 400 with the counts if over."""
+        room = self.max_model_len - prompt_tokens
+        if room < 1 or (asked is not None and asked > room):
+            wanted = f" + {asked} max_tokens" if asked is not None else ""
+            raise OpenAIError(400, f"this model's maximum context length is {self.max_model_len} tokens; the request "
+                                   f"has {prompt_tokens} prompt tokens{wanted}. Shorten the messages or lower "
+                                   f"max_tokens", "max_tokens" if asked else "messages", "context_length_exceeded")
+        return asked if asked is not None else room

@@ -1,0 +1,228 @@
+"""The real server (uvicorn on a loopback port) over a tiny random model, driven by the official openai SDK."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx2 as httpx  # the HTTP client the openai SDK itself is built on
+import openai
+import pytest
+import uvicorn
+
+from engines.llm import AsyncLLM, EngineConfig
+from orchestrator.server.app import build_app
+from orchestrator.server.state import LLMState
+
+KEY = "genshin"
+MODEL = "tiny-qwen3"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models):
+    llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=512,
+                                            max_model_len=512, max_num_seqs=64))
+    state = LLMState(llm, MODEL, 512, seed=0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(build_app(state, KEY), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", llm
+    uv.should_exit = True
+    thread.join(timeout=10)
+    llm.shutdown()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0)
+
+
+def wait_for_free_blocks(llm: AsyncLLM) -> int:
+    for _ in range(200):
+        if not llm.engine.has_unfinished_requests():
+            break
+        time.sleep(0.01)
+    return llm.engine.block_manager.num_used
+
+
+USER = [{"role": "user", "content": "Hello there"}]
+
+
+def test_chat_not_streamed(client):
+    reply = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=6, temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "length" and choice.message.role == "assistant"
+    assert reply.usage.completion_tokens == 6 and reply.usage.total_tokens == reply.usage.prompt_tokens + 6
+
+
+def test_chat_streamed_equals_not_streamed(client):
+    whole = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=10, temperature=0)
+    stream = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=10, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+
+
+def test_open_llm_vtuber_shaped_request(client):
+    """List-of-parts user turn, a system message mid-conversation, tools [] and null, always streamed."""
+    messages = [{"role": "system", "content": "You are a VTuber."},
+                {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"},
+                {"role": "system", "content": "The user interrupted you."},
+                {"role": "user", "content": [{"type": "text", "text": "what was that?"}]}]
+    for tools in ([], None):
+        extra = {"tools": tools} if tools is not None else {"extra_body": {"tools": None}}
+        chunks = list(client.chat.completions.create(model=MODEL, messages=messages, temperature=1.0, stream=True,
+                                                     max_tokens=8, **extra))
+        assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_tools_without_a_parser_say_so(client):
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError, match="does not support tools"):
+        client.chat.completions.create(model=MODEL, messages=USER, tools=[tool], stream=True)
+
+
+def test_seed_reproduces(client):
+    ask = lambda: client.chat.completions.create(model=MODEL, messages=USER, max_tokens=12, temperature=1.0,  # noqa
+                                                 seed=7).choices[0].message.content
+    assert ask() == ask()
+
+
+def test_logprobs(client):
+    reply = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=3, temperature=0, logprobs=True,
+                                           top_logprobs=2)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == 3 and all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content)
+
+
+def test_completions(client):
+    plain = client.completions.create(model=MODEL, prompt="The quick brown", max_tokens=5, temperature=0)
+    streamed = list(client.completions.create(model=MODEL, prompt="The quick brown", max_tokens=5, temperature=0,
+                                              stream=True))
+    assert "".join(c.choices[0].text for c in streamed) == plain.choices[0].text
+    assert plain.usage.completion_tokens == 5
+    by_ids = client.completions.create(model=MODEL, prompt=[5, 6, 7], max_tokens=2)
+    assert by_ids.usage.prompt_tokens == 3
+
+
+def test_models_and_health(client, server):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert httpx.get(server[0] + "/health").json() == {"status": "ok"}
+    assert "version" in httpx.get(server[0] + "/version").json()
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
+                                          ("POST", "/v1/completions")])
+@pytest.mark.parametrize("header, status", [(None, 401), ("Bearer wrong", 401), ("Basic genshin", 401),
+                                            (f"Bearer {KEY}", None)])
+def test_auth_on_every_v1_route(server, method, path, header, status):
+    body = {"model": MODEL, "messages": USER, "prompt": "hi", "max_tokens": 1}
+    headers = {"Authorization": header} if header else {}
+    response = httpx.request(method, server[0] + path, json=body if method == "POST" else None, headers=headers)
+    if status:
+        assert response.status_code == status and response.json()["error"]["code"] == "invalid_api_key"
+    else:
+        assert response.status_code == 200
+
+
+def test_client_disconnect_aborts_and_frees_blocks(server):
+    base, llm = server
+    assert wait_for_free_blocks(llm) == 0
+    body = {"model": MODEL, "messages": USER, "max_tokens": 400, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert llm.engine.block_manager.num_used > 0
+    assert wait_for_free_blocks(llm) == 0
+
+
+def test_64_concurrent_streams_complete(server):
+    base, llm = server
+
+    async def one(client: openai.AsyncOpenAI, i: int) -> tuple[str, str]:
+        stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"n{i}"}],
+                                                      max_tokens=8 + i % 5, temperature=0.8, stream=True)
+        text, finish = "", None
+        async for chunk in stream:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        return text, finish
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(64)))
+
+    results = asyncio.run(main())
+    assert len(results) == 64 and all(finish == "length" for _, finish in results)
+    assert wait_for_free_blocks(llm) == 0
+
+
+LONG = "word " * 600
+BAD = [  # (body or raw text, expected status, substring of the message)
+    ("{not json", 400, "not valid JSON"), ("", 400, ""), ("[]", 400, ""), ("null", 400, ""), ("42", 400, ""),
+    ({}, 400, "model"), ({"model": MODEL}, 400, "messages"), ({"model": MODEL, "messages": []}, 400, "messages"),
+    ({"model": MODEL, "messages": "hi"}, 400, "messages"), ({"model": MODEL, "messages": [{}]}, 400, "role"),
+    ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": 5}]}, 400, "content"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "video"}]}]}, 400, "type"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     400, "text-only"),
+    ({"model": "gpt-4", "messages": USER}, 404, "does not exist"),
+    ({"model": 5, "messages": USER}, 400, "model"),
+    ({"model": MODEL, "messages": USER, "temperature": -1}, 400, "temperature"),
+    ({"model": MODEL, "messages": USER, "temperature": 3}, 400, "temperature"),
+    ({"model": MODEL, "messages": USER, "temperature": "hot"}, 400, "temperature"),
+    ({"model": MODEL, "messages": USER, "top_p": 0}, 400, "top_p"),
+    ({"model": MODEL, "messages": USER, "top_p": 1.5}, 400, "top_p"),
+    ({"model": MODEL, "messages": USER, "top_k": -5}, 400, "top_k"),
+    ({"model": MODEL, "messages": USER, "min_p": 2}, 400, "min_p"),
+    ({"model": MODEL, "messages": USER, "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": MODEL, "messages": USER, "max_tokens": -3}, 400, "max_tokens"),
+    ({"model": MODEL, "messages": USER, "max_tokens": 10**6}, 400, "maximum context length"),
+    ({"model": MODEL, "messages": USER, "max_completion_tokens": "many"}, 400, "max_completion_tokens"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": LONG}]}, 400, "maximum context length"),
+    ({"model": MODEL, "messages": USER, "n": 2}, 400, "n=2"),
+    ({"model": MODEL, "messages": USER, "n": 0}, 400, "n"),
+    ({"model": MODEL, "messages": USER, "stop": 5}, 400, "stop"),
+    ({"model": MODEL, "messages": USER, "stop": [""]}, 400, "stop"),
+    ({"model": MODEL, "messages": USER, "seed": "abc"}, 400, "seed"),
+    ({"model": MODEL, "messages": USER, "presence_penalty": 5}, 400, "presence_penalty"),
+    ({"model": MODEL, "messages": USER, "frequency_penalty": -9}, 400, "frequency_penalty"),
+    ({"model": MODEL, "messages": USER, "repetition_penalty": 0}, 400, "repetition_penalty"),
+    ({"model": MODEL, "messages": USER, "top_logprobs": 50, "logprobs": True}, 400, "top_logprobs"),
+    ({"model": MODEL, "messages": USER, "stream": "yes please"}, 400, "stream"),
+    ({"model": MODEL, "messages": USER, "stream_options": 3}, 400, "stream_options"),
+    ({"model": MODEL, "messages": USER, "tools": "all"}, 400, "tools"),
+    ({"model": MODEL, "messages": USER, "chat_template_kwargs": []}, 400, "chat_template_kwargs"),
+    ({"model": MODEL, "prompt": ""}, 400, "prompt", "/v1/completions"),
+    ({"model": MODEL}, 400, "prompt", "/v1/completions"),
+    ({"model": MODEL, "prompt": ["a", "b"]}, 400, "one prompt", "/v1/completions"),
+    ({"model": MODEL, "prompt": [10**7]}, 400, "token ids", "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "logprobs": 3}, 400, "logprobs", "/v1/completions"),
+    ({"model": MODEL, "prompt": LONG}, 400, "maximum context length", "/v1/completions"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_malformed_requests_get_openai_shaped_4xx(server, case):
+    body, status, needle = case[:3]
+    path = case[3] if len(case) > 3 else "/v1/chat/completions"
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = httpx.post(server[0] + path, content=content, headers={"Authorization": f"Bearer {KEY}",
+                                                                      "Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and needle in error["message"]
+    assert httpx.get(server[0] + "/health").status_code == 200
