@@ -1,0 +1,73 @@
+"""`orchestrator serve STACK` as a user starts it: a real process, the openai SDK on the other end."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx2 as httpx
+import openai
+
+from conftest import ROOT
+
+
+def stack_file(tmp_path, model_path, memory="400MiB", port=12345, total="4GiB") -> str:
+    path = tmp_path / "stack.yaml"
+    path.write_text(f"""
+gpu: {{device: cpu, memory: {total}, reserve: 0B}}
+server: {{host: 127.0.0.1, port: {port}, api_key: "${{TEST_KEY:-}}"}}
+models:
+  - {{name: tiny, kind: llm, path: {model_path}, memory: {memory}, dtype: float32, max_model_len: 512,
+     max_num_seqs: 4, seed: 0, enable_thinking: false}}
+  - {{name: vad, kind: vad}}
+""")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_the_openai_sdk(tmp_path, tiny_models):
+    port = free_port()
+    env = {**os.environ, "TEST_KEY": "secret"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", stack_file(tmp_path, tiny_models["qwen3"],
+                            port=port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="secret", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                     max_tokens=5, stream=True))
+        assert chunks[-1].choices[0].finish_reason == "length"
+        with_key = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0)
+        try:
+            with_key.models.list()
+            raise AssertionError("a wrong key was accepted")
+        except openai.AuthenticationError:
+            pass
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert "serving only the LLM 'tiny'; vad start with `orchestrator run`" in out
+
+
+def test_serve_refuses_a_stack_that_does_not_fit(tmp_path, tiny_models, run_cli):
+    result = run_cli("serve", stack_file(tmp_path, tiny_models["qwen3"], memory="1MiB"))
+    assert result.returncode == 1 and "does not fit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_weights_it_does_not_have(tmp_path, run_cli):
+    result = run_cli("serve", stack_file(tmp_path, "Qwen/Qwen3-8B", memory="40GiB", total="64GiB"))
+    assert result.returncode == 2 and "only its config card" in result.stderr and "Traceback" not in result.stderr
