@@ -22,9 +22,9 @@ MODEL = "tiny-qwen3"
 
 @pytest.fixture(scope="module")
 def server(tiny_models):
-    llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=512,
-                                            max_model_len=512, max_num_seqs=64))
-    state = LLMState(llm, MODEL, 512, seed=0)
+    llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=1024,
+                                            max_model_len=2048, max_num_seqs=64))
+    state = LLMState(llm, MODEL, 2048, seed=0, tool_call_parser="hermes")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -33,7 +33,7 @@ def server(tiny_models):
     thread.start()
     while not uv.started:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", llm
+    yield f"http://127.0.0.1:{port}", llm, state
     uv.should_exit = True
     thread.join(timeout=10)
     llm.shutdown()
@@ -87,10 +87,133 @@ def test_open_llm_vtuber_shaped_request(client):
         assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_tools_without_a_parser_say_so(client):
-    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
-    with pytest.raises(openai.BadRequestError, match="does not support tools"):
-        client.chat.completions.create(model=MODEL, messages=USER, tools=[tool], stream=True)
+def test_tools_without_a_parser_say_so(client, server):
+    state = server[2]
+    state.tool_call_parser = None
+    try:
+        with pytest.raises(openai.BadRequestError, match="does not support tools"):
+            client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], stream=True)
+    finally:
+        state.tool_call_parser = "hermes"
+
+
+TOOL = {"type": "function", "function": {"name": "get_time", "description": "the time in a zone",
+                                         "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
+TOOL_REPLY = 'Let me check.<tool_call>\n{"name": "get_time", "arguments": {"tz": "Europe/Paris"}}\n</tool_call>'
+
+
+class ScriptedSampler:
+    """Stands in for the model's choice: each sequence emits the script's tokens, then EOS."""
+
+    def __init__(self, real, eos: int) -> None:
+        self.real, self.eos, self.script = real, eos, None
+
+    def __call__(self, logits, seqs):
+        from engines.llm.sampler import SampledToken
+
+        if self.script is None:
+            return self.real(logits, seqs)
+        return [SampledToken(self.script[s.num_output_tokens] if s.num_output_tokens < len(self.script) else self.eos)
+                for s in seqs]
+
+
+@pytest.fixture
+def scripted(server):
+    """Set `.script` to the token ids every request will produce: real token boundaries through the real stack."""
+    llm = server[1]
+    runner = llm.engine.runner
+    sampler = ScriptedSampler(runner.sampler, llm.tokenizer.eos_token_id)
+    runner.sampler = sampler
+    yield sampler
+    runner.sampler = sampler.real
+
+
+def byte_tokens(tokenizer, text: str) -> list[int]:
+    """One byte-level token per byte: every tag and JSON piece split across tokens."""
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(text, add_special_tokens=False))
+    return [tokenizer.convert_tokens_to_ids(ch) for piece in pieces for ch in piece]
+
+
+@pytest.mark.parametrize("split", ["bpe", "bytes"])
+def test_streamed_tool_call_deltas_reassemble(client, server, scripted, split):
+    tok = server[1].tokenizer
+    scripted.script = tok.encode(TOOL_REPLY, add_special_tokens=False) if split == "bpe" else byte_tokens(tok, TOOL_REPLY)
+    stream = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], stream=True)
+    content, calls, finish = "", {}, None
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        for call in delta.tool_calls or []:
+            entry = calls.setdefault(call.index, {"id": None, "name": None, "arguments": ""})
+            if call.id:
+                entry.update(id=call.id, name=call.function.name)
+            entry["arguments"] += call.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert content == "Let me check." and finish == "tool_calls"
+    assert list(calls) == [0] and calls[0]["name"] == "get_time" and calls[0]["id"]
+    assert json.loads(calls[0]["arguments"]) == {"tz": "Europe/Paris"}
+
+
+def test_tool_call_not_streamed(client, server, scripted):
+    scripted.script = server[1].tokenizer.encode(TOOL_REPLY, add_special_tokens=False)
+    reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL])
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "tool_calls" and message.content == "Let me check."
+    assert message.tool_calls[0].function.name == "get_time"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"tz": "Europe/Paris"}
+
+
+def test_tool_round_trip_history_renders(client, server, scripted):
+    """An assistant turn with tool_calls and content null, then the tool's result, as the VTuber client sends."""
+    scripted.script = server[1].tokenizer.encode("It is noon.", add_special_tokens=False)
+    history = USER + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "UTC"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00"}]
+    reply = client.chat.completions.create(model=MODEL, messages=history, tools=[TOOL])
+    assert reply.choices[0].message.content == "It is noon." and reply.choices[0].finish_reason == "stop"
+
+
+def test_malformed_tool_call_falls_back_to_content(client, server, scripted):
+    text = "<tool_call>get the time please</tool_call>"
+    scripted.script = server[1].tokenizer.encode(text, add_special_tokens=False)
+    reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL])
+    assert reply.choices[0].message.content == text and not reply.choices[0].message.tool_calls
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=MODEL, messages=USER, tools=[TOOL], stream=True))
+    assert streamed == text
+
+
+def test_named_tool_choice_forces_the_call(client, server, scripted):
+    scripted.script = server[1].tokenizer.encode('{"tz": "UTC"}}\n</tool_call>', add_special_tokens=False)
+    reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL],
+                                           tool_choice={"type": "function", "function": {"name": "get_time"}})
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_time" and json.loads(call.function.arguments) == {"tz": "UTC"}
+    with pytest.raises(openai.BadRequestError, match="not among the tools"):
+        client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL],
+                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+def test_tool_choice_none_leaves_text_alone(client, server, scripted):
+    scripted.script = server[1].tokenizer.encode(TOOL_REPLY, add_special_tokens=False)
+    reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], tool_choice="none")
+    assert reply.choices[0].message.content == TOOL_REPLY and not reply.choices[0].message.tool_calls
+
+
+def test_reasoning_parser_moves_think_text(client, server, scripted):
+    state = server[2]
+    scripted.script = server[1].tokenizer.encode("<think>\nhmm</think>\n\nHello", add_special_tokens=False)
+    state.reasoning_parser = "qwen3"
+    try:
+        reply = client.chat.completions.create(model=MODEL, messages=USER)
+        chunks = list(client.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    finally:
+        state.reasoning_parser = None
+    message = reply.choices[0].message
+    assert message.content == "Hello" and message.model_extra["reasoning_content"] == "\nhmm"
+    streamed = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(d.content or "" for d in streamed) == "Hello"
+    assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in streamed) == "\nhmm"
 
 
 def test_seed_reproduces(client):
@@ -137,7 +260,7 @@ def test_auth_on_every_v1_route(server, method, path, header, status):
 
 
 def test_client_disconnect_aborts_and_frees_blocks(server):
-    base, llm = server
+    base, llm, _ = server
     assert wait_for_free_blocks(llm) == 0
     body = {"model": MODEL, "messages": USER, "max_tokens": 400, "stream": True, "ignore_eos": True}
     with httpx.stream("POST", base + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
@@ -149,7 +272,7 @@ def test_client_disconnect_aborts_and_frees_blocks(server):
 
 
 def test_64_concurrent_streams_complete(server):
-    base, llm = server
+    base, llm, _ = server
 
     async def one(client: openai.AsyncOpenAI, i: int) -> tuple[str, str]:
         stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"n{i}"}],
@@ -169,7 +292,7 @@ def test_64_concurrent_streams_complete(server):
     assert wait_for_free_blocks(llm) == 0
 
 
-LONG = "word " * 600
+LONG = "word " * 2500
 BAD = [  # (body or raw text, expected status, substring of the message)
     ("{not json", 400, "not valid JSON"), ("", 400, ""), ("[]", 400, ""), ("null", 400, ""), ("42", 400, ""),
     ({}, 400, "model"), ({"model": MODEL}, 400, "messages"), ({"model": MODEL, "messages": []}, 400, "messages"),

@@ -15,7 +15,8 @@ class LLMState:
     max_model_len: int
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    tool_call_parser: str | None = None
+    tool_call_parser: str | None = None   # "hermes", or None: requests with tools are refused
+    reasoning_parser: str | None = None   # "qwen3": <think> text goes to reasoning_content
 
     def check_model(self, name: str) -> None:
         if name != self.served_name:

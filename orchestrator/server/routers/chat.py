@@ -1,6 +1,7 @@
 """POST /v1/chat/completions, streamed (SSE) and not."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from engines.llm.outputs import RequestOutput
 from orchestrator.server.auth import require_api_key
+from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
 from orchestrator.server.errors import OpenAIError
 from orchestrator.server.generation import check_n, final_output, start, usage
@@ -25,10 +27,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state: LLMState = request.app.state.llm_state
     state.check_model(body.model)
     check_n(body.n)
-    if body.tools and not state.tool_call_parser:
-        raise OpenAIError(400, f"model {state.served_name!r} does not support tools: this server has no tool call "
-                               f"parser (set tool_call_parser: hermes in the stack)", "tools")
-    prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs)
+    tools_on, forced = _tool_mode(state, body)
+    prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs, tools_on) + forced
+    output = ChatOutput(tools_on, state.reasoning_parser is not None, forced)
     prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
     top = body.top_logprobs or 0
@@ -37,14 +38,46 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     outputs = await start(state, prompt_ids, params, request_id)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(state, body, request_id, outputs, include_usage),
+        return StreamingResponse(_stream(state, body, request_id, outputs, output, include_usage),
                                  media_type="text/event-stream")
     final, text, logprobs = await final_output(outputs)
+    message = output.message(text)
     return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": state.served_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": _logprobs(state, logprobs) if body.logprobs else None,
-                         "finish_reason": final.finish_reason}],
+                         "finish_reason": _finish_reason(final, output)}],
             "usage": usage(final)}
+
+
+def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]:
+    """Whether tool calls are parsed, and the text that forces one (tool_choice required or a named function)."""
+    choice = body.tool_choice
+    if not body.tools:
+        if choice not in (None, "none", "auto"):
+            raise OpenAIError(400, "tool_choice needs a non-empty tools list", "tool_choice")
+        return False, ""
+    if not state.tool_call_parser:
+        raise OpenAIError(400, f"model {state.served_name!r} does not support tools: this server has no tool call "
+                               f"parser (set tool_call_parser: hermes in the stack)", "tools")
+    names = [t.get("function", {}).get("name") for t in body.tools]
+    if choice in (None, "auto"):
+        return True, ""
+    if choice == "none":
+        return False, ""
+    if choice == "required":
+        return True, '<tool_call>\n{"name": "'
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if name not in names:
+            raise OpenAIError(400, f"tool_choice names {name!r}, which is not among the tools ({', '.join(map(str, names))})",
+                              "tool_choice")
+        return True, f'<tool_call>\n{{"name": {json.dumps(name)}, "arguments": '
+    raise OpenAIError(400, "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", "
+                           "\"function\": {\"name\": ...}}", "tool_choice")
+
+
+def _finish_reason(final: RequestOutput, output: ChatOutput) -> str | None:
+    return "tool_calls" if output.called and final.finish_reason == "stop" else final.finish_reason
 
 
 def _params(body: ChatCompletionRequest, max_tokens: int, seed: int | None, logprobs: int | None):
@@ -66,7 +99,7 @@ def _logprobs(state: LLMState, entries) -> dict:
 
 
 async def _stream(state: LLMState, body: ChatCompletionRequest, request_id: str,
-                  outputs: AsyncIterator[RequestOutput], include_usage: bool) -> AsyncIterator[str]:
+                  outputs: AsyncIterator[RequestOutput], output: ChatOutput, include_usage: bool) -> AsyncIterator[str]:
     created = int(time.time())
 
     def chunk(delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
@@ -79,9 +112,10 @@ async def _stream(state: LLMState, body: ChatCompletionRequest, request_id: str,
     async for out in outputs:
         last = out
         logprobs = _logprobs(state, out.logprobs) if body.logprobs else None
-        if out.delta_text or logprobs:
-            yield chunk({"content": out.delta_text}, logprobs=logprobs)
-    yield chunk({}, last.finish_reason)
+        delta = output.update(out.delta_text, out.finished)
+        if delta or logprobs:
+            yield chunk(delta, logprobs=logprobs)
+    yield chunk({}, _finish_reason(last, output))
     if include_usage:
         yield event({"id": request_id, "object": "chat.completion.chunk", "created": created,
                      "model": state.served_name, "choices": [], "usage": usage(last)})

@@ -1,0 +1,93 @@
+"""Hermes tool calls, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, as Qwen2.5/Qwen3 emit them.
+
+The parser re-reads the whole output each time and sends only what is new, so tags and JSON split
+across tokens are handled by construction: text that may still become a tag is held back, the
+first delta of a call carries its id and name, later ones carry pieces of its arguments, and
+closing braces are held until it is known whether they close the arguments or the call.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from engines.llm.parsers import partial_tag
+
+START, END = "<tool_call>", "</tool_call>"
+NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+    name: str | None = None
+    arguments_sent: int = 0
+    done: bool = False
+
+
+class HermesParser:
+    def __init__(self) -> None:
+        self.content_sent = 0
+        self.calls: list[_Call] = []
+
+    def update(self, text: str, finished: bool) -> tuple[str, list[dict]]:
+        """New content text and new tool-call deltas (OpenAI `delta.tool_calls` items) for output `text`."""
+        start = text.find(START)
+        content_end = start if start >= 0 else len(text) - (0 if finished else partial_tag(text, START))
+        content = text[self.content_sent:max(self.content_sent, content_end)]
+        self.content_sent = max(self.content_sent, content_end)
+        deltas: list[dict] = []
+        if start < 0:
+            return content, deltas
+        for index, block in enumerate(text[start + len(START):].split(START)):
+            body, closed, _ = block.partition(END)
+            if index == len(self.calls):
+                self.calls.append(_Call())
+            call = self.calls[index]
+            if not call.done:
+                content += self._advance(index, call, body, bool(closed) or finished, deltas)
+        return content, deltas
+
+    def _advance(self, index: int, call: _Call, body: str, closed: bool, deltas: list[dict]) -> str:
+        if call.name is None and (name := NAME.search(body)):
+            call.name = json.loads(f'"{name.group(1)}"')
+            deltas.append({"index": index, "id": call.id, "type": "function",
+                           "function": {"name": call.name, "arguments": ""}})
+        marker = ARGUMENTS.search(body)
+        if call.name is None or marker is None:
+            if closed:  # never a call: give the text back as content
+                call.done = True
+                return f"{START}{body}{END}" if call.name is None else ""
+            return ""
+        raw = body[marker.end():]
+        if closed:
+            raw = raw.rstrip()
+            raw = (raw[:-1] if raw.endswith("}") else raw).rstrip()  # the call object's own closing brace
+            call.done = True
+        else:  # hold back a partial `</tool_call>` and braces that may close the call itself
+            raw = raw[: len(raw) - partial_tag(raw, END)]
+            raw = raw[: len(raw.rstrip("} \n\t\r"))]
+        if len(raw) > call.arguments_sent:
+            deltas.append({"index": index, "function": {"arguments": raw[call.arguments_sent:]}})
+            call.arguments_sent = len(raw)
+        return ""
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[dict]]:
+    """Whole output to (content, OpenAI `message.tool_calls`); any malformed call makes it all plain content."""
+    parser = HermesParser()
+    content, deltas = parser.update(text, finished=True)
+    calls: dict[int, dict] = {}
+    for d in deltas:
+        call = calls.setdefault(d["index"], {"id": d.get("id"), "type": "function",
+                                             "function": {"name": None, "arguments": ""}})
+        call["function"]["name"] = d["function"].get("name") or call["function"]["name"]
+        call["function"]["arguments"] += d["function"]["arguments"]
+    for call in calls.values():
+        try:
+            json.loads(call["function"]["arguments"] or "{}")
+        except ValueError:
+            return text, []
+    return (content.strip() or None), [calls[i] for i in sorted(calls)]
