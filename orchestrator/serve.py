@@ -50,8 +50,15 @@ def _run_server(stack, spec, llm_plan, api_key, host, port, errors: Console) -> 
     from engines.llm import AsyncLLM, EngineConfig
     from engines.llm.models.loader import ModelLoadError
     from orchestrator.server.app import build_app
+    from orchestrator.server.chat_output import REASONING_PARSERS, TOOL_PARSERS
     from orchestrator.server.state import LLMState
 
+    for field, value, known in (("tool_call_parser", spec.tool_call_parser, TOOL_PARSERS),
+                                ("reasoning_parser", spec.reasoning_parser, REASONING_PARSERS)):
+        if value is not None and value not in known:
+            errors.print(f"[bold red]error:[/bold red] model {spec.name!r}: {field} {value!r} is not known; "
+                         f"use one of {', '.join(sorted(known))}", highlight=False)
+            return 2
     try:
         config = EngineConfig.from_spec(spec, llm_plan.kv_bytes, device=llm_plan.device)
         llm = AsyncLLM.from_config(config)
@@ -61,10 +68,8 @@ def _run_server(stack, spec, llm_plan, api_key, host, port, errors: Console) -> 
     template_kwargs = dict(spec.chat_template_kwargs)
     if spec.enable_thinking is not None:
         template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
-    if spec.tool_call_parser:
-        errors.print(f"note: tool_call_parser {spec.tool_call_parser!r} is not implemented yet; requests with "
-                     f"tools get a 400 that says the model does not support tools", highlight=False)
-    state = LLMState(llm, spec.name, config.max_model_len, template_kwargs, spec.seed)
+    state = LLMState(llm, spec.name, config.max_model_len, template_kwargs, spec.seed, spec.tool_call_parser,
+                     spec.reasoning_parser)
     app = build_app(state, api_key or stack.server.api_key)
     try:
         uvicorn.run(app, host=host or stack.server.host, port=port or stack.server.port, log_level="info")

@@ -14,14 +14,14 @@ import openai
 from conftest import ROOT
 
 
-def stack_file(tmp_path, model_path, memory="400MiB", port=12345, total="4GiB") -> str:
+def stack_file(tmp_path, model_path, memory="400MiB", port=12345, total="4GiB", parser="hermes") -> str:
     path = tmp_path / "stack.yaml"
     path.write_text(f"""
 gpu: {{device: cpu, memory: {total}, reserve: 0B}}
 server: {{host: 127.0.0.1, port: {port}, api_key: "${{TEST_KEY:-}}"}}
 models:
   - {{name: tiny, kind: llm, path: {model_path}, memory: {memory}, dtype: float32, max_model_len: 512,
-     max_num_seqs: 4, seed: 0, enable_thinking: false}}
+     max_num_seqs: 4, seed: 0, enable_thinking: false, tool_call_parser: {parser}}}
   - {{name: vad, kind: vad}}
 """)
     return str(path)
@@ -66,6 +66,11 @@ def test_serve_answers_the_openai_sdk(tmp_path, tiny_models):
 def test_serve_refuses_a_stack_that_does_not_fit(tmp_path, tiny_models, run_cli):
     result = run_cli("serve", stack_file(tmp_path, tiny_models["qwen3"], memory="1MiB"))
     assert result.returncode == 1 and "does not fit" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_unknown_tool_parser(tmp_path, tiny_models, run_cli):
+    result = run_cli("serve", stack_file(tmp_path, tiny_models["qwen3"], parser="mistral"))
+    assert result.returncode == 2 and "tool_call_parser 'mistral' is not known" in result.stderr
 
 
 def test_serve_refuses_weights_it_does_not_have(tmp_path, run_cli):
