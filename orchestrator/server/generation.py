@@ -7,7 +7,16 @@ from engines.llm.async_llm import EngineDeadError
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.errors import OpenAIError
+from orchestrator.server.protocol import SamplingFields
 from orchestrator.server.state import LLMState
+
+
+def sampling_params(body: SamplingFields, max_tokens: int, seed: int | None, logprobs: int | None) -> SamplingParams:
+    """The request's sampling params; a value the engine refuses becomes a 400 that names it."""
+    try:
+        return body.sampling_params(max_tokens, seed, logprobs)
+    except ValueError as error:
+        raise OpenAIError(400, str(error)) from None
 
 
 def check_n(n: int) -> None:

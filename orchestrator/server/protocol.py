@@ -47,6 +47,10 @@ class SamplingFields(BaseModel):
     user: str | None = None
     ignore_eos: bool = False
 
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     def sampling_params(self, max_tokens: int, default_seed: int | None, logprobs: int | None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(

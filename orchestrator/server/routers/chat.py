@@ -14,7 +14,7 @@ from orchestrator.server.auth import require_api_key
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import check_n, final_output, start, usage
+from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
 from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event
 from orchestrator.server.state import LLMState
@@ -33,12 +33,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
     top = body.top_logprobs or 0
-    params = _params(body, max_tokens, state.seed, top if body.logprobs else None)
+    params = sampling_params(body, max_tokens, state.seed, top if body.logprobs else None)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = await start(state, prompt_ids, params, request_id)
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(state, body, request_id, outputs, output, include_usage),
+        return StreamingResponse(_stream(state, body, request_id, outputs, output, body.include_usage),
                                  media_type="text/event-stream")
     final, text, logprobs = await final_output(outputs)
     message = output.message(text)
@@ -78,13 +77,6 @@ def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]
 
 def _finish_reason(final: RequestOutput, output: ChatOutput) -> str | None:
     return "tool_calls" if output.called and final.finish_reason == "stop" else final.finish_reason
-
-
-def _params(body: ChatCompletionRequest, max_tokens: int, seed: int | None, logprobs: int | None):
-    try:
-        return body.sampling_params(max_tokens, seed, logprobs)
-    except ValueError as error:
-        raise OpenAIError(400, str(error)) from None
 
 
 def _logprobs(state: LLMState, entries) -> dict:

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from engines.llm.outputs import RequestOutput
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import check_n, final_output, start, usage
+from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
 from orchestrator.server.protocol import CompletionRequest
 from orchestrator.server.sse import DONE, event
 from orchestrator.server.state import LLMState
@@ -33,16 +33,12 @@ async def completions(body: CompletionRequest, request: Request):
         prompt = prompt[0]
     prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else prompt
     max_tokens = state.max_tokens(len(prompt_ids), body.max_tokens if body.max_tokens is not None else 16)
-    try:
-        params = body.sampling_params(max_tokens, state.seed, None)
-    except ValueError as error:
-        raise OpenAIError(400, str(error)) from None
+    params = sampling_params(body, max_tokens, state.seed, None)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     outputs = await start(state, list(prompt_ids), params, request_id)
     echo = prompt if body.echo and isinstance(prompt, str) else ""
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_stream(state, request_id, outputs, echo, include_usage),
+        return StreamingResponse(_stream(state, request_id, outputs, echo, body.include_usage),
                                  media_type="text/event-stream")
     final, text, _ = await final_output(outputs)
     return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": state.served_name,
