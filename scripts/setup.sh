@@ -15,6 +15,13 @@ quiet_pip() {
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PY" -m venv "$VENV"
 fi
+# espeak-ng speaks the real test audio (VAD, ASR plumbing); a Debian package, installed once.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+    SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo -n"
+    echo "installing espeak-ng (Debian package)..." >&2
+    $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null \
+        || echo "warning: could not install espeak-ng; the speech tests will be skipped" >&2
+fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
     exit 0
 fi

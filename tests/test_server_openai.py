@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 
 import httpx2 as httpx  # the HTTP client the openai SDK itself is built on
 import openai
 import pytest
-import uvicorn
+from live_server import live_server
 
 from engines.llm import AsyncLLM, EngineConfig
 from orchestrator.server.app import build_app
@@ -25,17 +23,8 @@ def server(tiny_models):
     llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=1024,
                                             max_model_len=2048, max_num_seqs=64))
     state = LLMState(llm, MODEL, 2048, seed=0, tool_call_parser="hermes")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(build_app(state, KEY), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", llm, state
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(build_app(state, KEY)) as url:
+        yield url, llm, state
     llm.shutdown()
 
 

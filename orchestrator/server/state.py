@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import Request
+
 from engines.llm.async_llm import AsyncLLM
 from orchestrator.server.errors import OpenAIError
 
@@ -32,3 +34,12 @@ class LLMState:
                                    f"has {prompt_tokens} prompt tokens{wanted}. Shorten the messages or lower "
                                    f"max_tokens", "max_tokens" if asked else "messages", "context_length_exceeded")
         return asked if asked is not None else room
+
+
+def llm_state(request: Request) -> LLMState:
+    """The LLM routes' state; a stack without an LLM answers them with 404."""
+    state = request.app.state.llm_state
+    if state is None:
+        raise OpenAIError(404, "this server has no LLM; add a `kind: llm` model to the stack", "model",
+                          "model_not_found")
+    return state

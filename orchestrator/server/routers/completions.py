@@ -14,14 +14,14 @@ from orchestrator.server.errors import OpenAIError
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
 from orchestrator.server.protocol import CompletionRequest
 from orchestrator.server.sse import DONE, event
-from orchestrator.server.state import LLMState
+from orchestrator.server.state import LLMState, llm_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
-    state: LLMState = request.app.state.llm_state
+    state = llm_state(request)
     state.check_model(body.model)
     check_n(body.n)
     if body.logprobs is not None:

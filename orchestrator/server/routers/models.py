@@ -16,13 +16,18 @@ STARTED = int(time.time())
 @router.get("/v1/models", dependencies=[Depends(require_api_key)])
 async def list_models(request: Request) -> dict:
     state = request.app.state.llm_state
-    return {"object": "list", "data": [{"id": state.served_name, "object": "model", "created": STARTED,
-                                         "owned_by": "voice-orchestrator", "max_model_len": state.max_model_len}]}
+    data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "voice-orchestrator", "kind": kind}
+            for name, kind in request.app.state.companions.names()]
+    if state is not None:
+        data.insert(0, {"id": state.served_name, "object": "model", "created": STARTED, "owned_by": "voice-orchestrator",
+                        "kind": "llm", "max_model_len": state.max_model_len})
+    return {"object": "list", "data": data}
 
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    alive = request.app.state.llm_state.llm.is_alive()
+    state = request.app.state.llm_state
+    alive = state is None or state.llm.is_alive()
     return JSONResponse({"status": "ok" if alive else "engine down"}, 200 if alive else 503)
 
 

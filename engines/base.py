@@ -1,0 +1,63 @@
+"""The lifecycle every engine kind shares, so one supervisor can start, measure and stop any of them."""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(slots=True, frozen=True)
+class MemoryUsage:
+    device: str            # "cuda:0" or "cpu"
+    allocated: int         # bytes torch's allocator holds for tensors now (0 where torch does not allocate)
+    peak_allocated: int    # the allocator's high-water mark since load (warmup sets it)
+    process: int           # what the whole process holds: NVML per PID on a GPU, resident set size on CPU
+
+
+class Engine(ABC):
+    """load() → warmup() → serve → close(); memory() at any point. An engine knows nothing about HTTP."""
+
+    kind: ClassVar[str]
+    device: str
+
+    @abstractmethod
+    def load(self) -> None:
+        """Read the weights onto the device; errors name the model and the fix."""
+
+    @abstractmethod
+    def warmup(self) -> None:
+        """Run the largest shape the stack allows once, so the peak is measured, not guessed."""
+
+    def memory(self) -> MemoryUsage:
+        return measure_memory(self.device)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free what load() took; safe to call twice."""
+
+
+def measure_memory(device: str) -> MemoryUsage:
+    """Allocator figures from torch when it is loaded, the process's own footprint from NVML or /proc."""
+    import sys
+
+    allocated = peak = 0
+    torch = sys.modules.get("torch")
+    on_cuda = device.startswith("cuda")
+    if on_cuda and torch is not None and torch.cuda.is_initialized():
+        allocated, peak = torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device)
+    process = _nvml_process_bytes(device) if on_cuda else None
+    return MemoryUsage(device, allocated, peak, process if process is not None else _rss_bytes())
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _nvml_process_bytes(device: str) -> int | None:
+    from budget.probe import probe_gpus
+
+    index = int(device.partition(":")[2] or 0)
+    gpus = {g.index: g for g in probe_gpus().gpus}
+    return gpus[index].processes.get(os.getpid(), 0) if index in gpus else None
