@@ -61,7 +61,7 @@ def _run_server(stack, spec, llm_plan, api_key, host, port, errors: Console) -> 
             return 2
     try:
         config = EngineConfig.from_spec(spec, llm_plan.kv_bytes, device=llm_plan.device)
-        llm = AsyncLLM.from_config(config)
+        llm = AsyncLLM.from_config(config, spec.max_pending_requests)
     except (ModelLoadError, ValueError, OSError) as exc:
         errors.print(f"[bold red]error:[/bold red] cannot start {spec.name!r}: {exc}", highlight=False, soft_wrap=True)
         return 2

@@ -84,6 +84,7 @@ class LLMSpec(ModelSpec):
     max_model_len: int | None = Field(None, ge=16)
     max_num_seqs: int = Field(32, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=16)
+    max_pending_requests: int = Field(256, ge=1, description="running + waiting requests before new ones get 429")
     kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
     block_size: Literal[16, 32, 64, 128] = 16  # the paged-attention kernel walks whole power-of-two pages
     enforce_eager: bool = False

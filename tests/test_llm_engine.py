@@ -130,6 +130,9 @@ def test_async_streams_and_aborts_on_close(tiny_models):
         with pytest.raises(ValueError, match="empty"):
             async for _ in llm.generate([], params):
                 pass
+        with pytest.raises(ValueError, match="could not be added"):  # a malformed prompt ends that request only
+            async for _ in llm.generate(["not", "ids"], params):
+                pass
         both = await asyncio.gather(*[_collect(llm.generate(p, params)) for p in ("a", "b c")])
         assert all(len(b) == 8 for b in both)
 

@@ -218,6 +218,20 @@ def test_logprobs(client):
     assert len(content) == 3 and all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content)
 
 
+def test_completions_logprobs(client):
+    plain = client.completions.create(model=MODEL, prompt="The quick brown", max_tokens=4, temperature=0, logprobs=3)
+    logprobs = plain.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.text_offset) == 4
+    for chosen, top in zip(logprobs.token_logprobs, logprobs.top_logprobs):
+        assert len(top) == 3 and chosen <= 0 and chosen == pytest.approx(max(top.values()))  # greedy takes the top
+    assert logprobs.text_offset == sorted(logprobs.text_offset) and logprobs.text_offset[0] == 0
+    streamed = list(client.completions.create(model=MODEL, prompt="The quick brown", max_tokens=4, temperature=0,
+                                              logprobs=3, stream=True))
+    pieces = [c.choices[0].logprobs for c in streamed if c.choices[0].logprobs]
+    assert [lp for p in pieces for lp in p.token_logprobs] == pytest.approx(logprobs.token_logprobs)
+    assert [o for p in pieces for o in p.text_offset] == logprobs.text_offset
+
+
 def test_completions(client):
     plain = client.completions.create(model=MODEL, prompt="The quick brown", max_tokens=5, temperature=0)
     streamed = list(client.completions.create(model=MODEL, prompt="The quick brown", max_tokens=5, temperature=0,
@@ -322,7 +336,8 @@ BAD = [  # (body or raw text, expected status, substring of the message)
     ({"model": MODEL}, 400, "prompt", "/v1/completions"),
     ({"model": MODEL, "prompt": ["a", "b"]}, 400, "one prompt", "/v1/completions"),
     ({"model": MODEL, "prompt": [10**7]}, 400, "token ids", "/v1/completions"),
-    ({"model": MODEL, "prompt": "hi", "logprobs": 3}, 400, "logprobs", "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "logprobs": 3, "echo": True}, 400, "echo", "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "logprobs": 21}, 400, "logprobs", "/v1/completions"),
     ({"model": MODEL, "prompt": LONG}, 400, "maximum context length", "/v1/completions"),
 ]
 
@@ -338,3 +353,28 @@ def test_malformed_requests_get_openai_shaped_4xx(server, case):
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and needle in error["message"]
     assert httpx.get(server[0] + "/health").status_code == 200
+
+
+def test_queue_full_is_429_and_engine_down_is_503(tiny_models):
+    llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=64,
+                                            max_model_len=512), max_pending=2)
+    with live_server(build_app(LLMState(llm, MODEL, 512), KEY)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        held = [client.chat.completions.create(model=MODEL, messages=USER, max_tokens=400, stream=True,
+                                               extra_body={"ignore_eos": True}) for _ in range(2)]
+        for stream in held:
+            next(iter(stream))
+        with pytest.raises(openai.RateLimitError) as busy:
+            client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
+        assert busy.value.response.headers["Retry-After"] and "busy" in busy.value.message
+        for stream in held:
+            stream.close()
+        assert wait_for_free_blocks(llm) == 0
+        assert client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2).choices[0].finish_reason
+        llm.shutdown()
+        health = httpx.get(url + "/health")
+        assert health.status_code == 503 and health.headers["Retry-After"]
+        with pytest.raises(openai.InternalServerError) as down:
+            client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
+        assert down.value.status_code == 503 and down.value.response.headers["Retry-After"]
+        assert down.value.body["type"] == "service_unavailable"

@@ -27,9 +27,14 @@ class EngineDeadError(RuntimeError):
     """The engine loop has stopped; no more requests can be served."""
 
 
+class EngineBusyError(RuntimeError):
+    """Too many requests are already in flight; the client should retry later."""
+
+
 class AsyncLLM:
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, max_pending: int = 256) -> None:
         self.engine = engine
+        self.max_pending = max_pending
         self.tokenizer = engine.tokenizer
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
@@ -39,8 +44,8 @@ class AsyncLLM:
         self._thread.start()
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> AsyncLLM:
-        return cls(LLMEngine(config))
+    def from_config(cls, config: EngineConfig, max_pending: int = 256) -> AsyncLLM:
+        return cls(LLMEngine(config), max_pending)
 
     async def generate(self, prompt: str | list[int], params: SamplingParams | None = None,
                        request_id: str | None = None, priority: Priority | str = Priority.INTERACTIVE
@@ -48,6 +53,9 @@ class AsyncLLM:
         """Stream a request's outputs step by step; raises ValueError for a request that can never run."""
         if not self.is_alive():
             raise EngineDeadError("the LLM engine loop has stopped")
+        if len(self._streams) >= self.max_pending:
+            raise EngineBusyError(f"{len(self._streams)} requests are already in flight (the limit is "
+                                  f"{self.max_pending})")
         request_id = request_id or f"req-{next(_request_ids)}"
         stream: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
@@ -98,8 +106,9 @@ class AsyncLLM:
                 _, request_id, prompt, params, priority = command
                 try:
                     self.engine.add_request(request_id, prompt, params, priority)
-                except ValueError as error:
-                    self._deliver(request_id, error)
+                except Exception as error:  # a bad request is that request's error, never the loop's end
+                    self._deliver(request_id, error if isinstance(error, ValueError)
+                                  else ValueError(f"the request could not be added: {error}"))
             else:
                 self.engine.abort_request(command[1])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from engines.llm.async_llm import EngineDeadError
+from engines.llm.async_llm import EngineBusyError, EngineDeadError
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.errors import OpenAIError
@@ -32,6 +32,9 @@ async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams,
         first = await anext(stream)
     except EngineDeadError as error:
         raise OpenAIError(503, f"{error}; retry shortly", headers={"Retry-After": "5"}) from None
+    except EngineBusyError as error:
+        raise OpenAIError(429, f"the server is busy: {error}; retry shortly", code="too_many_requests",
+                          headers={"Retry-After": "1"}) from None
     except ValueError as error:
         raise OpenAIError(400, str(error)) from None
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from engines.llm.outputs import RequestOutput
+from engines.llm.outputs import RequestOutput, TokenLogprob
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
@@ -24,8 +24,9 @@ async def completions(body: CompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
     check_n(body.n)
-    if body.logprobs is not None:
-        raise OpenAIError(400, "logprobs on /v1/completions is not supported yet; use /v1/chat/completions", "logprobs")
+    if body.logprobs is not None and body.echo:
+        raise OpenAIError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute; "
+                               "send one or the other", "echo")
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
         if len(prompt) != 1:
@@ -33,33 +34,50 @@ async def completions(body: CompletionRequest, request: Request):
         prompt = prompt[0]
     prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else prompt
     max_tokens = state.max_tokens(len(prompt_ids), body.max_tokens if body.max_tokens is not None else 16)
-    params = sampling_params(body, max_tokens, state.seed, None)
+    params = sampling_params(body, max_tokens, state.seed, body.logprobs)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     outputs = await start(state, list(prompt_ids), params, request_id)
     echo = prompt if body.echo and isinstance(prompt, str) else ""
     if body.stream:
-        return StreamingResponse(_stream(state, request_id, outputs, echo, body.include_usage),
-                                 media_type="text/event-stream")
-    final, text, _ = await final_output(outputs)
+        return StreamingResponse(_stream(state, request_id, outputs, echo, body.include_usage,
+                                         body.logprobs is not None), media_type="text/event-stream")
+    final, text, entries = await final_output(outputs)
+    logprobs = _logprobs(state, entries, 0)[0] if body.logprobs is not None else None
     return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": state.served_name,
-            "choices": [{"index": 0, "text": echo + text, "logprobs": None, "finish_reason": final.finish_reason}],
+            "choices": [{"index": 0, "text": echo + text, "logprobs": logprobs, "finish_reason": final.finish_reason}],
             "usage": usage(final)}
 
 
+def _logprobs(state: LLMState, entries: list[TokenLogprob], offset: int) -> tuple[dict, int]:
+    """The legacy completions shape (tokens, token_logprobs, top_logprobs, text_offset) and the offset after it."""
+    decode = state.llm.tokenizer.decode
+    tokens, offsets = [], []
+    for entry in entries:
+        tokens.append(decode([entry.token_id]))
+        offsets.append(offset)
+        offset += len(tokens[-1])
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{decode([t]): v for t, v in e.top_logprobs.items()} for e in entries],
+            "text_offset": offsets}, offset
+
+
 async def _stream(state: LLMState, request_id: str, outputs: AsyncIterator[RequestOutput], echo: str,
-                  include_usage: bool) -> AsyncIterator[str]:
+                  include_usage: bool, with_logprobs: bool) -> AsyncIterator[str]:
     created = int(time.time())
 
-    def chunk(text: str, finish_reason: str | None = None) -> str:
+    def chunk(text: str, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
         return event({"id": request_id, "object": "text_completion", "created": created, "model": state.served_name,
-                      "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}]})
+                      "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]})
 
     if echo:
         yield chunk(echo)
-    last = None
+    last, offset = None, 0
     async for out in outputs:
         last = out
-        if out.delta_text:
+        if with_logprobs and out.logprobs:
+            logprobs, offset = _logprobs(state, out.logprobs, offset)
+            yield chunk(out.delta_text, logprobs=logprobs)
+        elif out.delta_text:
             yield chunk(out.delta_text)
     yield chunk("", last.finish_reason)
     if include_usage:

@@ -28,7 +28,9 @@ async def list_models(request: Request) -> dict:
 async def health(request: Request) -> JSONResponse:
     state = request.app.state.llm_state
     alive = state is None or state.llm.is_alive()
-    return JSONResponse({"status": "ok" if alive else "engine down"}, 200 if alive else 503)
+    if alive:
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "engine down"}, 503, headers={"Retry-After": "5"})
 
 
 @router.get("/version")

@@ -1,0 +1,170 @@
+"""What the HTTP layer adds: TTFT and inter-token latency through the OpenAI server beside the same workload
+sent straight to `AsyncLLM`, in one run, at concurrency 1, 8 and 32.
+
+The server runs in a child process (as `orchestrator serve` would), on the same engine settings and
+model as the direct path; the client reads the raw SSE stream with httpx2, so the SDK's own parsing
+is not counted. The model is the tests' tiny random-weight Qwen3 with a real chat template, so the
+engine step is short and the HTTP layer's share shows. Added latency = HTTP p50 - direct p50.
+
+    .venv/bin/python bench/serve_latency.py [--requests-per-client 4] [--max-tokens 32]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from engines.llm import AsyncLLM, EngineConfig, SamplingParams  # noqa: E402
+from hardware import describe  # noqa: E402
+
+MESSAGES = [{"role": "system", "content": "You are a friendly VTuber."},
+            {"role": "user", "content": "Tell me about the quick brown fox and the lazy dog."}]
+
+
+def engine_config(folder: str) -> EngineConfig:
+    return EngineConfig(folder, dtype="float32", num_kv_blocks=2048, max_model_len=1024, max_num_seqs=32)
+
+
+def serve_child(folder: str, port: int) -> None:
+    import uvicorn
+
+    from orchestrator.server.app import build_app
+    from orchestrator.server.state import LLMState
+
+    llm = AsyncLLM.from_config(engine_config(folder))
+    uvicorn.run(build_app(LLMState(llm, "tiny", 1024), None), host="127.0.0.1", port=port, log_level="warning")
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
+
+
+async def http_request(client: httpx.AsyncClient, url: str, max_tokens: int) -> tuple[float, list[float]]:
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "ignore_eos": True}
+    start, stamps = time.perf_counter(), []
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                stamps.append(time.perf_counter())
+    return stamps[0] - start, [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+async def direct_request(llm: AsyncLLM, prompt_ids: list[int], max_tokens: int) -> tuple[float, list[float]]:
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    start, stamps = time.perf_counter(), []
+    async for out in llm.generate(prompt_ids, params):
+        if out.delta_text:
+            stamps.append(time.perf_counter())
+    return stamps[0] - start, [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+async def run_level(send, concurrency: int, per_client: int) -> dict:
+    ttft, itl = [], []
+
+    async def client_loop() -> None:
+        for _ in range(per_client):
+            first, gaps = await send()
+            ttft.append(first)
+            itl.extend(gaps)
+
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    return {"ttft_p50_ms": 1e3 * percentile(ttft, 0.5), "ttft_p95_ms": 1e3 * percentile(ttft, 0.95),
+            "itl_p50_ms": 1e3 * percentile(itl, 0.5), "itl_p95_ms": 1e3 * percentile(itl, 0.95)}
+
+
+async def measure(folder: str, url: str, args) -> list[dict]:
+    llm = AsyncLLM.from_config(engine_config(folder))
+    prompt = llm.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    prompt_ids = llm.tokenizer.encode(prompt, add_special_tokens=False)  # as the server renders and encodes
+    rows = []
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as client:
+        for concurrency in args.concurrency:
+            for _ in range(2):  # warm both paths at this width before timing
+                await asyncio.gather(*(http_request(client, url, 4) for _ in range(concurrency)),
+                                     *(direct_request(llm, prompt_ids, 4) for _ in range(concurrency)))
+            direct = await run_level(lambda: direct_request(llm, prompt_ids, args.max_tokens), concurrency,
+                                     args.requests_per_client)
+            http = await run_level(lambda: http_request(client, url, args.max_tokens), concurrency,
+                                   args.requests_per_client)
+            rows.append({"concurrency": concurrency, "direct": direct, "http": http,
+                         "added_ttft_p50_ms": http["ttft_p50_ms"] - direct["ttft_p50_ms"],
+                         "added_itl_p50_ms": http["itl_p50_ms"] - direct["itl_p50_ms"]})
+    llm.shutdown()
+    return rows
+
+
+def wait_ready(url: str, child: subprocess.Popen) -> None:
+    for _ in range(600):
+        if child.poll() is not None:
+            raise SystemExit("the server process exited before it was ready")
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the server did not become ready in 60 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests-per-client", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--out", default=str(ROOT / "bench/results/serve_latency.json"))
+    parser.add_argument("--serve-child", nargs=2, metavar=("FOLDER", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_child:
+        return serve_child(args.serve_child[0], int(args.serve_child[1]))
+    from tiny_llm import make_model
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        folder = str(make_model(Path(tmp) / "qwen3", "qwen3"))
+        child = subprocess.Popen([sys.executable, __file__, "--serve-child", folder, str(port)])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, child)
+            rows = asyncio.run(measure(folder, url, args))
+        finally:
+            child.terminate()
+            child.wait(timeout=30)
+    table = Table(title="HTTP server vs direct AsyncLLM (ms; added = HTTP p50 - direct p50)")
+    for column in ("concurrency", "direct TTFT p50/p95", "HTTP TTFT p50/p95", "direct ITL p50/p95",
+                   "HTTP ITL p50/p95", "added TTFT p50", "added ITL p50"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        d, h = r["direct"], r["http"]
+        table.add_row(str(r["concurrency"]), f"{d['ttft_p50_ms']:.2f} / {d['ttft_p95_ms']:.2f}",
+                      f"{h['ttft_p50_ms']:.2f} / {h['ttft_p95_ms']:.2f}", f"{d['itl_p50_ms']:.2f} / {d['itl_p95_ms']:.2f}",
+                      f"{h['itl_p50_ms']:.2f} / {h['itl_p95_ms']:.2f}", f"{r['added_ttft_p50_ms']:+.2f}",
+                      f"{r['added_itl_p50_ms']:+.2f}")
+    console = Console()
+    console.print(table)
+    result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (tests/tiny_llm.py)",
+              "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
