@@ -1,4 +1,4 @@
-"""`orchestrator plan|serve|gpus`: the command line. Exit codes: 0 fits (or served), 1 does not fit, 2 bad input."""
+"""`orchestrator plan|run|serve|gpus`: the command line. Exit codes: 0 fits (or served), 1 does not fit, 2 bad input."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: the stack's server.api_key)")
     serve.add_argument("--host", help="listen address (default: the stack's server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: the stack's server.port)")
+    run = sub.add_parser("run", help="start every model of the stack, each held to its share, on one port")
+    run.add_argument("stack", help="stack file (YAML), e.g. configs/demo.yaml")
+    run.add_argument("--host", help="listen address (default: the stack's server.host)")
+    run.add_argument("--port", type=int, help="listen port (default: the stack's server.port)")
+    run.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: the stack's server.api_key)")
+    run.add_argument("--seed", type=int, help="the LLM's default sampling seed (default: the stack's)")
+    run.add_argument("--gpu-memory", metavar="SIZE", help="plan and run as if the card had this much, e.g. 20GiB")
+    run.add_argument("--log-level", default="INFO", type=str.upper,
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (default INFO)")
     sub.add_parser("gpus", help="list the GPU presets and the GPUs NVML sees here")
     return parser
 
@@ -107,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return serve(args.stack, args.api_key, args.host, args.port, errors)
+    if args.command == "run":
+        from orchestrator.run import RunOptions, run
+
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run(RunOptions(args.stack, args.host, args.port, args.api_key, args.seed, args.gpu_memory,
+                              args.log_level), console, errors)
     return _gpus(console)
 
 

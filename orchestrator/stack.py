@@ -58,6 +58,8 @@ class GpuSpec(Strict):
     memory: Union[Literal["auto"], Bytes] = "auto"
     reserve: Bytes = parse_size("1GiB")
     auto_margin: float = Field(0.10, ge=0, le=1, description="headroom added to an `auto` share's estimate")
+    tolerance: float = Field(0.10, ge=0, le=10, description="how far a model's measured memory after warm-up may "
+                                                             "exceed its share before the start is refused")
 
 
 class ServerSpec(Strict):

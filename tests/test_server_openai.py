@@ -378,3 +378,17 @@ def test_queue_full_is_429_and_engine_down_is_503(tiny_models):
             client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
         assert down.value.status_code == 503 and down.value.response.headers["Retry-After"]
         assert down.value.body["type"] == "service_unavailable"
+
+
+def test_metrics_count_requests_tokens_and_kv_blocks(server, client):
+    client.chat.completions.create(model=MODEL, messages=USER, max_tokens=5, temperature=0)
+    text = httpx.get(server[0] + "/metrics").text
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['orchestrator_requests_total{kind="llm",route="/v1/chat/completions",status="200"}'] >= 1
+    assert values["orchestrator_llm_time_to_first_token_seconds_count"] >= 1
+    assert values["orchestrator_llm_inter_token_seconds_count"] >= 4
+    assert values["orchestrator_llm_generation_tokens_total"] >= 5
+    blocks = sum(values[f'orchestrator_llm_kv_blocks{{state="{s}"}}'] for s in ("used", "free", "cached"))
+    assert blocks == server[1].engine.block_manager.num_blocks
+    assert 0 <= values["orchestrator_llm_prefix_cache_hit_ratio"] <= 1

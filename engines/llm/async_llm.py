@@ -13,22 +13,15 @@ import queue
 import threading
 from collections.abc import AsyncIterator
 
+from engines.errors import EngineBusyError, EngineDeadError
 from engines.llm.config import EngineConfig
 from engines.llm.llm_engine import LLMEngine
-from engines.llm.outputs import RequestOutput
+from engines.llm.outputs import EngineStats, RequestOutput
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.sequence import Priority
 
 log = logging.getLogger(__name__)
 _request_ids = itertools.count()
-
-
-class EngineDeadError(RuntimeError):
-    """The engine loop has stopped; no more requests can be served."""
-
-
-class EngineBusyError(RuntimeError):
-    """Too many requests are already in flight; the client should retry later."""
 
 
 class AsyncLLM:
@@ -74,6 +67,10 @@ class AsyncLLM:
             self._streams.pop(request_id, None)
             if not finished:
                 self._send(("abort", request_id))
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
 
     def is_alive(self) -> bool:
         return self._thread.is_alive() and not self._stopping

@@ -13,7 +13,7 @@ from engines.llm.config import EngineConfig
 from engines.llm.detokenizer import IncrementalDetokenizer
 from engines.llm.model_runner import ModelRunner
 from engines.llm.models.loader import read_config
-from engines.llm.outputs import RequestOutput, TokenLogprob
+from engines.llm.outputs import EngineStats, RequestOutput, TokenLogprob
 from engines.llm.sampler import SampledToken
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
@@ -77,6 +77,11 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    def stats(self) -> EngineStats:
+        bm, sched = self.block_manager, self.scheduler
+        return EngineStats(bm.num_used, len(bm.free), len(bm.cached), len(sched.running), sched.num_waiting,
+                           sched.num_preemptions)
 
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()

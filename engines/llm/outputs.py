@@ -24,3 +24,15 @@ class RequestOutput:
     finish_reason: str | None = None    # "stop", "length" or "abort"
     stop_reason: str | int | None = None  # the stop string or stop token id that ended it
     logprobs: list[TokenLogprob] = field(default_factory=list)  # for delta_token_ids, when asked
+
+
+@dataclass(slots=True, frozen=True)
+class EngineStats:
+    """The engine's load after a step, for /metrics: KV blocks by state and sequences by queue."""
+
+    blocks_used: int
+    blocks_free: int
+    blocks_cached: int        # free but still holding a prefix that can be reused
+    running: int
+    waiting: int
+    preemptions: int          # since start

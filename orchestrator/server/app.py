@@ -4,19 +4,24 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from orchestrator import __version__
-from orchestrator.server.errors import install_error_handlers
-from orchestrator.server.routers import chat, completions, models
 from orchestrator.server.companions import Companions
+from orchestrator.server.errors import install_error_handlers
+from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
+from orchestrator.server.routers import chat, completions, embeddings, health, models
 from orchestrator.server.state import LLMState
 
 
 def build_app(llm_state: LLMState | None, api_key: str | None = None,
-              companions: Companions | None = None) -> FastAPI:
+              companions: Companions | None = None, metrics: Metrics | None = None) -> FastAPI:
     app = FastAPI(title="voice-orchestrator", version=__version__)
     app.state.llm_state = llm_state
     app.state.companions = companions or Companions()
     app.state.api_key = api_key or None
+    app.state.metrics = metrics or Metrics()
+    if llm_state is not None:
+        app.state.metrics.llm_stats = lambda: llm_state.llm.stats
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
-    for router in (models.router, chat.router, completions.router):
+    for router in (models.router, health.router, chat.router, completions.router, embeddings.router):
         app.include_router(router)
     return app

@@ -8,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engines.errors import EngineBusyError, EngineDeadError
+
 log = logging.getLogger(__name__)
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -45,6 +47,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
         return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code), exc.status, headers=exc.headers)
+
+    @app.exception_handler(EngineBusyError)
+    async def busy(_: Request, exc: EngineBusyError) -> JSONResponse:
+        return JSONResponse(error_body(429, f"the server is busy: {exc}; retry shortly", code="too_many_requests"),
+                            429, headers={"Retry-After": "1"})
+
+    @app.exception_handler(EngineDeadError)
+    async def down(_: Request, exc: EngineDeadError) -> JSONResponse:
+        return JSONResponse(error_body(503, f"{exc}; retry shortly", code="engine_unavailable"), 503,
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from engines.llm.async_llm import EngineBusyError, EngineDeadError
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.errors import OpenAIError
+from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import SamplingFields
 from orchestrator.server.state import LLMState
 
@@ -24,17 +24,16 @@ def check_n(n: int) -> None:
         raise OpenAIError(400, f"n={n} is not supported; send n=1 and repeat the request for more choices", "n")
 
 
-async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams,
-                request_id: str) -> AsyncIterator[RequestOutput]:
-    """Queue the request and wait for its first output, so refusals become HTTP errors before any streaming."""
+async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams, request_id: str,
+                timer: TokenTimer) -> AsyncIterator[RequestOutput]:
+    """Queue the request and wait for its first output, so refusals become HTTP errors before any streaming.
+
+    EngineBusyError (429) and EngineDeadError (503) pass through to the app's handlers.
+    """
     try:
         stream = state.llm.generate(prompt_ids, params, request_id=request_id)
         first = await anext(stream)
-    except EngineDeadError as error:
-        raise OpenAIError(503, f"{error}; retry shortly", headers={"Retry-After": "5"}) from None
-    except EngineBusyError as error:
-        raise OpenAIError(429, f"the server is busy: {error}; retry shortly", code="too_many_requests",
-                          headers={"Retry-After": "1"}) from None
+        timer.step(len(first.delta_token_ids), first.num_prompt_tokens, first.num_cached_tokens)
     except ValueError as error:
         raise OpenAIError(400, str(error)) from None
 
@@ -42,6 +41,7 @@ async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams,
         try:
             yield first
             async for out in stream:
+                timer.step(len(out.delta_token_ids), out.num_prompt_tokens, out.num_cached_tokens)
                 yield out
         finally:
             await stream.aclose()  # the client went away: abort, free the blocks

@@ -14,6 +14,7 @@ from orchestrator.server.auth import require_api_key
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
 from orchestrator.server.errors import OpenAIError
+from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
 from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event
@@ -35,7 +36,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     top = body.top_logprobs or 0
     params = sampling_params(body, max_tokens, state.seed, top if body.logprobs else None)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    outputs = await start(state, prompt_ids, params, request_id)
+    outputs = await start(state, prompt_ids, params, request_id, TokenTimer(request.app.state.metrics))
     if body.stream:
         return StreamingResponse(_stream(state, body, request_id, outputs, output, body.include_usage),
                                  media_type="text/event-stream")

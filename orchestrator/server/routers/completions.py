@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
+from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
 from orchestrator.server.protocol import CompletionRequest
 from orchestrator.server.sse import DONE, event
@@ -36,7 +37,7 @@ async def completions(body: CompletionRequest, request: Request):
     max_tokens = state.max_tokens(len(prompt_ids), body.max_tokens if body.max_tokens is not None else 16)
     params = sampling_params(body, max_tokens, state.seed, body.logprobs)
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    outputs = await start(state, list(prompt_ids), params, request_id)
+    outputs = await start(state, list(prompt_ids), params, request_id, TokenTimer(request.app.state.metrics))
     echo = prompt if body.echo and isinstance(prompt, str) else ""
     if body.stream:
         return StreamingResponse(_stream(state, request_id, outputs, echo, body.include_usage,

@@ -26,11 +26,14 @@ async def list_models(request: Request) -> dict:
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
+    """200 when every engine serves; 503 naming the ones that do not (the others keep serving meanwhile)."""
     state = request.app.state.llm_state
-    alive = state is None or state.llm.is_alive()
-    if alive:
+    down = [f"{s.name} is {s.state}" for s in request.app.state.metrics.status() if s.state != "ready"]
+    if state is not None and not state.llm.is_alive() and not down:
+        down.append(f"{state.served_name} is down")
+    if not down:
         return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "engine down"}, 503, headers={"Retry-After": "5"})
+    return JSONResponse({"status": "degraded", "engines": down}, 503, headers={"Retry-After": "5"})
 
 
 @router.get("/version")

@@ -1,0 +1,24 @@
+"""Hold a worker to its share before it loads anything: torch's per-process fraction, CTranslate2's cache limit.
+
+Imported only inside workers; torch is imported here lazily so the planner never needs it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def apply_cap(kind: str, device: str, share_bytes: int, device_total_bytes: int) -> str:
+    """Cap this process on its GPU; returns what was done, for the worker's log. On CPU nothing can be capped."""
+    if not device.startswith("cuda") or share_bytes <= 0 or device_total_bytes <= 0:
+        return "no cap (CPU: measured, not capped)"
+    fraction = min(1.0, share_bytes / device_total_bytes)
+    if kind == "asr":  # CTranslate2 allocates outside torch: bound what its caching allocator may keep
+        os.environ.setdefault("CT2_CUDA_CACHING_ALLOCATOR_CONFIG", f"4,3,12,{share_bytes}")
+    import torch
+
+    index = torch.device(device).index or 0
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
+    return f"torch capped at {fraction:.3f} of cuda:{index}" + (", CTranslate2 cache at the share" if kind == "asr" else "")

@@ -1,0 +1,111 @@
+"""One audio stream's VAD: frames of any size in, speech start/stop events out; its recurrent state is its own."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from engines.vad.detector import SpeechDetector, VADEvent
+from engines.vad.model import CONTEXT, HIDDEN, SAMPLE_RATE, WINDOW
+
+if TYPE_CHECKING:
+    from engines.vad.silero import SileroVAD
+
+__all__ = ["NetState", "VADEvent", "VADStream", "as_samples"]
+
+
+@dataclass(slots=True)
+class NetState:
+    """What the net carries from one window to the next: the last CONTEXT samples and the LSTM's h and c."""
+
+    context: torch.Tensor  # (CONTEXT,)
+    hidden: torch.Tensor   # (2, HIDDEN)
+
+    @classmethod
+    def zeros(cls, device: str) -> NetState:
+        return cls(torch.zeros(CONTEXT, device=device), torch.zeros(2, HIDDEN, device=device))
+
+
+def as_samples(pcm: np.ndarray) -> np.ndarray:
+    """Mono float32 in [-1, 1] from float32 or int16 PCM; a ValueError says what is wrong with anything else."""
+    if not isinstance(pcm, np.ndarray):
+        raise ValueError(f"pcm must be a numpy array of 16 kHz mono samples, got {type(pcm).__name__}")
+    if pcm.ndim != 1:
+        raise ValueError(f"pcm must be mono (a 1-D array), got shape {pcm.shape}; mix the channels down first, "
+                         f"e.g. pcm.mean(axis=1)")
+    if pcm.dtype == np.int16:
+        return pcm.astype(np.float32) / 32768.0
+    if pcm.dtype != np.float32:
+        raise ValueError(f"pcm dtype {pcm.dtype} is not supported; send float32 samples in [-1, 1] or int16 PCM "
+                         f"at {SAMPLE_RATE} Hz")
+    bad = int(np.count_nonzero(~np.isfinite(pcm)))
+    if bad:
+        raise ValueError(f"pcm holds {bad} non-finite samples (NaN or inf); send finite float32 samples in [-1, 1]")
+    return pcm
+
+
+class VADStream:
+    """Buffers audio into the net's 512-sample windows and reports where speech starts and stops.
+
+    Positions are absolute sample indices since the stream began. flush() ends the audio: it closes an open
+    segment and resets the net, so later audio starts a fresh utterance (positions keep counting).
+    """
+
+    def __init__(self, vad: SileroVAD, detector: SpeechDetector) -> None:
+        self.vad = vad
+        self.detector = detector
+        self.state = NetState.zeros(vad.device)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._origin = 0   # sample where the current window grid starts (moves on flush)
+        self._windows = 0  # windows scored since _origin
+        self._fed = 0      # real samples fed in all
+        self._lock = threading.Lock()
+
+    @property
+    def speaking(self) -> bool:
+        return self.detector.speaking
+
+    def feed(self, pcm: np.ndarray) -> list[VADEvent]:
+        """Add 16 kHz mono audio (float32 or int16, any length) and return the events it completes."""
+        samples = as_samples(pcm)
+        with self._lock:
+            first, windows = self.take(samples)
+            return self.settle(self.vad.score([self.state], [windows])[0], first, ending=False)
+
+    def flush(self) -> list[VADEvent]:
+        """The audio ended: score the buffered tail, close an open segment, and start the net afresh."""
+        with self._lock:
+            first, windows = self.take(None)
+            return self.settle(self.vad.score([self.state], [windows])[0], first, ending=True)
+
+    def take(self, samples: np.ndarray | None) -> tuple[int, np.ndarray]:
+        """First half of feed (None: of flush): the whole windows now ready, (n, WINDOW), and where they start."""
+        if samples is None:
+            tail = self._pending
+            self._pending = np.zeros(0, dtype=np.float32)
+            if not len(tail):
+                return self._origin + self._windows * WINDOW, np.zeros((0, WINDOW), dtype=np.float32)
+            return self._cut(np.pad(tail, (0, WINDOW - len(tail))), 0)
+        buffered = np.concatenate([self._pending, samples])
+        usable = len(buffered) // WINDOW * WINDOW
+        self._pending = buffered[usable:]
+        return self._cut(buffered[:usable], len(samples))
+
+    def settle(self, probs: np.ndarray, first: int, ending: bool) -> list[VADEvent]:
+        """Second half: the events these window probabilities complete; on ending, close and reset."""
+        events = self.detector.update(probs, first, self._fed)
+        if ending:
+            events += self.detector.finish(self._fed)
+            self.state = NetState.zeros(self.vad.device)
+            self._origin, self._windows = self._fed, 0
+        return events
+
+    def _cut(self, audio: np.ndarray, real: int) -> tuple[int, np.ndarray]:
+        first = self._origin + self._windows * WINDOW
+        windows = audio.reshape(-1, WINDOW)
+        self._windows += len(windows)
+        self._fed += real
+        return first, windows

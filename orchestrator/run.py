@@ -1,0 +1,120 @@
+"""`orchestrator run STACK`: plan, start every engine in its worker held to its share, serve them all on one port.
+
+The plan prints first and a stack that does not fit never starts. Fixed-share engines load first,
+then the LLM on what is left; plan beside actual prints once all are ready. SIGINT or SIGTERM stops
+accepting, ends the streams, stops every worker, and exits 0.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RunOptions:
+    stack: str
+    host: str | None = None
+    port: int | None = None
+    api_key: str | None = None
+    seed: int | None = None
+    gpu_memory: str | None = None
+    log_level: str = "INFO"
+
+
+def run(opts: RunOptions, console: Console, errors: Console) -> int:
+    from budget.estimate import PlanInputError
+    from budget.planner import plan_stack
+    from budget.report import print_table
+    from budget.target import resolve_target
+    from budget.tensors import CheckpointError
+    from budget.units import SizeError
+    from orchestrator.stack_file import StackError, load_stack
+
+    try:
+        stack = load_stack(opts.stack)
+        if opts.seed is not None:
+            for model in stack.models:
+                if model.kind == "llm":
+                    model.seed = opts.seed
+        total, label = resolve_target(stack.gpu.device, stack.gpu.memory, None, opts.gpu_memory)
+        plan = plan_stack(stack, total, label)
+    except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    print_table(plan, console)
+    if not plan.fits:
+        errors.print(f"[bold red]refusing to start:[/bold red] the stack does not fit; fix it as above and check with "
+                     f"`orchestrator plan {opts.stack}`", highlight=False)
+        return 1
+    return _start_and_serve(stack, plan, opts, console, errors)
+
+
+def _start_and_serve(stack, plan, opts: RunOptions, console: Console, errors: Console) -> int:
+    import uvicorn
+
+    from orchestrator.supervisor import AccountingError, Supervisor
+    from orchestrator.workers.handle import WorkerStartError
+
+    supervisor = Supervisor(stack, plan, opts.log_level)
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
+            tasks = {m.estimate.name: progress.add_task(f"{m.estimate.name}: waiting") for m in plan.models}
+            supervisor.start(lambda name, stage: progress.update(tasks[name], description=f"{name}: {stage}"))
+    except (WorkerStartError, AccountingError, ValueError, OSError) as exc:
+        errors.print(f"[bold red]could not start the stack:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        errors.print("interrupted while starting; every worker is stopped", highlight=False)
+        return 130
+    try:
+        print_plan_beside_actual(supervisor, console)
+        app = build_stack_app(stack, supervisor, opts.api_key or stack.server.api_key)
+        uvicorn.run(app, host=opts.host or stack.server.host, port=opts.port or stack.server.port,
+                    log_level=opts.log_level.lower(), timeout_graceful_shutdown=10)
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def build_stack_app(stack, supervisor, api_key: str | None):
+    """The one FastAPI app for every engine the supervisor started."""
+    from orchestrator.server.app import build_app
+    from orchestrator.server.companions import Companions
+    from orchestrator.server.metrics import Metrics
+    from orchestrator.server.state import LLMState
+
+    llm_state, companions = None, Companions()
+    for spec in stack.models:
+        client = supervisor.clients[spec.name]
+        if spec.kind == "llm":
+            template_kwargs = dict(spec.chat_template_kwargs)
+            if spec.enable_thinking is not None:
+                template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
+            llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
+                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser)
+        elif spec.kind in ("asr", "tts", "embedding"):
+            getattr(companions, spec.kind)[spec.name] = client
+    metrics = Metrics()
+    metrics.status = lambda: list(supervisor.status.values())
+    return build_app(llm_state, api_key, companions, metrics)
+
+
+def print_plan_beside_actual(supervisor, console: Console) -> None:
+    from budget.units import human
+
+    table = Table(title="Plan beside actual (measured after warm-up)", title_justify="left")
+    for column in ("model", "kind", "planned share", "actual", "actual / plan", "pid"):
+        table.add_column(column, justify="left" if column in ("model", "kind") else "right")
+    for s in supervisor.status.values():
+        actual = "in server" if s.actual_bytes is None else human(s.actual_bytes)
+        ratio = "" if s.actual_bytes is None or not s.planned_bytes else f"{s.actual_bytes / s.planned_bytes:.0%}"
+        table.add_row(s.name, s.kind, human(s.planned_bytes), actual, ratio, str(s.pid or ""))
+        log.info("%s ready: %s held of a %s share", s.name, actual, human(s.planned_bytes))
+    console.print(table)

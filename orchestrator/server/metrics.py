@@ -1,0 +1,133 @@
+"""Prometheus /metrics: per-engine memory (planned beside actual), requests, latency; the LLM's KV and queues.
+
+Request counters and histograms are filled as requests pass; engine and KV figures are read at
+scrape time from the supervisor's status and the LLM's latest step stats. One registry per app.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+# Which engine kind a route serves, for the per-engine request metrics.
+ROUTE_KINDS = {"/v1/chat/completions": "llm", "/v1/completions": "llm", "/v1/embeddings": "embedding",
+               "/v1/audio/speech": "tts", "/v1/audio/transcriptions": "asr", "/v1/audio/translations": "asr",
+               "/openai/v1/audio/transcriptions": "asr", "/openai/v1/audio/translations": "asr"}
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.status: Callable[[], list] = list          # the supervisor's EngineStatus list, when there is one
+        self.llm_stats: Callable[[], object | None] = lambda: None
+        self.requests = Counter("orchestrator_requests", "HTTP requests by engine kind, route and status",
+                                ["kind", "route", "status"], registry=self.registry)
+        self.errors = Counter("orchestrator_request_errors", "requests answered 4xx/5xx", ["kind", "route", "status"],
+                              registry=self.registry)
+        self.latency = Histogram("orchestrator_request_seconds", "time to the whole response (streams: to the end)",
+                                 ["kind", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.ttft = Histogram("orchestrator_llm_time_to_first_token_seconds", "request start to its first token",
+                              buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.itl = Histogram("orchestrator_llm_inter_token_seconds", "gap between a request's output steps",
+                             buckets=TOKEN_BUCKETS, registry=self.registry)
+        self.prompt_tokens = Counter("orchestrator_llm_prompt_tokens", "prompt tokens", registry=self.registry)
+        self.cached_tokens = Counter("orchestrator_llm_cached_prompt_tokens", "prompt tokens served from the "
+                                     "prefix cache", registry=self.registry)
+        self.generation_tokens = Counter("orchestrator_llm_generation_tokens", "generated tokens",
+                                         registry=self.registry)
+        self.prompt_total = self.cached_total = 0  # for the hit ratio at scrape time
+        self.registry.register(_ScrapeTime(self))
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        kind = ROUTE_KINDS.get(route)
+        if kind is None:
+            return
+        self.requests.labels(kind, route, str(status)).inc()
+        self.latency.labels(kind, route).observe(seconds)
+        if status >= 400:
+            self.errors.labels(kind, route, str(status)).inc()
+
+
+class TokenTimer:
+    """One LLM request's token timings, fed step by step."""
+
+    __slots__ = ("metrics", "start", "last", "counted")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics, self.start, self.last, self.counted = metrics, time.perf_counter(), None, False
+
+    def step(self, new_tokens: int, prompt_tokens: int, cached_tokens: int) -> None:
+        now = time.perf_counter()
+        if self.last is None:
+            self.metrics.ttft.observe(now - self.start)
+        elif new_tokens:
+            self.metrics.itl.observe(now - self.last)
+        if not self.counted:
+            self.metrics.prompt_tokens.inc(prompt_tokens)
+            self.metrics.cached_tokens.inc(cached_tokens)
+            self.metrics.prompt_total += prompt_tokens
+            self.metrics.cached_total += cached_tokens
+            self.counted = True
+        self.metrics.generation_tokens.inc(new_tokens)
+        self.last = now
+
+
+class _ScrapeTime:
+    """Gauges read when Prometheus scrapes: engine memory and state, the LLM's KV blocks and queues."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        planned = GaugeMetricFamily("orchestrator_engine_planned_bytes", "the plan's share", labels=["model", "kind"])
+        actual = GaugeMetricFamily("orchestrator_engine_actual_bytes", "measured after warm-up",
+                                   labels=["model", "kind"])
+        up = GaugeMetricFamily("orchestrator_engine_up", "1 when the engine is ready", labels=["model", "kind"])
+        restarts = GaugeMetricFamily("orchestrator_engine_restarts", "worker restarts", labels=["model", "kind"])
+        for s in self.metrics.status():
+            planned.add_metric([s.name, s.kind], s.planned_bytes)
+            if s.actual_bytes is not None:
+                actual.add_metric([s.name, s.kind], s.actual_bytes)
+            up.add_metric([s.name, s.kind], 1.0 if s.state == "ready" else 0.0)
+            restarts.add_metric([s.name, s.kind], s.restarts)
+        yield from (planned, actual, up, restarts)
+        stats = self.metrics.llm_stats()
+        if stats is not None:
+            blocks = GaugeMetricFamily("orchestrator_llm_kv_blocks", "KV cache blocks by state", labels=["state"])
+            for state in ("used", "free", "cached"):
+                blocks.add_metric([state], getattr(stats, f"blocks_{state}"))
+            seqs = GaugeMetricFamily("orchestrator_llm_sequences", "sequences by queue", labels=["state"])
+            seqs.add_metric(["running"], stats.running)
+            seqs.add_metric(["waiting"], stats.waiting)
+            yield from (blocks, seqs, GaugeMetricFamily("orchestrator_llm_preemptions", "preemptions since start",
+                                                        value=stats.preemptions))
+        prompt = self.metrics.prompt_total
+        yield GaugeMetricFamily("orchestrator_llm_prefix_cache_hit_ratio", "cached prompt tokens / prompt tokens",
+                                value=self.metrics.cached_total / prompt if prompt else 0.0)
+
+
+class RequestMetricsMiddleware:
+    """Counts every response and times it to its last byte, streams included (plain ASGI, so nothing buffers)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in ROUTE_KINDS:
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def timed_send(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)

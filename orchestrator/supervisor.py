@@ -1,0 +1,180 @@
+"""Start every engine of a stack in its own worker, each held to its plan's share; restart one that dies.
+
+Fixed-share engines start first (together), each capped and warmed up at its peak; then the LLM's KV
+pool is sized from what is really free at that moment. A worker that holds more than its share by
+more than the stack's tolerance stops the start. The clients the server routes to outlive restarts:
+a dead worker's client answers 503 until its successor is attached.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from budget.planner import ModelPlan, Plan
+from budget.units import human
+from orchestrator.stack import Stack
+from orchestrator.workers.client import EngineClient
+from orchestrator.workers.factory import build, in_process_front, remote_client
+from orchestrator.workers.handle import Started, WorkerHandle, WorkerStartError
+from orchestrator.workers.worker import WorkerSpec
+
+log = logging.getLogger(__name__)
+MAX_RESTARTS, RESTART_WINDOW_S, MAX_BACKOFF_S = 5, 300.0, 30.0
+
+
+class AccountingError(RuntimeError):
+    """A model holds more than its share after warm-up; the stack's plan is wrong for this machine."""
+
+
+@dataclass(slots=True)
+class EngineStatus:
+    name: str
+    kind: str
+    state: str                 # loading, ready, restarting, failed
+    planned_bytes: int
+    actual_bytes: int | None   # measured after warm-up (NVML per PID on a GPU, resident-set growth on CPU)
+    restarts: int = 0
+    pid: int | None = None
+    detail: str = ""
+
+
+class Supervisor:
+    def __init__(self, stack: Stack, plan: Plan, log_level: str = "INFO") -> None:
+        self.stack, self.plan, self.log_level = stack, plan, log_level
+        self.specs = {m.name: m for m in stack.models}
+        self.status: dict[str, EngineStatus] = {
+            m.estimate.name: EngineStatus(m.estimate.name, m.estimate.kind, "loading", m.share_bytes, None)
+            for m in plan.models}
+        self.clients: dict[str, object] = {}      # what the server routes to, by model name
+        self.infos: dict[str, dict] = {}          # what each engine told the server at start (paths, voices, limits)
+        self._handles: dict[str, WorkerHandle] = {}
+        self._channels: dict[str, object] = {}
+        self._local: list = []
+        self._restart_times: dict[str, list[float]] = {}
+        self._stopping = threading.Event()
+
+    def start(self, on_progress: Callable[[str, str], None]) -> None:
+        """Fixed shares first, then the LLM; any failure stops what started and raises with the model named."""
+        plans = {m.estimate.name: m for m in self.plan.models}
+        fixed = [p for p in plans.values() if p.estimate.kind != "llm"]
+        llm = [p for p in plans.values() if p.estimate.kind == "llm"]
+        try:
+            with ThreadPoolExecutor(max(1, len(fixed))) as pool:
+                for future in [pool.submit(self._start_one, p, 0, on_progress) for p in fixed]:
+                    future.result()
+            for p in llm:
+                self._start_one(p, self._llm_kv_bytes(p), on_progress)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_one(self, p: ModelPlan, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
+        spec, name = self.specs[p.estimate.name], p.estimate.name
+        if spec.isolation == "none" or p.estimate.kind == "vad":  # VAD is tiny and CPU-bound: it lives in the server
+            on_progress(name, "loading in the server process")
+            built = build(spec, p.device, kv_bytes, lambda stage: on_progress(name, stage))
+            self._local.append(built)
+            self.clients[name], self.infos[name] = in_process_front(spec, built), built.info
+            self._mark_ready(name, None, None)
+            return
+        ws = WorkerSpec(name, p.estimate.kind, spec.model_dump(), p.device, p.share_bytes, kv_bytes,
+                        self.plan.total_bytes, self.log_level)
+        handle = WorkerHandle(ws)
+        self._handles[name] = handle
+        started = handle.start(lambda stage: on_progress(name, stage))
+        self._check_share(p, started.held_bytes, handle)
+        client = remote_client(spec, started.info)
+        self.clients[name], self.infos[name] = client, started.info
+        self._attach(name, client, started)
+        self._mark_ready(name, started.held_bytes, handle.pid)
+        threading.Thread(target=self._watch, args=(name,), name=f"watch-{name}", daemon=True).start()
+
+    def _check_share(self, p: ModelPlan, held: int, handle: WorkerHandle) -> None:
+        limit = p.share_bytes * (1 + self.stack.gpu.tolerance)
+        if held > limit:
+            handle.stop()
+            raise AccountingError(
+                f"model {p.estimate.name!r} holds {human(held)} after warm-up, more than its share of "
+                f"{human(p.share_bytes)} plus the stack's tolerance ({self.stack.gpu.tolerance:.0%}); "
+                f"give it a larger `memory:` or lower its limits, then run `orchestrator plan` again")
+
+    def _llm_kv_bytes(self, p: ModelPlan) -> int:
+        """On a GPU: what NVML says is free now, less the reserve and the LLM's own non-KV need. On CPU: the plan's."""
+        if not p.device.startswith("cuda"):
+            return p.kv_bytes
+        from budget.probe import probe_gpus
+
+        index = int(p.device.partition(":")[2] or 0)
+        gpu = next((g for g in probe_gpus().gpus if g.index == index), None)
+        if gpu is None:
+            return p.kv_bytes
+        measured = gpu.free_bytes - self.stack.gpu.reserve - p.estimate.need_bytes
+        log.info("%s: KV pool sized from free memory now: %s (the plan said %s)", p.estimate.name,
+                 human(measured), human(p.kv_bytes))
+        return max(0, measured)
+
+    def _attach(self, name: str, client: EngineClient, started: Started) -> None:
+        self._channels[name] = started.channel
+        client.attach(started.channel)
+
+    def _mark_ready(self, name: str, held: int | None, pid: int | None) -> None:
+        status = self.status[name]
+        status.state, status.actual_bytes, status.pid, status.detail = "ready", held, pid, ""
+
+    def _watch(self, name: str) -> None:
+        """Wait for the worker to end; unless we are stopping, restart it with backoff."""
+        handle = self._handles[name]
+        while True:
+            handle.process.join()
+            if self._stopping.is_set():
+                return
+            code = handle.process.exitcode
+            client: EngineClient = self.clients[name]
+            client.detach(f"is restarting (its worker exited with code {code}); retry shortly")
+            status = self.status[name]
+            status.state, status.detail = "restarting", f"worker exited with code {code}"
+            log.error("%s: worker exited with code %s; restarting", name, code)
+            if not self._restart(name, handle, client):
+                return
+
+    def _restart(self, name: str, handle: WorkerHandle, client: EngineClient) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._restart_times.get(name, []) if now - t < RESTART_WINDOW_S] + [now]
+        self._restart_times[name] = recent
+        status = self.status[name]
+        if len(recent) > MAX_RESTARTS:
+            status.state, status.detail = "failed", f"died {len(recent)} times in {RESTART_WINDOW_S:.0f} s; not restarted"
+            client.detach("has failed and is not restarted; see the server log")
+            log.error("%s: %s", name, status.detail)
+            return False
+        self._stopping.wait(min(MAX_BACKOFF_S, 2.0 ** (len(recent) - 1)))
+        while not self._stopping.is_set():
+            try:
+                started = handle.start(lambda stage: log.info("%s: %s", name, stage))
+            except WorkerStartError as error:
+                status.detail = str(error)
+                log.error("%s", error)
+                self._stopping.wait(MAX_BACKOFF_S)
+                continue
+            status.restarts += 1
+            self._attach(name, client, started)
+            self._mark_ready(name, started.held_bytes, handle.pid)
+            log.info("%s: restarted (pid %s)", name, handle.pid)
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Stop every worker (no child left behind) and every in-process engine."""
+        self._stopping.set()
+        for name, handle in self._handles.items():
+            client = self.clients.get(name)
+            if isinstance(client, EngineClient):
+                client.detach("is shutting down")
+            handle.stop(self._channels.get(name))
+        for built in self._local:
+            built.close()
+        self._local.clear()

@@ -1,0 +1,1 @@
+"""One process per engine: the worker side (load, cap, serve calls) and the server side (`EngineClient`)."""

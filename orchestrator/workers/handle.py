@@ -1,0 +1,76 @@
+"""The supervisor's hold on one worker process: spawn it, follow its start, stop it without leaving it behind."""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.workers.channel import Channel
+from orchestrator.workers.worker import WorkerSpec, worker_main
+
+log = logging.getLogger(__name__)
+SPAWN = mp.get_context("spawn")  # a fresh interpreter: no CUDA state or threads inherited from the server
+
+
+class WorkerStartError(RuntimeError):
+    """A worker failed to load or warm up; the message names the model and why."""
+
+
+@dataclass(slots=True)
+class Started:
+    channel: Channel
+    held_bytes: int
+    peak_allocated: int
+    info: dict = field(default_factory=dict)
+
+
+class WorkerHandle:
+    def __init__(self, ws: WorkerSpec) -> None:
+        self.ws = ws
+        self.process: mp.process.BaseProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self, on_progress: Callable[[str], None]) -> Started:
+        """Spawn, then block until the worker is ready (its measured memory in hand) or has failed."""
+        parent, child = SPAWN.Pipe()
+        self.process = SPAWN.Process(target=worker_main, args=(child, self.ws), name=f"worker-{self.ws.name}",
+                                     daemon=True)
+        self.process.start()
+        child.close()
+        channel = Channel(parent)
+        while (message := channel.recv()) is not None:
+            if message[0] == "progress":
+                on_progress(message[1])
+            elif message[0] == "ready":
+                report = message[1]
+                return Started(channel, report["held_bytes"], report["peak_allocated"], report["info"])
+            elif message[0] == "failed":
+                self.stop()
+                raise WorkerStartError(f"model {self.ws.name!r} ({self.ws.kind}) failed to start: {message[1]}")
+        self.process.join(5)
+        code = self.process.exitcode
+        raise WorkerStartError(f"model {self.ws.name!r} ({self.ws.kind}): its worker exited while starting "
+                               f"(exit code {code}); see the log above")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def stop(self, channel: Channel | None = None, timeout: float = 10.0) -> None:
+        """Ask politely, then terminate, then kill: no worker outlives the supervisor."""
+        if self.process is None:
+            return
+        if channel is not None:
+            channel.send(("stop",))
+            channel.close()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            log.warning("%s did not stop in %.0f s; terminating it", self.ws.name, timeout)
+            self.process.terminate()
+            self.process.join(3)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(3)

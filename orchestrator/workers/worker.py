@@ -1,0 +1,59 @@
+"""A worker process: cap itself to its share, load and warm up one engine, report what it holds, then serve."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from orchestrator.workers.channel import Channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkerSpec:
+    name: str
+    kind: str
+    spec: dict                # the stack file's entry, as plain data for the spawned process
+    device: str               # "cpu" or "cuda:N"
+    share_bytes: int          # the plan's share: the cap on a GPU, the yardstick for plan beside actual
+    kv_bytes: int             # the LLM's KV pool (0 for other kinds)
+    device_total_bytes: int
+    log_level: str = "INFO"
+
+
+def worker_main(conn: Connection, ws: WorkerSpec) -> None:
+    """Entry point of the spawned process; every failure goes back to the supervisor as text, never a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the supervisor stops us
+    logging.basicConfig(level=ws.log_level, format=f"%(asctime)s {ws.name} %(levelname)s %(name)s: %(message)s")
+    channel = Channel(conn)
+    try:
+        from budget.caps import apply_cap
+        from engines.base import measure_memory
+        from orchestrator.stack import SPEC_BY_KIND
+        from orchestrator.workers.factory import build, import_engine
+
+        import_engine(ws.kind)
+        baseline = measure_memory(ws.device).process
+        log.info(apply_cap(ws.kind, ws.device, ws.share_bytes, ws.device_total_bytes))
+        spec = SPEC_BY_KIND[ws.kind].model_validate(ws.spec)
+        built = build(spec, ws.device, ws.kv_bytes, lambda stage: channel.send(("progress", stage)))
+        usage = measure_memory(ws.device)
+        held = usage.process - (0 if ws.device.startswith("cuda") else baseline)
+        channel.send(("ready", {"held_bytes": held, "peak_allocated": usage.peak_allocated, "info": built.info}))
+    except Exception as error:  # a bad path or an OOM at load: say which and why, and end
+        channel.send(("failed", str(error) or type(error).__name__))
+        return
+    try:
+        if ws.kind == "llm":
+            from orchestrator.workers.llm_loop import serve_llm
+
+            serve_llm(built.engine, channel)
+        else:
+            from orchestrator.workers.call_server import serve_calls
+
+            asyncio.run(serve_calls(built.front, channel))
+    finally:
+        built.close()
