@@ -132,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve_child:
         return serve_child(args.serve_child[0], int(args.serve_child[1]))
-    from tiny_llm import make_model
+    from orchestrator.demo.tiny_llm import make_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
@@ -160,7 +160,7 @@ def main() -> None:
                       f"{r['added_itl_p50_ms']:+.2f}")
     console = Console()
     console.print(table)
-    result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (tests/tiny_llm.py)",
+    result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (orchestrator/demo/tiny_llm.py)",
               "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2))
     console.print(f"wrote {args.out}")

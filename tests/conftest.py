@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (tiny_llm) by name
+sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (live_server, speech) by name
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if not Path("/dev/nvidia0").exists():  # no GPU: Triton kernels run in the interpreter (set before any @triton.jit)
@@ -32,7 +32,7 @@ def run_cli():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict:
     """Random-weight Qwen3, Qwen2 (sharded) and Llama (llama3 rope, tied embeddings) folders, made once."""
-    from tiny_llm import make_model
+    from orchestrator.demo.tiny_llm import make_model
 
     root = tmp_path_factory.mktemp("llm")
     return {kind: make_model(root / kind, kind) for kind in ("qwen3", "qwen2", "llama")}

@@ -5,7 +5,7 @@ import pytest
 
 from engines.llm.detokenizer import IncrementalDetokenizer
 from engines.llm.sampling_params import SamplingParams
-from tiny_llm import make_tokenizer
+from orchestrator.demo.tiny_llm import make_tokenizer
 
 TEXT = "héllo wörld, naïve café 🎉 ünïcödé and the lazy dog"
 

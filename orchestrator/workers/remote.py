@@ -14,4 +14,12 @@ class RemoteEmbedder(EngineClient):
         return await self.call("embed", inputs, dimensions)
 
 
-REMOTE_CLASSES: dict[str, type[EngineClient]] = {"embedding": RemoteEmbedder}
+class RemoteASR(EngineClient):
+    def __init__(self, name: str, info: dict) -> None:
+        super().__init__(name)
+
+    async def transcribe(self, audio, options=None) -> Any:
+        return await self.call("transcribe", audio, options)
+
+
+REMOTE_CLASSES: dict[str, type[EngineClient]] = {"embedding": RemoteEmbedder, "asr": RemoteASR}

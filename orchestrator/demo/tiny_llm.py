@@ -1,4 +1,4 @@
-"""Tiny random-weight Qwen3 / Qwen2 / Llama checkpoints and a byte-level BPE tokenizer, made offline."""
+"""Tiny random-weight Qwen3 / Qwen2 / Llama checkpoints and a byte-level BPE tokenizer, made offline (tests, demo)."""
 from __future__ import annotations
 
 from pathlib import Path
