@@ -36,7 +36,7 @@ class EngineStatus:
     kind: str
     state: str                 # loading, ready, restarting, failed
     planned_bytes: int
-    actual_bytes: int | None   # measured after warm-up (NVML per PID on a GPU, resident-set growth on CPU)
+    actual_bytes: int | None   # measured after warm-up: NVML per PID on a GPU, the resident set on CPU
     restarts: int = 0
     pid: int | None = None
     detail: str = ""

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The main job: set up, then prove the 24 GB VTuber stack fits and show how the card is split.
+# The main job: set up, make the demo models once, then start the demo stack (every model kind, on the CPU)
+# on http://127.0.0.1:12345/v1. Extra arguments go to `orchestrator run` (e.g. --port 8000). Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Plan against the GPU NVML finds here; on a machine without one, against an RTX 4090.
-if .venv/bin/python -c "from budget.probe import probe_gpus; raise SystemExit(bool(probe_gpus().error))"; then
-    exec .venv/bin/orchestrator plan configs/vtuber-24gb.yaml --png vtuber-24gb.png "$@"
-fi
-exec .venv/bin/orchestrator plan configs/vtuber-24gb.yaml --gpu rtx-4090 --png vtuber-24gb.png "$@"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export ORCH_DEMO_MODELS="${ORCH_DEMO_MODELS:-$PWD/.demo-models}"
+.venv/bin/python -m orchestrator.demo "$ORCH_DEMO_MODELS"
+exec .venv/bin/orchestrator run configs/demo.yaml "$@"

@@ -371,7 +371,13 @@ def test_queue_full_is_429_and_engine_down_is_503(tiny_models):
             stream.close()
         assert wait_for_free_blocks(llm) == 0
         assert client.chat.completions.create(model=MODEL, messages=USER, max_tokens=2).choices[0].finish_reason
+        cut = iter(client.chat.completions.create(model=MODEL, messages=USER, max_tokens=400, stream=True,
+                                                  extra_body={"ignore_eos": True}))
+        next(cut)
         llm.shutdown()
+        with pytest.raises(openai.APIError, match="ended early"):  # an error event ends the stream, no hang
+            for _ in cut:
+                pass
         health = httpx.get(url + "/health")
         assert health.status_code == 503 and health.headers["Retry-After"]
         with pytest.raises(openai.InternalServerError) as down:

@@ -79,9 +79,12 @@ class AsyncLLM:
         self._send(("abort", request_id))
 
     def shutdown(self) -> None:
+        """Stop the loop; every request still streaming ends with EngineDeadError instead of waiting forever."""
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=10)
+        for request_id in list(self._streams):
+            self._deliver(request_id, EngineDeadError("the LLM engine was shut down"))
 
     def _send(self, command: tuple) -> None:
         self._inbox.put(command)

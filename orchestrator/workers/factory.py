@@ -40,14 +40,6 @@ def build(spec, device: str, kv_bytes: int, progress: Callable[[str], None]) -> 
     return Built(engine, _front(spec, engine), _info(spec.kind, engine))
 
 
-def import_engine(kind: str) -> None:
-    """Import the kind's libraries before measuring the baseline, so a model's memory is the model's alone."""
-    if kind == "llm":
-        import engines.llm  # noqa: F401
-    else:
-        _engine_class(kind)
-
-
 def _engine_class(kind: str):
     if kind == "asr":
         from engines.asr import WhisperASR

@@ -40,6 +40,7 @@ class WorkerHandle:
         self.process = SPAWN.Process(target=worker_main, args=(child, self.ws), name=f"worker-{self.ws.name}",
                                      daemon=True)
         self.process.start()
+        log.info("%s: worker process %s started", self.ws.name, self.process.pid)
         child.close()
         channel = Channel(parent)
         while (message := channel.recv()) is not None:

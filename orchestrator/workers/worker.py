@@ -33,16 +33,13 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
         from budget.caps import apply_cap
         from engines.base import measure_memory
         from orchestrator.stack import SPEC_BY_KIND
-        from orchestrator.workers.factory import build, import_engine
+        from orchestrator.workers.factory import build
 
-        import_engine(ws.kind)
-        baseline = measure_memory(ws.device).process
         log.info(apply_cap(ws.kind, ws.device, ws.share_bytes, ws.device_total_bytes))
         spec = SPEC_BY_KIND[ws.kind].model_validate(ws.spec)
         built = build(spec, ws.device, ws.kv_bytes, lambda stage: channel.send(("progress", stage)))
-        usage = measure_memory(ws.device)
-        held = usage.process - (0 if ws.device.startswith("cuda") else baseline)
-        channel.send(("ready", {"held_bytes": held, "peak_allocated": usage.peak_allocated, "info": built.info}))
+        usage = measure_memory(ws.device)  # the whole process, runtime included, as the plan's context counts it
+        channel.send(("ready", {"held_bytes": usage.process, "peak_allocated": usage.peak_allocated, "info": built.info}))
     except Exception as error:  # a bad path or an OOM at load: say which and why, and end
         channel.send(("failed", str(error) or type(error).__name__))
         return

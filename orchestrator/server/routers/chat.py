@@ -17,7 +17,7 @@ from orchestrator.server.errors import OpenAIError
 from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
 from orchestrator.server.protocol import ChatCompletionRequest
-from orchestrator.server.sse import DONE, event
+from orchestrator.server.sse import DONE, event, guarded
 from orchestrator.server.state import LLMState, llm_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -38,7 +38,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = await start(state, prompt_ids, params, request_id, TokenTimer(request.app.state.metrics))
     if body.stream:
-        return StreamingResponse(_stream(state, body, request_id, outputs, output, body.include_usage),
+        return StreamingResponse(guarded(_stream(state, body, request_id, outputs, output, body.include_usage)),
                                  media_type="text/event-stream")
     final, text, logprobs = await final_output(outputs)
     message = output.message(text)

@@ -1,0 +1,182 @@
+"""`orchestrator run configs/demo.yaml` as a user starts it: every endpoint, health, metrics, faults, clean exit."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import httpx2 as httpx
+import openai
+import pytest
+import yaml
+from speech import speak
+
+from tests.conftest import ROOT
+
+KEY = "demo-key"
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory) -> Path:
+    from orchestrator.demo.__main__ import build_demo_models
+
+    return build_demo_models(tmp_path_factory.mktemp("demo") / "models")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(stack: Path, models: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "ORCH_DEMO_MODELS": str(models), "COLUMNS": "120"}
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port),
+                                 "--api-key", KEY], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"orchestrator run exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"the stack was not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def worker_pids(log: Path) -> set[int]:
+    return {int(p) for p in re.findall(r"worker process (\d+) started", log.read_text())}
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie waits only for its reaper
+
+
+def engines(url: str) -> dict[str, dict]:
+    return {e["name"]: e for e in httpx.get(url + "/health/engines").json()["engines"]}
+
+
+def speak_wav() -> bytes:
+    pcm = (speak("Hello from the demo stack.") * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def test_demo_stack_serves_every_endpoint_survives_a_dead_worker_and_exits_clean(demo_models, tmp_path):
+    port, log = free_port(), tmp_path / "run.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = start(ROOT / "configs/demo.yaml", demo_models, port, log)
+    try:
+        wait_ready(url, proc, log)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        stream = client.chat.completions.create(model="qwen3-demo", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=8, stream=True)
+        assert [c.choices[0].finish_reason for c in stream if c.choices][-1] == "length"
+        assert len(client.embeddings.create(model="minilm", input="a cat").data[0].embedding) == 384
+        text = client.audio.transcriptions.create(model="whisper-demo", file=("hi.wav", speak_wav()),
+                                                  response_format="text")
+        assert isinstance(text, str)
+        with client.audio.speech.with_streaming_response.create(model="voice-demo", voice="alloy",
+                                                               input="Hello there.", response_format="wav") as r:
+            assert r.read()[:4] == b"RIFF"
+        table = engines(url)
+        assert {e["state"] for e in table.values()} == {"ready"} and len(table) == 5
+        assert all(e["planned_bytes"] > 0 for e in table.values())
+        assert all(e["actual_bytes"] > 0 for e in table.values() if e["kind"] != "vad")
+        metrics = httpx.get(url + "/metrics").text
+        for name in table:
+            assert f'orchestrator_engine_planned_bytes{{kind="{table[name]["kind"]}",model="{name}"}}' in metrics
+        assert 'orchestrator_llm_kv_blocks{state="free"}' in metrics
+
+        tts_pid = table["voice-demo"]["pid"]
+        with client.audio.speech.with_streaming_response.create(
+                model="voice-demo", voice="alloy", response_format="pcm",
+                input=" ".join(["This sentence keeps the voice busy for a while."] * 30)) as r:
+            chunks = r.iter_bytes()
+            next(chunks)
+            os.kill(tts_pid, signal.SIGKILL)
+            with pytest.raises(httpx.TransportError):  # the stream ends early, it does not hang
+                for _ in chunks:
+                    pass
+        for _ in range(100):
+            if engines(url)["voice-demo"]["state"] == "restarting":
+                break
+            time.sleep(0.05)
+        assert engines(url)["voice-demo"]["state"] == "restarting"
+        with pytest.raises(openai.InternalServerError) as down:
+            client.audio.speech.create(model="voice-demo", voice="alloy", input="Hi.", response_format="wav")
+        assert down.value.status_code == 503 and down.value.response.headers["Retry-After"]
+        assert client.embeddings.create(model="minilm", input="still here").data  # the others keep serving
+        assert client.chat.completions.create(model="qwen3-demo", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=2).choices
+        for _ in range(240):
+            if engines(url)["voice-demo"]["state"] == "ready":
+                break
+            time.sleep(0.5)
+        assert engines(url)["voice-demo"]["restarts"] == 1
+        assert client.audio.speech.create(model="voice-demo", voice="alloy", input="Back.", response_format="wav"
+                                          ).content[:4] == b"RIFF"
+        pids = worker_pids(log)
+        assert len(pids) == 5  # four workers, and the TTS worker's successor
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, log.read_text()[-3000:]
+    assert all(gone(pid) for pid in pids)
+
+
+def demo_stack_with(tmp_path: Path, change) -> Path:
+    stack = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    change(stack)
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    return path
+
+
+def run_until_exit(stack: Path, models: Path, tmp_path: Path) -> tuple[int, str, set[int]]:
+    log = tmp_path / "run.log"
+    proc = start(stack, models, free_port(), log)
+    code = proc.wait(timeout=240)
+    return code, log.read_text(), worker_pids(log)
+
+
+def test_a_model_that_fails_to_load_is_named_and_nothing_is_left(demo_models, tmp_path):
+    broken = tmp_path / "whisper-without-tokenizer"
+    broken.mkdir()
+    for f in (demo_models / "whisper").iterdir():
+        if f.name != "tokenizer.json":
+            (broken / f.name).symlink_to(f)
+    stack = demo_stack_with(tmp_path, lambda s: s["models"][1].update(path=str(broken)))
+    code, out, pids = run_until_exit(stack, demo_models, tmp_path)
+    assert code == 1 and "whisper-demo" in out and "tokenizer.json" in out and "Traceback" not in out
+    assert pids and all(gone(pid) for pid in pids)
+
+
+def test_a_model_over_its_share_stops_the_start(demo_models, tmp_path):
+    def tight(stack: dict) -> None:
+        stack["gpu"]["tolerance"] = 0.0
+        stack["models"][3]["memory"] = "560MiB"  # above the plan's estimate, below what the worker really holds
+
+    code, out, pids = run_until_exit(demo_stack_with(tmp_path, tight), demo_models, tmp_path)
+    assert code == 1 and "'minilm' holds" in out and "more than its share of 560.00 MiB" in out
+    assert all(gone(pid) for pid in pids)
