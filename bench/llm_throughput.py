@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from hardware import describe
 from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, GenerationConfig, Qwen3Config
 
 from engines.llm import EngineConfig, LLMEngine, SamplingParams
-from hardware import describe
 
 SMALL = dict(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
              num_key_value_heads=4, head_dim=64, max_position_embeddings=4096, tie_word_embeddings=False)

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,8 +27,9 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from engines.llm import AsyncLLM, EngineConfig, SamplingParams  # noqa: E402
 from hardware import describe  # noqa: E402
+
+from engines.llm import AsyncLLM, EngineConfig, SamplingParams  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are a friendly VTuber."},
             {"role": "user", "content": "Tell me about the quick brown fox and the lazy dog."}]
@@ -155,7 +155,8 @@ def main() -> None:
     for r in rows:
         d, h = r["direct"], r["http"]
         table.add_row(str(r["concurrency"]), f"{d['ttft_p50_ms']:.2f} / {d['ttft_p95_ms']:.2f}",
-                      f"{h['ttft_p50_ms']:.2f} / {h['ttft_p95_ms']:.2f}", f"{d['itl_p50_ms']:.2f} / {d['itl_p95_ms']:.2f}",
+                      f"{h['ttft_p50_ms']:.2f} / {h['ttft_p95_ms']:.2f}",
+                      f"{d['itl_p50_ms']:.2f} / {d['itl_p95_ms']:.2f}",
                       f"{h['itl_p50_ms']:.2f} / {h['itl_p95_ms']:.2f}", f"{r['added_ttft_p50_ms']:+.2f}",
                       f"{r['added_itl_p50_ms']:+.2f}")
     console = Console()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from hardware import describe
 from rich.console import Console
 from rich.table import Table
 
@@ -23,7 +24,6 @@ from engines.llm.input_batch import build_inputs
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
 from engines.llm.sequence import Sequence
-from hardware import describe
 
 BLOCK, PROMPT, STEPS = 16, 128, 300
 

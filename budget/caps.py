@@ -21,4 +21,5 @@ def apply_cap(kind: str, device: str, share_bytes: int, device_total_bytes: int)
 
     index = torch.device(device).index or 0
     torch.cuda.set_per_process_memory_fraction(fraction, index)
-    return f"torch capped at {fraction:.3f} of cuda:{index}" + (", CTranslate2 cache at the share" if kind == "asr" else "")
+    ct2 = ", CTranslate2 cache at the share" if kind == "asr" else ""
+    return f"torch capped at {fraction:.3f} of cuda:{index}{ct2}"

@@ -7,6 +7,7 @@ accepting, ends the streams, stops every worker, and exits 0.
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -76,6 +77,10 @@ def _start_and_serve(stack, plan, opts: RunOptions, console: Console, errors: Co
     try:
         print_plan_beside_actual(supervisor, console)
         app = build_stack_app(stack, supervisor, opts.api_key or stack.server.api_key)
+        # uvicorn handles SIGINT/SIGTERM (stop accepting, end streams) and then re-raises the signal; with these
+        # handlers in place that re-raise returns here, so the workers are stopped and the exit code is 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: log.info("stopping the workers"))
         uvicorn.run(app, host=opts.host or stack.server.host, port=opts.port or stack.server.port,
                     log_level=opts.log_level.lower(), timeout_graceful_shutdown=10)
     finally:

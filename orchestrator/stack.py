@@ -55,7 +55,7 @@ class Strict(BaseModel):
 
 class GpuSpec(Strict):
     device: Device = 0
-    memory: Union[Literal["auto"], Bytes] = "auto"
+    memory: Literal["auto"] | Bytes = "auto"
     reserve: Bytes = parse_size("1GiB")
     auto_margin: float = Field(0.10, ge=0, le=1, description="headroom added to an `auto` share's estimate")
     tolerance: float = Field(0.10, ge=0, le=10, description="how far a model's measured memory after warm-up may "
@@ -126,7 +126,7 @@ class VADSpec(ModelSpec):
     threshold: float = Field(0.5, gt=0, lt=1)
 
 
-AnyModel = Annotated[Union[LLMSpec, ASRSpec, TTSSpec, EmbeddingSpec, VADSpec], Field(discriminator="kind")]
+AnyModel = Annotated[LLMSpec | ASRSpec | TTSSpec | EmbeddingSpec | VADSpec, Field(discriminator="kind")]
 SPEC_BY_KIND: dict[str, type[ModelSpec]] = {
     "llm": LLMSpec, "asr": ASRSpec, "tts": TTSSpec, "embedding": EmbeddingSpec, "vad": VADSpec}
 KINDS = tuple(SPEC_BY_KIND)
@@ -147,7 +147,7 @@ class Stack(Strict):
     voice: VoiceSpec | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Stack":
+    def _consistent(self) -> Stack:
         names = [m.name for m in self.models]
         for i, m in enumerate(self.models):
             if names.index(m.name) != i:

@@ -10,7 +10,6 @@ import time
 
 import httpx2 as httpx
 import openai
-
 from conftest import ROOT
 
 

@@ -1,7 +1,6 @@
 """LLM: weights, activation peak of one scheduler step, CUDA-graph pool, and KV bytes per token."""
 from __future__ import annotations
 
-
 from budget.architectures import LLM_TYPES, llm_head_dim, llm_parameters
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes

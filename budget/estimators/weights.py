@@ -1,7 +1,7 @@
 """Weights of a model directory: its safetensors headers when present, else the count from its config card."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from budget.cards import ModelFiles
 from budget.estimate import PlanInputError

@@ -1,4 +1,4 @@
-"""faster-whisper behind the engine lifecycle: a CTranslate2 Whisper folder in, timed segments out. Never the network."""
+"""faster-whisper behind the engine lifecycle: a CTranslate2 Whisper folder in, timed segments out, no network."""
 from __future__ import annotations
 
 import logging

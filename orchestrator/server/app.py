@@ -7,7 +7,7 @@ from orchestrator import __version__
 from orchestrator.server.companions import Companions
 from orchestrator.server.errors import install_error_handlers
 from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
-from orchestrator.server.routers import chat, completions, embeddings, health, models, transcriptions
+from orchestrator.server.routers import chat, completions, embeddings, health, models, speech, transcriptions
 from orchestrator.server.state import LLMState
 
 
@@ -22,7 +22,7 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
         app.state.metrics.llm_stats = lambda: llm_state.llm.stats
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
-    for router in (models.router, health.router, chat.router, completions.router, transcriptions.router,
+    for router in (models.router, health.router, chat.router, completions.router, transcriptions.router, speech.router,
                    embeddings.router):
         app.include_router(router)
     return app

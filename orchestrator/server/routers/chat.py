@@ -7,18 +7,18 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 from engines.llm.outputs import RequestOutput
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
+from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
 from orchestrator.server.state import LLMState, llm_state
+from orchestrator.server.streaming import ClosingStreamingResponse
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -38,8 +38,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = await start(state, prompt_ids, params, request_id, TokenTimer(request.app.state.metrics))
     if body.stream:
-        return StreamingResponse(guarded(_stream(state, body, request_id, outputs, output, body.include_usage)),
-                                 media_type="text/event-stream")
+        return ClosingStreamingResponse(guarded(_stream(state, body, request_id, outputs, output, body.include_usage)),
+                                        media_type="text/event-stream")
     final, text, logprobs = await final_output(outputs)
     message = output.message(text)
     return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": state.served_name,

@@ -6,16 +6,16 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
+from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import CompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
 from orchestrator.server.state import LLMState, llm_state
+from orchestrator.server.streaming import ClosingStreamingResponse
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -40,7 +40,7 @@ async def completions(body: CompletionRequest, request: Request):
     outputs = await start(state, list(prompt_ids), params, request_id, TokenTimer(request.app.state.metrics))
     echo = prompt if body.echo and isinstance(prompt, str) else ""
     if body.stream:
-        return StreamingResponse(guarded(_stream(state, request_id, outputs, echo, body.include_usage,
+        return ClosingStreamingResponse(guarded(_stream(state, request_id, outputs, echo, body.include_usage,
                                                  body.logprobs is not None)), media_type="text/event-stream")
     final, text, entries = await final_output(outputs)
     logprobs = _logprobs(state, entries, 0)[0] if body.logprobs is not None else None

@@ -1,0 +1,59 @@
+"""What every TTS model offers the server, so VITS, Kokoro or Piper slot in behind the same calls."""
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from engines.base import Engine
+
+# OpenAI's voice names, accepted by every backend so clients with a hard-coded voice work.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+@dataclass(slots=True, frozen=True)
+class Voice:
+    name: str
+    speaker_id: int | None  # None: the model has a single speaker
+
+
+class UnknownVoiceError(ValueError):
+    """The request names a voice this model does not have."""
+
+
+class TTSBackend(Engine):
+    """Text to float32 mono PCM at `sample_rate`; one piece of at most `max_input_chars` per call."""
+
+    kind: ClassVar[str] = "tts"
+    sample_rate: int
+    max_input_chars: int
+    default_voice: str
+
+    @abstractmethod
+    def voices(self) -> list[Voice]:
+        """Every voice name this model answers to, its own names first."""
+
+    @abstractmethod
+    def speakable(self, text: str) -> bool:
+        """Whether the model has anything to say for this text (False for punctuation or unknown script only)."""
+
+    @abstractmethod
+    def synthesize(self, text: str, voice: str | None, speed: float) -> np.ndarray:
+        """One piece of text as audio; ValueError for an unknown voice or text with nothing to speak."""
+
+    def voice(self, name: str | None) -> Voice:
+        """The voice a request names (None: the default); an unknown name lists the ones there are."""
+        name = self.default_voice if name is None else name
+        for voice in self.voices():
+            if voice.name == name:
+                return voice
+        known = ", ".join(v.name for v in self.voices())
+        raise UnknownVoiceError(f"voice {name!r} does not exist for this model; choose one of: {known}")
+
+
+def check_speed(speed: float) -> None:
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ValueError(f"speed {speed} is out of range; use {MIN_SPEED} to {MAX_SPEED} (1.0 is normal)")
