@@ -1,4 +1,4 @@
-"""`orchestrator plan|run|serve|gpus`: the command line. Exit codes: 0 fits (or served), 1 does not fit, 2 bad input."""
+"""`orchestrator plan|run|gpus`: the command line. Exit codes: 0 fits (or ran), 1 does not fit or cannot start, 2 bad input."""
 from __future__ import annotations
 
 import argparse
@@ -30,11 +30,6 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--explain", action="store_true", help="show the formula behind every number")
     plan.add_argument("--calibration", metavar="FILE", type=Path,
                       help="measured memory from a real run (JSON) that replaces estimated activations and context")
-    serve = sub.add_parser("serve", help="plan the stack, then serve its LLM on OpenAI /v1 (Ctrl-C stops)")
-    serve.add_argument("stack", help="stack file (YAML)")
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: the stack's server.api_key)")
-    serve.add_argument("--host", help="listen address (default: the stack's server.host)")
-    serve.add_argument("--port", type=int, help="listen port (default: the stack's server.port)")
     run = sub.add_parser("run", help="start every model of the stack, each held to its share, on one port")
     run.add_argument("stack", help="stack file (YAML), e.g. configs/demo.yaml")
     run.add_argument("--host", help="listen address (default: the stack's server.host)")
@@ -111,11 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     console, errors = Console(), Console(stderr=True)
     if args.command == "plan":
         return _plan(args, console, errors)
-    if args.command == "serve":
-        from orchestrator.serve import serve
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return serve(args.stack, args.api_key, args.host, args.port, errors)
     if args.command == "run":
         from orchestrator.run import RunOptions, run
 

@@ -90,8 +90,8 @@ class LLMSpec(ModelSpec):
     kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
     block_size: Literal[16, 32, 64, 128] = 16  # the paged-attention kernel walks whole power-of-two pages
     enforce_eager: bool = False
-    tool_call_parser: str | None = None
-    reasoning_parser: str | None = None
+    tool_call_parser: Literal["hermes"] | None = None   # Qwen's <tool_call>{json}</tool_call>
+    reasoning_parser: Literal["qwen3"] | None = None    # <think>…</think> into reasoning_content
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None

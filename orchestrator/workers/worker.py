@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -54,3 +55,5 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
             asyncio.run(serve_calls(built.front, channel))
     finally:
         built.close()
+        logging.shutdown()
+        os._exit(0)  # skip interpreter teardown (seconds for big tensors and library threads): the supervisor waits
