@@ -135,16 +135,7 @@ async def measure(tmp: Path, audio: np.ndarray, args) -> list[dict]:
 
 def turbo_whisper(folder: Path) -> Path:
     """make_whisper's recipe (tokenizer, language ids, CTranslate2 float16) at large-v3-turbo's dims."""
-    from unittest.mock import patch
-
-    from transformers import WhisperConfig, WhisperFeatureExtractor
-
-    from orchestrator.demo import tiny_whisper
-
-    features = WhisperFeatureExtractor(feature_size=TURBO["num_mel_bins"])
-    with (patch.object(tiny_whisper, "WhisperConfig", lambda **kw: WhisperConfig(**{**kw, **TURBO})),
-          patch.object(tiny_whisper, "WhisperFeatureExtractor", lambda feature_size: features)):
-        return make_whisper(folder)
+    return make_whisper(folder, dims=TURBO)
 
 
 def mms_vits(folder: Path) -> Path:

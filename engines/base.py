@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -61,3 +62,20 @@ def _nvml_process_bytes(device: str) -> int | None:
     index = int(device.partition(":")[2] or 0)
     gpus = {g.index: g for g in probe_gpus().gpus}
     return gpus[index].processes.get(os.getpid(), 0) if index in gpus else None
+
+
+def local_model_dir(spec, fix: str = "download it, or point path at its folder") -> Path:
+    """The model's folder on this machine; a model known here only by its config card can be planned, not served."""
+    from budget.cards import find_model_files
+
+    files = find_model_files(spec.name, spec.path, None)
+    if files.is_card:
+        raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); {fix}")
+    return Path(files.directory)
+
+
+def spec_device(spec) -> str | None:
+    """The device a stack entry names, in torch's spelling; None lets the engine choose."""
+    if spec.device is None:
+        return None
+    return "cpu" if spec.device == "cpu" else f"cuda:{spec.device}"

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from budget.cards import find_model_files
 from budget.estimators.asr import resolve_compute_type
 from budget.tensors import read_ct2_model
 from engines.asr.languages import language_code
 from engines.asr.outputs import OptionError, Segment, TranscribeOptions, Transcription, Word
-from engines.base import Engine
+from engines.base import Engine, local_model_dir, spec_device
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +44,9 @@ class WhisperASR(Engine):
     @classmethod
     def from_spec(cls, spec, device: str | None = None) -> WhisperASR:
         """The engine for a stack file's ASR entry, on `device` or the one the entry names."""
-        files = find_model_files(spec.name, spec.path, None)
-        if files.is_card:
-            raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); "
-                             f"download the faster-whisper folder, or point path at it")
-        if device is None:
-            device = _default_device() if spec.device is None else (
-                "cpu" if spec.device == "cpu" else f"cuda:{spec.device}")
-        return cls(str(files.directory), device, spec.compute_type, spec.beam_size, spec.batch_size, spec.language,
+        folder = local_model_dir(spec, "download the faster-whisper folder, or point path at it")
+        device = device or spec_device(spec) or _default_device()
+        return cls(str(folder), device, spec.compute_type, spec.beam_size, spec.batch_size, spec.language,
                    spec.name)
 
     def load(self) -> None:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from budget.cards import find_model_files
-from engines.base import Engine
+from engines.base import Engine, local_model_dir, spec_device
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +55,7 @@ class SentenceEmbedder(Engine):
     @classmethod
     def from_spec(cls, spec, device: str | None = None) -> SentenceEmbedder:
         """The engine for a stack file's embedding entry; refuses a model that is only a config card here."""
-        files = find_model_files(spec.name, spec.path, None)
-        if files.is_card:
-            raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); "
-                             f"download it, or point path at its folder")
-        if device is None and spec.device is not None:
-            device = "cpu" if spec.device == "cpu" else f"cuda:{spec.device}"
-        return cls(str(files.directory), device, spec.dtype, spec.batch_size, spec.max_seq_length, spec.name)
+        return cls(str(local_model_dir(spec)), device or spec_device(spec), spec.dtype, spec.batch_size, spec.max_seq_length, spec.name)
 
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer

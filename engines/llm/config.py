@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from budget.cards import find_model_files
 from budget.estimators.llm import serving_dtype
+from engines.base import local_model_dir
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
@@ -40,11 +40,7 @@ class EngineConfig:
     @classmethod
     def from_spec(cls, spec, kv_cache_bytes: int, device: str | None = None) -> EngineConfig:
         """The engine for a stack file's LLM entry, with the KV bytes its plan gave it."""
-        files = find_model_files(spec.name, spec.path, None)
-        if files.is_card:
-            raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); "
-                             f"download it, or point path at its folder")
-        return cls(model=str(files.directory), dtype=spec.dtype, max_model_len=spec.max_model_len,
+        return cls(model=str(local_model_dir(spec)), dtype=spec.dtype, max_model_len=spec.max_model_len,
                    max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
                    block_size=spec.block_size, kv_cache_dtype=spec.kv_cache_dtype, kv_cache_bytes=kv_cache_bytes,
                    enforce_eager=spec.enforce_eager, device=device, seed=spec.seed or 0)

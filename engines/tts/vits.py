@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.base import local_model_dir, spec_device
 from engines.tts.backend import MIN_SPEED, OPENAI_VOICES, TTSBackend, Voice, check_speed
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,7 @@ class VitsBackend(TTSBackend):
     @classmethod
     def from_spec(cls, spec, device: str | None = None) -> VitsBackend:
         """The backend for a stack file's tts entry; a card-only model is refused with the fix."""
-        from budget.cards import find_model_files
-
-        files = find_model_files(spec.name, spec.path, None)
-        if files.is_card:
-            raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); "
-                             "download it, or point path at its folder")
-        if device is None and spec.device is not None:
-            device = "cpu" if spec.device == "cpu" else f"cuda:{spec.device}"
-        return cls(files.directory, spec.dtype, device, spec.max_input_chars, spec.speaker)
+        return cls(local_model_dir(spec), spec.dtype, device or spec_device(spec), spec.max_input_chars, spec.speaker)
 
     @staticmethod
     def _make_voices(num_speakers: int) -> list[Voice]:

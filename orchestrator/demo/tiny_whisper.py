@@ -46,8 +46,11 @@ def make_tokenizer() -> Tokenizer:
     return tok
 
 
-def make_whisper(folder: Path, seed: int = 0) -> Path:
-    """Write the Hugging Face model to folder/hf and its CTranslate2 conversion to folder/ct2; return the latter."""
+def make_whisper(folder: Path, seed: int = 0, dims: dict | None = None) -> Path:
+    """Write the Hugging Face model to folder/hf and its CTranslate2 conversion to folder/ct2; return the latter.
+
+    `dims` overrides the tiny config (e.g. large-v3-turbo's sizes, for benchmarks on a GPU).
+    """
     from ctranslate2.converters import TransformersConverter
 
     hf, ct2 = folder / "hf", folder / "ct2"
@@ -57,11 +60,12 @@ def make_whisper(folder: Path, seed: int = 0) -> Path:
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
                             pad_token="<|endoftext|>").save_pretrained(hf)
-    config = WhisperConfig(vocab_size=tok.get_vocab_size(), num_mel_bins=80, d_model=64, encoder_layers=2,
-                           encoder_attention_heads=2, decoder_layers=2, decoder_attention_heads=2,
-                           encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=1500,
-                           max_target_positions=448, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
-                           decoder_start_token_id=sot, begin_suppress_tokens=[eot], suppress_tokens=[])
+    sizes = {"vocab_size": tok.get_vocab_size(), "num_mel_bins": 80, "d_model": 64, "encoder_layers": 2,
+             "encoder_attention_heads": 2, "decoder_layers": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 128,
+             "decoder_ffn_dim": 128, **(dims or {})}
+    config = WhisperConfig(**sizes, max_source_positions=1500, max_target_positions=448, pad_token_id=eot,
+                           bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
+                           begin_suppress_tokens=[eot], suppress_tokens=[])
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
     gen = model.generation_config
@@ -70,7 +74,7 @@ def make_whisper(folder: Path, seed: int = 0) -> Path:
     gen.alignment_heads = [[1, 0], [1, 1]]
     gen.suppress_tokens, gen.begin_suppress_tokens = [], [eot]
     model.save_pretrained(hf)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(hf)
+    WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(hf)
     TransformersConverter(str(hf), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
         str(ct2), quantization="float16", force=True)
     # transformers 5 drops generation_config.lang_to_id on load, so the converter finds no languages:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from engines.llm.parsers.hermes import HermesParser, parse_tool_calls
 from engines.llm.parsers.qwen3_reasoning import Qwen3ReasoningParser
 
+
 class ChatOutput:
     """Feed it the output text as it grows (after a forced prefix, if any); it returns the delta to send."""
 
