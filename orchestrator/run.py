@@ -121,5 +121,4 @@ def print_plan_beside_actual(supervisor, console: Console) -> None:
         actual = "in server" if s.actual_bytes is None else human(s.actual_bytes)
         ratio = "" if s.actual_bytes is None or not s.planned_bytes else f"{s.actual_bytes / s.planned_bytes:.0%}"
         table.add_row(s.name, s.kind, human(s.planned_bytes), actual, ratio, str(s.pid or ""))
-        log.info("%s ready: %s held of a %s share", s.name, actual, human(s.planned_bytes))
     console.print(table)

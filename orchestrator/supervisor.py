@@ -124,6 +124,8 @@ class Supervisor:
     def _mark_ready(self, name: str, held: int | None, pid: int | None) -> None:
         status = self.status[name]
         status.state, status.actual_bytes, status.pid, status.detail = "ready", held, pid, ""
+        where = "in the server process" if held is None else f"{human(held)} held (pid {pid})"
+        log.info("%s ready: %s, its share %s", name, where, human(status.planned_bytes))
 
     def _watch(self, name: str) -> None:
         """Wait for the worker to end; unless we are stopping, restart it with backoff."""
