@@ -108,7 +108,24 @@ def build_stack_app(stack, supervisor, api_key: str | None):
             getattr(companions, spec.kind)[spec.name] = client
     metrics = Metrics()
     metrics.status = lambda: list(supervisor.status.values())
-    return build_app(llm_state, api_key, companions, metrics)
+    return build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))
+
+
+def voice_engines(stack, supervisor, llm_state):
+    """What /v1/realtime chains: the models the stack's voice: section names, else the first of each kind."""
+    from orchestrator.server.realtime.voice import VoiceEngines, limits_from
+
+    if llm_state is None:
+        return None
+    voice = stack.voice
+
+    def pick(kind: str):
+        named = getattr(voice, kind) if voice else None
+        name = named or next((m.name for m in stack.models if m.kind == kind), None)
+        return supervisor.clients[name] if name else None
+
+    return VoiceEngines(llm_state, pick("vad"), pick("asr"), pick("tts"), voice.system_prompt if voice else None,
+                        limits_from(voice))
 
 
 def print_plan_beside_actual(supervisor, console: Console) -> None:

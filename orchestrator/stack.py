@@ -133,11 +133,17 @@ KINDS = tuple(SPEC_BY_KIND)
 
 
 class VoiceSpec(Strict):
+    """Which models the realtime voice pipeline (/v1/realtime) chains, its system prompt, and its limits."""
     asr: str | None = None
     llm: str | None = None
     tts: str | None = None
     vad: str | None = None
     system_prompt: str | None = None
+    max_sessions: int = Field(32, ge=1)              # more are refused with 429 at the handshake
+    max_session_minutes: float = Field(60, gt=0)     # OpenAI's own cap on a Realtime session
+    idle_timeout_s: float = Field(300, gt=0)         # no event from the client for this long closes the session
+    max_event_bytes: int = Field(15 * 2**20, ge=1024)  # one client event; OpenAI's limit for an append is 15 MiB
+    max_buffered_audio_s: float = Field(120, gt=0)   # uncommitted input audio a session may hold
 
 
 class Stack(Strict):

@@ -7,12 +7,15 @@ from orchestrator import __version__
 from orchestrator.server.companions import Companions
 from orchestrator.server.errors import install_error_handlers
 from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
-from orchestrator.server.routers import chat, completions, embeddings, health, models, speech, transcriptions
+from orchestrator.server.realtime.voice import VoiceEngines
+from orchestrator.server.routers import (chat, completions, embeddings, health, models, realtime, speech,
+                                        transcriptions)
 from orchestrator.server.state import LLMState
 
 
 def build_app(llm_state: LLMState | None, api_key: str | None = None,
-              companions: Companions | None = None, metrics: Metrics | None = None) -> FastAPI:
+              companions: Companions | None = None, metrics: Metrics | None = None,
+              voice: VoiceEngines | None = None) -> FastAPI:
     app = FastAPI(title="voice-orchestrator", version=__version__)
     app.state.llm_state = llm_state
     app.state.companions = companions or Companions()
@@ -20,9 +23,12 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
     app.state.metrics = metrics or Metrics()
     if llm_state is not None:
         app.state.metrics.llm_stats = lambda: llm_state.llm.stats
+    app.state.voice = voice
+    sessions = app.state.realtime_sessions = set()
+    app.state.metrics.realtime_live = lambda: (len(sessions), sum(len(s.tasks) for s in sessions))
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
     for router in (models.router, health.router, chat.router, completions.router, transcriptions.router, speech.router,
-                   embeddings.router):
+                   embeddings.router, realtime.router):
         app.include_router(router)
     return app

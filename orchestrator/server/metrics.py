@@ -39,6 +39,14 @@ class Metrics:
                                      "prefix cache", registry=self.registry)
         self.generation_tokens = Counter("orchestrator_llm_generation_tokens", "generated tokens",
                                          registry=self.registry)
+        self.voice_stage = Histogram("orchestrator_voice_stage_seconds", "a realtime voice turn's stages: vad (last "
+                                     "voiced sample in to speech_stopped), asr, llm_first_token, first_audio, total",
+                                     ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.voice_responses = Counter("orchestrator_voice_responses", "realtime responses by how they ended",
+                                       ["status"], registry=self.registry)
+        self.realtime_sessions_opened = Counter("orchestrator_realtime_sessions_opened", "realtime sessions accepted",
+                                                registry=self.registry)
+        self.realtime_live: Callable[[], tuple[int, int]] = lambda: (0, 0)  # (open sessions, their running tasks)
         self.prompt_total = self.cached_total = 0  # for the hit ratio at scrape time
         self.registry.register(_ScrapeTime(self))
 
@@ -50,6 +58,12 @@ class Metrics:
         self.latency.labels(kind, route).observe(seconds)
         if status >= 400:
             self.errors.labels(kind, route, str(status)).inc()
+
+
+    def observe_voice_turn(self, stages_ms: dict[str, float], status: str) -> None:
+        self.voice_responses.labels(status).inc()
+        for name, ms in stages_ms.items():
+            self.voice_stage.labels(name.removesuffix("_ms")).observe(ms / 1000)
 
 
 class TokenTimer:
@@ -105,6 +119,10 @@ class _ScrapeTime:
             seqs.add_metric(["waiting"], stats.waiting)
             yield from (blocks, seqs, GaugeMetricFamily("orchestrator_llm_preemptions", "preemptions since start",
                                                         value=stats.preemptions))
+        sessions, tasks = self.metrics.realtime_live()
+        yield GaugeMetricFamily("orchestrator_realtime_sessions", "realtime sessions open now", value=sessions)
+        yield GaugeMetricFamily("orchestrator_realtime_tasks", "tasks the open realtime sessions are running",
+                                value=tasks)
         prompt = self.metrics.prompt_total
         yield GaugeMetricFamily("orchestrator_llm_prefix_cache_hit_ratio", "cached prompt tokens / prompt tokens",
                                 value=self.metrics.cached_total / prompt if prompt else 0.0)

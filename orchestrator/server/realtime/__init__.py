@@ -1,0 +1,1 @@
+"""The realtime voice API: OpenAI Realtime events over one WebSocket, VAD → ASR → LLM → TTS per session."""

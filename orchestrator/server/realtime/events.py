@@ -1,0 +1,74 @@
+"""Server events as OpenAI's Realtime API shapes them, and client events parsed into clear errors."""
+from __future__ import annotations
+
+import json
+import uuid
+
+from pydantic import TypeAdapter, ValidationError
+
+from orchestrator.server.realtime.protocol import EVENT_TYPES, AnyClientEvent
+
+_CLIENT_EVENT = TypeAdapter(AnyClientEvent)
+
+
+class ClientError(Exception):
+    """A client mistake, sent back as an `error` event; the session stays open."""
+
+    def __init__(self, message: str, code: str = "invalid_request_error", param: str | None = None,
+                 event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param, self.event_id = message, code, param, event_id
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def error_event(error: ClientError) -> dict:
+    return {"type": "error", "error": {"type": "invalid_request_error", "code": error.code, "message": error.message,
+                                       "param": error.param, "event_id": error.event_id}}
+
+
+def validation_message(error: ValidationError, root: str) -> tuple[str, str]:
+    """The first problem pydantic found as (message, param), the param dotted as OpenAI writes it."""
+    first = error.errors(include_url=False)[0]
+    param = ".".join([root, *(str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal["))) ])
+    param = param.strip(".")
+    if first["type"] == "extra_forbidden":
+        return f"unknown parameter '{param}'; this server does not support it", param
+    if first["type"] == "missing":
+        return f"missing required parameter '{param}'", param
+    return f"invalid value for '{param}': {first['msg']} (got {json.dumps(first.get('input'))[:80]})", param
+
+
+def parse_client_event(text: str):
+    """A client event from one text frame; ClientError names what is wrong with it."""
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise ClientError(f"the event is not valid JSON ({error}); send one JSON object per text frame",
+                          "invalid_json") from None
+    if not isinstance(raw, dict):
+        raise ClientError("the event must be a JSON object with a `type`", "invalid_event")
+    event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        raise ClientError(f"unknown event type {kind!r}; this server handles: {', '.join(EVENT_TYPES)}",
+                          "invalid_event_type" if kind is not None else "missing_event_type", "type", event_id)
+    try:
+        return _CLIENT_EVENT.validate_python(raw)
+    except ValidationError as error:
+        message, param = validation_message(error, "")
+        raise ClientError(message, "invalid_value", param.removeprefix(f"{kind}."), event_id) from None
+
+
+def item_dict(item_id: str, role: str, part: dict, status: str = "completed") -> dict:
+    return {"id": item_id, "type": "message", "object": "realtime.item", "status": status, "role": role,
+            "content": [part]}
+
+
+def usage_dict(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> dict:
+    return {"total_tokens": prompt_tokens + output_tokens, "input_tokens": prompt_tokens,
+            "output_tokens": output_tokens,
+            "input_token_details": {"text_tokens": prompt_tokens, "audio_tokens": 0, "cached_tokens": cached_tokens},
+            "output_token_details": {"text_tokens": output_tokens, "audio_tokens": 0}}

@@ -1,0 +1,146 @@
+"""What crosses the realtime socket from the client: the session's settings and the client events (GA names).
+
+A faithful subset of OpenAI's Realtime API: unknown fields are refused by name rather than ignored,
+so a client never believes a setting took effect when it did not.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+INPUT_RATES = (16000, 24000)
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioFormat(Wire):
+    type: Literal["audio/pcm"] = "audio/pcm"   # PCM16 little-endian mono
+    rate: Literal[16000, 24000] = 24000        # OpenAI speaks 24 kHz; 16 kHz saves a resample for 16 kHz clients
+
+
+class TurnDetection(Wire):
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float = Field(0.5, gt=0, lt=1)
+    prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    silence_duration_ms: int = Field(500, ge=0, le=10_000)
+    create_response: bool = True
+    interrupt_response: bool = True
+    idle_timeout_ms: None = None
+
+
+class InputTranscription(Wire):
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+
+
+class AudioInput(Wire):
+    format: AudioFormat = Field(default_factory=AudioFormat)
+    transcription: InputTranscription | None = None
+    turn_detection: TurnDetection | None = Field(default_factory=TurnDetection)
+    noise_reduction: None = None
+
+
+class AudioOutput(Wire):
+    format: AudioFormat = Field(default_factory=AudioFormat)
+    voice: str | None = None
+    speed: float = Field(1.0, ge=0.25, le=1.5)
+
+
+class SessionAudio(Wire):
+    input: AudioInput = Field(default_factory=AudioInput)
+    output: AudioOutput = Field(default_factory=AudioOutput)
+
+
+Modalities = Annotated[list[Literal["text", "audio"]], Field(min_length=1, max_length=2)]
+MaxTokens = Union[Annotated[int, Field(ge=1, le=4096)], Literal["inf"]]
+
+
+class SessionConfig(Wire):
+    """The session as OpenAI's `session` object; session.update merges a partial one into it."""
+    type: Literal["realtime"] = "realtime"
+    object: Literal["realtime.session"] = "realtime.session"
+    id: str = ""
+    model: str = ""
+    instructions: str | None = None   # None: the stack's voice.system_prompt
+    output_modalities: Modalities = Field(default_factory=lambda: ["audio"])
+    audio: SessionAudio = Field(default_factory=SessionAudio)
+    max_output_tokens: MaxTokens = "inf"
+    temperature: float = Field(0.8, ge=0, le=2)
+    tools: Annotated[list, Field(max_length=0)] = Field(default_factory=list)
+    tool_choice: Literal["auto", "none"] = "auto"
+
+
+class ContentPart(Wire):
+    type: Literal["input_text", "output_text", "text", "input_audio", "output_audio"]
+    text: str | None = None
+    transcript: str | None = None
+    audio: None = None
+
+
+class MessageItem(Wire):
+    id: str | None = Field(None, max_length=64)
+    type: Literal["message"] = "message"
+    object: Literal["realtime.item"] | None = None
+    status: Literal["completed", "incomplete", "in_progress"] | None = None
+    role: Literal["user", "assistant", "system"]
+    content: list[ContentPart] = Field(min_length=1)
+
+    def text(self) -> str:
+        return "".join(part.text or part.transcript or "" for part in self.content)
+
+
+class ResponseOptions(Wire):
+    """response.create's per-response overrides."""
+    instructions: str | None = None
+    output_modalities: Modalities | None = None
+    max_output_tokens: MaxTokens | None = None
+    conversation: Literal["auto", "none"] = "auto"
+    metadata: dict[str, str] | None = None
+
+
+class ClientEvent(Wire):
+    event_id: str | None = Field(None, max_length=128)
+
+
+class SessionUpdate(ClientEvent):
+    type: Literal["session.update"]
+    session: dict
+
+
+class AudioAppend(ClientEvent):
+    type: Literal["input_audio_buffer.append"]
+    audio: str
+
+
+class AudioCommit(ClientEvent):
+    type: Literal["input_audio_buffer.commit"]
+
+
+class AudioClear(ClientEvent):
+    type: Literal["input_audio_buffer.clear"]
+
+
+class ItemCreate(ClientEvent):
+    type: Literal["conversation.item.create"]
+    previous_item_id: str | None = None
+    item: MessageItem
+
+
+class ResponseCreate(ClientEvent):
+    type: Literal["response.create"]
+    response: ResponseOptions = Field(default_factory=ResponseOptions)
+
+
+class ResponseCancel(ClientEvent):
+    type: Literal["response.cancel"]
+    response_id: str | None = None
+
+
+AnyClientEvent = Annotated[Union[SessionUpdate, AudioAppend, AudioCommit, AudioClear, ItemCreate, ResponseCreate,
+                                 ResponseCancel], Field(discriminator="type")]
+EVENT_TYPES = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
+               "conversation.item.create", "response.create", "response.cancel")

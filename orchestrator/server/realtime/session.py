@@ -1,0 +1,334 @@
+"""One realtime session: its settings, input audio and VAD, the conversation, and at most one response at a time.
+
+Turns run as tasks beside the socket's read loop, so audio keeps flowing in (and can barge in) while
+a turn is transcribed and answered. Every task a session starts is in `tasks`; close() ends them all.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import ValidationError
+
+from engines.asr.outputs import TranscribeOptions
+from engines.errors import EngineBusyError, EngineDeadError
+from engines.llm.sampling_params import SamplingParams
+from orchestrator.server.metrics import Metrics
+from orchestrator.server.realtime import protocol as p
+from orchestrator.server.realtime.audio import ENGINE_RATE, InputResampler, decode_pcm16
+from orchestrator.server.realtime.events import ClientError, error_event, item_dict, new_id, validation_message
+from orchestrator.server.realtime.input_buffer import InputBuffer
+from orchestrator.server.realtime.prompt import render_prompt
+from orchestrator.server.realtime.response import Response, TurnClock, Voice
+from orchestrator.server.realtime.voice import VoiceEngines
+
+log = logging.getLogger(__name__)
+MIN_COMMIT_MS = 100
+PRE_ROLL_S = 1.0  # audio kept before speech starts, beyond the prefix padding (the VAD calls a start late)
+
+
+@dataclass(slots=True)
+class HistoryItem:
+    id: str
+    role: str
+    text: str | None  # None: a user turn still being transcribed
+
+
+class RealtimeSession:
+    def __init__(self, engines: VoiceEngines, send: Callable[[dict], Awaitable[None]], metrics: Metrics,
+                 model: str | None) -> None:
+        self.engines, self.send, self.metrics = engines, send, metrics
+        self.conversation_id = new_id("conv")
+        audio_in = engines.vad is not None and engines.asr is not None
+        input_audio = p.AudioInput(turn_detection=p.TurnDetection() if audio_in else None)
+        self.config = p.SessionConfig(id=new_id("sess"), model=model or engines.llm.served_name,
+                                      output_modalities=["audio"] if engines.tts is not None else ["text"],
+                                      audio=p.SessionAudio(input=input_audio))
+        self.history: list[HistoryItem] = []
+        self.buffer = InputBuffer(engines.limits.max_buffered_audio_s)
+        self.resampler = InputResampler(self.config.audio.input.format.rate)
+        self.vad_stream: str | None = None
+        self.speech: tuple[str, int] | None = None  # (item id, first sample) while the user speaks
+        self.response: Response | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        if self.engines.tts is not None:
+            self.config.audio.output.voice = await self._default_voice()
+        await self._open_vad()
+        await self.send({"type": "session.created", "session": self.config.model_dump()})
+
+    async def close(self) -> None:
+        """End every task (an open response is aborted, freeing its KV blocks) and the VAD stream."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.vad_stream is not None:
+            await self.engines.vad.close_stream(self.vad_stream)
+            self.vad_stream = None
+
+    async def handle(self, event) -> None:
+        """Apply one client event; ClientError goes back to the client as an `error` event."""
+        handler = {p.SessionUpdate: self._update, p.AudioAppend: self._append, p.AudioCommit: self._commit_buffer,
+                   p.AudioClear: self._clear, p.ItemCreate: self._create_item, p.ResponseCreate: self._create_response,
+                   p.ResponseCancel: self._cancel_response}[type(event)]
+        try:
+            await handler(event)
+        except ClientError as error:
+            error.event_id = error.event_id or event.event_id
+            raise
+
+    # -- session.update
+
+    async def _update(self, event: p.SessionUpdate) -> None:
+        merged = _merge(self.config.model_dump(), event.session)
+        try:
+            config = p.SessionConfig.model_validate(merged)
+        except ValidationError as error:
+            message, param = validation_message(error, "session")
+            raise ClientError(message, "invalid_value", param) from None
+        self._check(config)
+        if config.audio.output.voice is not None and config.audio.output.voice != self.config.audio.output.voice:
+            names = [v.name for v in await self.engines.tts.voices()]
+            if config.audio.output.voice not in names:
+                raise ClientError(f"voice {config.audio.output.voice!r} does not exist for this server's TTS model; "
+                                  f"choose one of: {', '.join(names)}", "invalid_value", "session.audio.output.voice")
+        reopen = config.audio.input.turn_detection != self.config.audio.input.turn_detection
+        if config.audio.input.format.rate != self.resampler.rate:
+            self.resampler = InputResampler(config.audio.input.format.rate)
+        self.config = config
+        if reopen:
+            await self._open_vad()
+        await self.send({"type": "session.updated", "session": self.config.model_dump()})
+
+    def _check(self, config: p.SessionConfig) -> None:
+        if config.model != self.config.model:
+            raise ClientError("the session's model cannot change; open a new session with ?model=...",
+                              "invalid_value", "session.model")
+        if config.id != self.config.id:
+            raise ClientError("the session id is set by the server", "invalid_value", "session.id")
+        if "audio" in config.output_modalities and self.engines.tts is None:
+            raise ClientError("this server's stack has no text-to-speech model, so output_modalities can only be "
+                              "['text']", "invalid_value", "session.output_modalities")
+        if config.audio.input.turn_detection is not None and (self.engines.vad is None or self.engines.asr is None):
+            raise ClientError("this server's stack has no VAD and speech-to-text model for server_vad; set "
+                              "turn_detection to null and send text items", "invalid_value",
+                              "session.audio.input.turn_detection")
+
+    async def _open_vad(self) -> None:
+        if self.vad_stream is not None:
+            await self.engines.vad.close_stream(self.vad_stream)
+            self.vad_stream = None
+        detection = self.config.audio.input.turn_detection
+        if detection is not None:
+            self.vad_stream = await self.engines.vad.open_stream(detection.threshold, detection.silence_duration_ms)
+        self.speech = None
+
+    async def _default_voice(self) -> str:
+        names = [v.name for v in await self.engines.tts.voices()]
+        return "alloy" if "alloy" in names else names[0]
+
+    # -- input audio
+
+    async def _append(self, event: p.AudioAppend) -> None:
+        if self.engines.asr is None:
+            raise ClientError("this server's stack has no speech-to-text model; send text with "
+                              "conversation.item.create", "invalid_value", "audio")
+        samples = self.resampler(decode_pcm16(event.audio))
+        if not self.buffer.room(len(samples)):
+            limit = self.engines.limits.max_buffered_audio_s
+            raise ClientError(f"the input audio buffer would pass its limit of {limit:g} s of audio; commit it "
+                              f"(input_audio_buffer.commit) or clear it first", "input_audio_buffer_full", "audio")
+        self.buffer.append(samples)
+        if self.vad_stream is None:
+            return
+        for vad_event in await self.engines.vad.feed(self.vad_stream, samples):
+            await (self._speech_started if vad_event.kind == "speech_start" else self._speech_stopped)(vad_event)
+        if self.speech is None:
+            keep = self._prefix_samples() + int(PRE_ROLL_S * ENGINE_RATE)
+            self.buffer.drop_before(self.buffer.end - keep)
+
+    def _prefix_samples(self) -> int:
+        detection = self.config.audio.input.turn_detection
+        return detection.prefix_padding_ms * ENGINE_RATE // 1000 if detection else 0
+
+    async def _speech_started(self, vad_event) -> None:
+        self.speech = (new_id("item"), vad_event.sample)
+        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": vad_event.ms,
+                         "item_id": self.speech[0]})
+        if self.response is not None and self.config.audio.input.turn_detection.interrupt_response:
+            await self.response.cancel("turn_detected")  # barge-in
+
+    async def _speech_stopped(self, vad_event) -> None:
+        if self.speech is None:
+            return
+        item_id, start = self.speech
+        self.speech = None
+        clock = TurnClock(speech_end=self.buffer.arrival(vad_event.sample - 1), speech_stopped=time.perf_counter())
+        await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": vad_event.ms,
+                         "item_id": item_id})
+        audio = self.buffer.take(start - self._prefix_samples(), vad_event.sample)
+        await self._commit(audio, item_id, clock, self.config.audio.input.turn_detection.create_response)
+
+    async def _commit_buffer(self, event: p.AudioCommit) -> None:
+        held_ms = len(self.buffer) * 1000 // ENGINE_RATE
+        if held_ms < MIN_COMMIT_MS:
+            raise ClientError(f"the input audio buffer holds {held_ms} ms of audio; commit needs at least "
+                              f"{MIN_COMMIT_MS} ms", "input_audio_buffer_commit_empty")
+        item_id = self.speech[0] if self.speech else new_id("item")
+        await self._reset_vad()
+        now = time.perf_counter()
+        await self._commit(self.buffer.take(), item_id, TurnClock(speech_end=now, speech_stopped=now), False)
+
+    async def _clear(self, event: p.AudioClear) -> None:
+        self.buffer.clear()
+        await self._reset_vad()
+        await self.send({"type": "input_audio_buffer.cleared"})
+
+    async def _reset_vad(self) -> None:
+        """Forget a segment in progress: the audio it covered is committed or cleared."""
+        if self.vad_stream is not None:
+            await self.engines.vad.flush(self.vad_stream)
+        self.speech = None
+
+    async def _commit(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
+        previous = self.history[-1].id if self.history else None
+        entry = HistoryItem(item_id, "user", None)
+        self.history.append(entry)
+        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
+        await self.send({"type": "conversation.item.created", "previous_item_id": previous,
+                         "item": item_dict(item_id, "user", {"type": "input_audio", "transcript": None})})
+        self._spawn(self._transcribe(entry, audio, clock, respond), f"asr-{item_id}")
+
+    async def _transcribe(self, entry: HistoryItem, audio: np.ndarray, clock: TurnClock, respond: bool) -> None:
+        settings = self.config.audio.input.transcription
+        options = TranscribeOptions(language=settings.language if settings else None,
+                                    prompt=settings.prompt if settings else None)
+        try:
+            result = await self.engines.asr.transcribe(audio, options)
+        except (EngineBusyError, EngineDeadError, ValueError) as error:
+            entry.text = ""
+            await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": entry.id,
+                             "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
+                                                           "message": str(error)}})
+            return
+        entry.text = result.text.strip()
+        clock.transcribed = time.perf_counter()
+        await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": entry.id,
+                         "content_index": 0, "transcript": entry.text,
+                         "usage": {"type": "duration", "seconds": round(len(audio) / ENGINE_RATE, 3)}})
+        if respond and self.speech is None:  # the user spoke again meanwhile: answer when that turn ends
+            if self.response is not None:
+                await asyncio.gather(self.response.task, return_exceptions=True)
+            await self._start_response(p.ResponseOptions(), clock)
+
+    # -- conversation and responses
+
+    async def _create_item(self, event: p.ItemCreate) -> None:
+        item = event.item
+        allowed = {"user": ("input_text",), "system": ("input_text",),
+                   "assistant": ("output_text", "text", "output_audio")}[item.role]
+        for i, part in enumerate(item.content):
+            if part.type not in allowed:
+                raise ClientError(f"a {item.role} message cannot hold a {part.type} part; use "
+                                  f"{' or '.join(allowed)}", "invalid_value", f"item.content.{i}.type")
+        item_id = item.id or new_id("item")
+        if any(h.id == item_id for h in self.history):
+            raise ClientError(f"an item with id {item_id!r} is already in the conversation", "invalid_value",
+                              "item.id")
+        at = self._position(event.previous_item_id)
+        self.history.insert(at, HistoryItem(item_id, item.role, item.text()))
+        previous = self.history[at - 1].id if at else None
+        part = {"type": allowed[0], "text": item.text()} if item.role != "assistant" else \
+            {"type": "output_text", "text": item.text()}
+        await self.send({"type": "conversation.item.created", "previous_item_id": previous,
+                         "item": item_dict(item_id, item.role, part)})
+
+    def _position(self, previous_item_id: str | None) -> int:
+        if previous_item_id is None:
+            return len(self.history)
+        if previous_item_id == "root":
+            return 0
+        for i, h in enumerate(self.history):
+            if h.id == previous_item_id:
+                return i + 1
+        raise ClientError(f"previous_item_id {previous_item_id!r} is not in the conversation", "invalid_value",
+                          "previous_item_id")
+
+    async def _create_response(self, event: p.ResponseCreate) -> None:
+        if self.response is not None:
+            raise ClientError("the conversation already has an active response; cancel it (response.cancel) or "
+                              "wait for response.done", "conversation_already_has_active_response")
+        await self._start_response(event.response, TurnClock())
+
+    async def _cancel_response(self, event: p.ResponseCancel) -> None:
+        response = self.response
+        if response is None or (event.response_id and event.response_id != response.id):
+            message = "there is no response in progress to cancel" if response is None else \
+                f"response {event.response_id!r} is not the one in progress"
+            raise ClientError(message, "response_cancel_not_active")
+        await response.cancel("client_cancelled")
+
+    async def _start_response(self, options: p.ResponseOptions, clock: TurnClock) -> None:
+        config = self.config
+        modalities = options.output_modalities or config.output_modalities
+        if "audio" in modalities and self.engines.tts is None:
+            raise ClientError("this server's stack has no text-to-speech model; ask for output_modalities ['text']",
+                              "invalid_value", "response.output_modalities")
+        history = self.history if options.conversation == "auto" else []
+        asked = options.max_output_tokens or config.max_output_tokens
+        instructions = options.instructions or config.instructions or self.engines.system_prompt
+        prompt_ids, room = await render_prompt(self.engines.llm, instructions, [(h.role, h.text or "")
+                                                                                for h in history])
+        params = SamplingParams(temperature=config.temperature, max_tokens=room if asked == "inf" else min(asked, room),
+                                seed=self.engines.llm.seed)
+        out = config.audio.output
+        voice = Voice(self.engines.tts, out.voice, out.speed, out.format.rate) if "audio" in modalities else None
+        if self.response is not None:  # another turn started one while this prompt was rendered
+            raise ClientError("the conversation already has an active response",
+                              "conversation_already_has_active_response")
+        clock.response_start = time.perf_counter()
+        response = Response(self.send, self.engines.llm.llm, prompt_ids, params,
+                            self.engines.llm.reasoning_parser is not None, voice, clock, self.conversation_id,
+                            options.metadata)
+        self.response = response
+        response.task = self._spawn(response.run(), response.id)
+        response.task.add_done_callback(lambda _: self._response_done(response, options.conversation == "auto"))
+
+    def _response_done(self, response: Response, remember: bool) -> None:
+        """The assistant turn joins the history as far as the user got it (cut short on barge-in)."""
+        if self.response is response:
+            self.response = None
+        if remember and response.transcript:
+            self.history.append(HistoryItem(response.item_id, "assistant", response.transcript))
+        self.metrics.observe_voice_turn(response.clock.breakdown(), response.status)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            if isinstance(error, ClientError):
+                self._spawn(self._report(error), "report")
+            elif not isinstance(error, (ConnectionError, RuntimeError)):  # a closed socket ends a session's tasks
+                log.error("realtime task %s failed", task.get_name(), exc_info=error)
+
+    async def _report(self, error: ClientError) -> None:
+        await self.send(error_event(error))
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """session.update's partial settings over the current ones, object by object."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out

@@ -1,0 +1,40 @@
+"""What a realtime session chains (VAD, ASR, LLM, TTS), the stack's voice prompt, and the session limits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.server.state import LLMState
+
+# OpenAI's realtime model names, so clients with a hard-coded model reach the stack's voice LLM.
+REALTIME_ALIASES = ("gpt-realtime", "gpt-realtime-mini", "gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview")
+
+
+@dataclass(slots=True)
+class RealtimeLimits:
+    max_sessions: int = 32
+    max_session_s: float = 3600.0
+    idle_timeout_s: float = 300.0
+    max_event_bytes: int = 15 * 2**20
+    max_buffered_audio_s: float = 120.0
+
+
+@dataclass(slots=True)
+class VoiceEngines:
+    llm: LLMState
+    vad: Any = None            # AsyncVAD (in the server process)
+    asr: Any = None            # AsyncASR or RemoteASR
+    tts: Any = None            # AsyncTTS or RemoteTTS
+    system_prompt: str | None = None
+    limits: RealtimeLimits = field(default_factory=RealtimeLimits)
+
+    def model_matches(self, name: str | None) -> bool:
+        return name is None or name == self.llm.served_name or name.startswith(REALTIME_ALIASES)
+
+
+def limits_from(spec) -> RealtimeLimits:
+    """The stack's voice: section (or its defaults) as limits."""
+    if spec is None:
+        return RealtimeLimits()
+    return RealtimeLimits(spec.max_sessions, spec.max_session_minutes * 60, spec.idle_timeout_s, spec.max_event_bytes,
+                          spec.max_buffered_audio_s)
