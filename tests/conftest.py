@@ -36,3 +36,11 @@ def tiny_models(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("llm")
     return {kind: make_model(root / kind, kind) for kind in ("qwen3", "qwen2", "llama")}
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> Path:
+    """The demo stack's models (random-weight Qwen3, Whisper and VITS; the real MiniLM), made once."""
+    from orchestrator.demo.__main__ import build_demo_models
+
+    return build_demo_models(tmp_path_factory.mktemp("demo") / "models")

@@ -23,13 +23,6 @@ from tests.conftest import ROOT
 KEY = "demo-key"
 
 
-@pytest.fixture(scope="module")
-def demo_models(tmp_path_factory) -> Path:
-    from orchestrator.demo.__main__ import build_demo_models
-
-    return build_demo_models(tmp_path_factory.mktemp("demo") / "models")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

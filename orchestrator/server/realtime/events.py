@@ -29,16 +29,21 @@ def error_event(error: ClientError) -> dict:
                                        "param": error.param, "event_id": error.event_id}}
 
 
-def validation_message(error: ValidationError, root: str) -> tuple[str, str]:
+def validation_message(error: ValidationError, root: str, skip: int = 0) -> tuple[str, str]:
     """The first problem pydantic found as (message, param), the param dotted as OpenAI writes it."""
     first = error.errors(include_url=False)[0]
-    param = ".".join([root, *(str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal["))) ])
-    param = param.strip(".")
+    loc = [str(p) for p in first["loc"][skip:] if not _union_member(str(p))]
+    param = ".".join([root, *loc]).strip(".")
     if first["type"] == "extra_forbidden":
         return f"unknown parameter '{param}'; this server does not support it", param
     if first["type"] == "missing":
         return f"missing required parameter '{param}'", param
     return f"invalid value for '{param}': {first['msg']} (got {json.dumps(first.get('input'))[:80]})", param
+
+
+def _union_member(place: str) -> bool:
+    """Whether a pydantic location names which member of a union failed, not a field."""
+    return place.startswith(("function-", "literal[", "constrained-")) or place in ("int", "str", "float", "bool")
 
 
 def parse_client_event(text: str):
@@ -58,8 +63,8 @@ def parse_client_event(text: str):
     try:
         return _CLIENT_EVENT.validate_python(raw)
     except ValidationError as error:
-        message, param = validation_message(error, "")
-        raise ClientError(message, "invalid_value", param.removeprefix(f"{kind}."), event_id) from None
+        message, param = validation_message(error, "", skip=1)  # the first place is the event type
+        raise ClientError(message, "invalid_value", param, event_id) from None
 
 
 def item_dict(item_id: str, role: str, part: dict, status: str = "completed") -> dict:

@@ -234,7 +234,7 @@ class RealtimeSession:
                    "assistant": ("output_text", "text", "output_audio")}[item.role]
         for i, part in enumerate(item.content):
             if part.type not in allowed:
-                raise ClientError(f"a {item.role} message cannot hold a {part.type} part; use "
+                raise ClientError(f"a {item.role} message cannot hold parts of type {part.type}; use "
                                   f"{' or '.join(allowed)}", "invalid_value", f"item.content.{i}.type")
         item_id = item.id or new_id("item")
         if any(h.id == item_id for h in self.history):

@@ -72,13 +72,13 @@ async def _serve(websocket: WebSocket, session: RealtimeSession, send, engines: 
             message = await asyncio.wait_for(websocket.receive(), min(limits.idle_timeout_s, max(left, 0)))
         except TimeoutError:
             if time.monotonic() >= ends:
-                minutes = f"{limits.max_session_s / 60:g}"
-                await send(error_event(ClientError(f"the session reached its maximum length of {minutes} minutes; "
-                                                   "open a new one", "session_expired")))
-                return await _close(websocket, 1000, f"session reached its maximum length ({minutes} min)")
-            await send(error_event(ClientError(f"no event came for {limits.idle_timeout_s:g} s; the session is "
-                                               "closed", "idle_timeout")))
-            return await _close(websocket, 1000, f"idle for {limits.idle_timeout_s:g} s")
+                length = _duration(limits.max_session_s)
+                await send(error_event(ClientError(f"the session reached its maximum length of {length}; open a new "
+                                                   "one", "session_expired")))
+                return await _close(websocket, 1000, f"session reached its maximum length ({length})")
+            idle = _duration(limits.idle_timeout_s)
+            await send(error_event(ClientError(f"no event came for {idle}; the session is closed", "idle_timeout")))
+            return await _close(websocket, 1000, f"idle for {idle}")
         if message["type"] == "websocket.disconnect":
             return
         if message.get("bytes") is not None:
@@ -91,6 +91,10 @@ async def _serve(websocket: WebSocket, session: RealtimeSession, send, engines: 
             await session.handle(parse_client_event(text))
         except ClientError as error:
             await send(error_event(error))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _authorised(websocket: WebSocket) -> bool:

@@ -1,0 +1,64 @@
+"""A plain `websockets` Realtime client for tests: send events, stream audio at real-time pace, read events."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import numpy as np
+import websockets
+
+
+def pcm16_b64(audio: np.ndarray) -> str:
+    return base64.b64encode((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()).decode()
+
+
+def decode_deltas(deltas: list[str]) -> np.ndarray:
+    return np.frombuffer(b"".join(base64.b64decode(d) for d in deltas), dtype="<i2")
+
+
+class Client:
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.events: list[dict] = []
+
+    @classmethod
+    async def connect(cls, url: str, key: str | None, model: str | None = None, **options) -> Client:
+        query = f"?model={model}" if model else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        ws = await websockets.connect(url.replace("http", "ws", 1) + "/v1/realtime" + query,
+                                      additional_headers=headers, max_size=None, **options)
+        return cls(ws)
+
+    async def send(self, **event) -> None:
+        await self.ws.send(json.dumps(event))
+
+    async def recv(self, timeout: float = 60) -> dict:
+        event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.events.append(event)
+        return event
+
+    async def until(self, kind: str, timeout: float = 120) -> list[dict]:
+        """Events up to and including the first of this type."""
+        deadline, got = time.monotonic() + timeout, []
+        while True:
+            event = await self.recv(max(deadline - time.monotonic(), 0.01))
+            got.append(event)
+            if event["type"] == kind:
+                return got
+
+    async def speak(self, audio: np.ndarray, rate: int, chunk_ms: int = 100) -> None:
+        """Send audio in chunks at real-time pace, as a microphone would."""
+        step = rate * chunk_ms // 1000
+        start = time.monotonic()
+        for i, at in enumerate(range(0, len(audio), step)):
+            await asyncio.sleep(max(start + i * chunk_ms / 1000 - time.monotonic(), 0))
+            await self.send(type="input_audio_buffer.append", audio=pcm16_b64(audio[at:at + step]))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def types(events: list[dict]) -> list[str]:
+    return [e["type"] for e in events]
