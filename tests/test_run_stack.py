@@ -1,6 +1,7 @@
-"""`orchestrator run configs/demo.yaml` as a user starts it: every endpoint, health, metrics, faults, clean exit."""
+"""`orchestrator run configs/demo.yaml` as a user starts it: every endpoint (realtime too), health, metrics, faults."""
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -13,10 +14,12 @@ import wave
 from pathlib import Path
 
 import httpx2 as httpx
+import numpy as np
 import openai
 import pytest
 import yaml
-from speech import speak
+from realtime_client import Client, types
+from speech import silence, speak
 
 from tests.conftest import ROOT
 
@@ -75,6 +78,25 @@ def speak_wav() -> bytes:
     return buffer.getvalue()
 
 
+async def realtime_turn(url: str) -> None:
+    """One spoken turn over /v1/realtime, then a session left in the middle of its answer."""
+    client = await Client.connect(url, KEY)
+    await client.until("session.created")
+    await client.send(type="session.update", session={"max_output_tokens": 16})
+    await client.speak(np.concatenate([silence(0.3, 24000), speak("Hello there.", 24000), silence(1.0, 24000)]),
+                       24000)
+    events = await client.until("response.done")
+    assert types(events).index("conversation.item.input_audio_transcription.completed") < \
+        types(events).index("response.output_audio.delta")
+    await client.send(type="response.create")
+    await client.until("response.output_audio.delta")
+    await client.close()
+    for _ in range(100):
+        if 'kv_blocks{state="used"} 0.0' in httpx.get(url + "/metrics").text:
+            return
+        await asyncio.sleep(0.1)
+
+
 def test_demo_stack_serves_every_endpoint_survives_a_dead_worker_and_exits_clean(demo_models, tmp_path):
     port, log = free_port(), tmp_path / "run.log"
     url = f"http://127.0.0.1:{port}"
@@ -100,6 +122,10 @@ def test_demo_stack_serves_every_endpoint_survives_a_dead_worker_and_exits_clean
         for name in table:
             assert f'orchestrator_engine_planned_bytes{{kind="{table[name]["kind"]}",model="{name}"}}' in metrics
         assert 'orchestrator_llm_kv_blocks{state="free"}' in metrics
+        asyncio.run(asyncio.wait_for(realtime_turn(url), 120))  # VAD here, ASR, LLM and TTS in their workers
+        metrics = httpx.get(url + "/metrics").text
+        assert "orchestrator_realtime_sessions 0.0" in metrics and 'kv_blocks{state="used"} 0.0' in metrics
+        assert {e["restarts"] for e in engines(url).values()} == {0}
 
         tts_pid = table["voice-demo"]["pid"]
         with client.audio.speech.with_streaming_response.create(
