@@ -35,7 +35,9 @@ class Client:
         await self.ws.send(json.dumps(event))
 
     async def recv(self, timeout: float = 60) -> dict:
+        """The next event, stamped with when it arrived (`received_at`, perf_counter seconds)."""
         event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        event["received_at"] = time.perf_counter()
         self.events.append(event)
         return event
 

@@ -206,8 +206,10 @@ class RealtimeSession:
 
     async def _transcribe(self, entry: HistoryItem, audio: np.ndarray, clock: TurnClock, respond: bool) -> None:
         settings = self.config.audio.input.transcription
+        # One decoding pass at temperature 0: Whisper's fallback ladder can decode up to six times, which a
+        # voice turn cannot wait for (on the random demo Whisper it made ASR 13x slower).
         options = TranscribeOptions(language=settings.language if settings else None,
-                                    prompt=settings.prompt if settings else None)
+                                    prompt=settings.prompt if settings else None, temperature=0.0)
         try:
             result = await self.engines.asr.transcribe(audio, options)
         except (EngineBusyError, EngineDeadError, ValueError) as error:

@@ -1,0 +1,150 @@
+"""End of speech to first audio over /v1/realtime, with N sessions each playing a spoken dialogue at real-time pace.
+
+Starts `orchestrator run STACK` as a user would (default configs/demo.yaml, whose models are made if
+missing), or measures a server already running (--url). Each session speaks the dialogue's lines
+(espeak-ng, 24 kHz PCM16, 100 ms appends at real-time pace) and waits for each answer to end before the
+next line. Per turn it takes the client's latency, from sending the last voiced sample to receiving the
+first audio delta, and the server's breakdown from `response.done` (VAD: last voiced sample in to
+speech_stopped; ASR; LLM to its first token; first token to first audio).
+
+    .venv/bin/python bench/voice_latency.py [--sessions 1 4 8] [--stack configs/demo.yaml] [--url URL]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from hardware import describe  # noqa: E402
+from realtime_client import Client, pcm16_b64  # noqa: E402
+from speech import silence, speak, voiced_span  # noqa: E402
+
+DIALOGUE = ["Hi there, who are you?", "What is your favourite colour?", "Tell me a short joke, please."]
+RATE, CHUNK_MS = 24000, 100
+STAGES = ("vad_ms", "asr_ms", "llm_first_token_ms", "first_audio_ms")
+
+
+def start_stack(stack: Path, port: int, log: Path) -> subprocess.Popen:
+    models = Path(os.environ.get("ORCH_DEMO_MODELS", ROOT / ".demo-models"))
+    if stack.name == "demo.yaml":
+        from orchestrator.demo.__main__ import build_demo_models
+        build_demo_models(models)
+    env = {**os.environ, "ORCH_DEMO_MODELS": str(models)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"the stack did not start:\n{log.read_text()[-3000:]}")
+
+
+async def session(url: str, key: str | None, max_tokens: int) -> list[dict]:
+    """Play the dialogue; one record per turn."""
+    client = await Client.connect(url, key)
+    await client.until("session.created")
+    await client.send(type="session.update", session={"max_output_tokens": max_tokens})
+    await client.until("session.updated")
+    turns = []
+    for line in DIALOGUE:
+        audio = np.concatenate([silence(0.3, RATE), speak(line, RATE), silence(1.0, RATE)])
+        last_voiced = voiced_span(audio)[1] - 1
+        step = RATE * CHUNK_MS // 1000
+        speech_end = None
+        reader = asyncio.create_task(client.until("response.done", timeout=300))
+        start = time.monotonic()
+        for i, at in enumerate(range(0, len(audio), step)):
+            await asyncio.sleep(max(start + i * CHUNK_MS / 1000 - time.monotonic(), 0))
+            await client.send(type="input_audio_buffer.append", audio=pcm16_b64(audio[at:at + step]))
+            if speech_end is None and at + step > last_voiced:
+                speech_end = time.perf_counter()
+        events = await reader
+        first_audio = next((e["received_at"] for e in events if e["type"] == "response.output_audio.delta"), None)
+        done = events[-1]
+        turns.append({"client_ms": (first_audio - speech_end) * 1000 if first_audio else None,
+                      "status": done["response"]["status"], **done.get("latency", {})})
+    await client.close()
+    return turns
+
+
+async def run_level(url: str, key: str | None, sessions: int, max_tokens: int) -> list[dict]:
+    results = await asyncio.gather(*(session(url, key, max_tokens) for _ in range(sessions)))
+    return [turn for turns in results for turn in turns]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(v for v in values if v is not None)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--stack", type=Path, default=ROOT / "configs/demo.yaml")
+    parser.add_argument("--url", help="a server already running (default: start --stack)")
+    parser.add_argument("--api-key", default=os.environ.get("ORCH_API_KEY"))
+    parser.add_argument("--max-tokens", type=int, default=32, help="each answer's max_output_tokens")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/voice_latency.json")
+    args = parser.parse_args()
+    proc = None
+    if args.url is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = start_stack(args.stack, port, Path("/tmp/voice_latency_stack.log"))
+        args.url = f"http://127.0.0.1:{port}"
+    try:
+        rows = []
+        for n in args.sessions:
+            turns = asyncio.run(run_level(args.url, args.api_key, n, args.max_tokens))
+            row = {"sessions": n, "turns": len(turns),
+                   "client_p50_ms": pct([t["client_ms"] for t in turns], 0.5),
+                   "client_p95_ms": pct([t["client_ms"] for t in turns], 0.95),
+                   "server_total_p50_ms": pct([t.get("total_ms") for t in turns], 0.5)}
+            totals = sum(t.get("total_ms", 0) for t in turns) or 1
+            for stage in STAGES:
+                row[f"{stage.removesuffix('_ms')}_p50_ms"] = pct([t.get(stage) for t in turns], 0.5)
+                row[f"{stage.removesuffix('_ms')}_share"] = sum(t.get(stage, 0) for t in turns) / totals
+            rows.append(row)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+    table = Table(title=f"/v1/realtime end of speech to first audio ({args.stack.name}; ms; share of the server's "
+                        f"total in brackets)")
+    for column in ("sessions", "turns", "client p50", "client p95", "VAD p50", "ASR p50", "LLM first token p50",
+                   "first audio p50"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["sessions"]), str(r["turns"]), f"{r['client_p50_ms']:.0f}", f"{r['client_p95_ms']:.0f}",
+                      *(f"{r[s + '_p50_ms']:.0f} ({r[s + '_share']:.0%})" for s in
+                        ("vad", "asr", "llm_first_token", "first_audio")))
+    Console().print(table)
+    args.out.write_text(json.dumps({"hardware": describe(), "stack": str(args.stack.relative_to(ROOT))
+                                    if args.stack.is_relative_to(ROOT) else str(args.stack),
+                                    "dialogue": DIALOGUE, "max_output_tokens": args.max_tokens, "rows": rows},
+                                   indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
