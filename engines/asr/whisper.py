@@ -35,7 +35,8 @@ class WhisperASR(Engine):
         self.model_path, self.device, self.requested_compute_type = model, device, compute_type
         self.beam_size, self.batch_size, self.default_language = beam_size, batch_size, language
         self.name = name or Path(model).name
-        self.cpu_threads = cpu_threads or min(4, os.cpu_count() or 1)  # CTranslate2's own default is 4
+        # CTranslate2's own default is 4; a worker given its share of the cores says so in OMP_NUM_THREADS
+        self.cpu_threads = cpu_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or min(4, os.cpu_count() or 1)
         self.compute_type: str | None = None
         self.languages: tuple[str, ...] = ()
         self._model: Any = None

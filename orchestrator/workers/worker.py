@@ -23,6 +23,7 @@ class WorkerSpec:
     kv_bytes: int             # the LLM's KV pool (0 for other kinds)
     device_total_bytes: int
     log_level: str = "INFO"
+    cpu_threads: int = 0      # on CPU: this worker's share of the cores (0: the libraries' defaults)
 
 
 def worker_main(conn: Connection, ws: WorkerSpec) -> None:
@@ -30,6 +31,11 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the supervisor stops us
     logging.basicConfig(level=ws.log_level, format=f"%(asctime)s {ws.name} %(levelname)s %(name)s: %(message)s")
     channel = Channel(conn)
+    if ws.device == "cpu" and ws.cpu_threads:
+        os.environ["OMP_NUM_THREADS"] = str(ws.cpu_threads)  # before CTranslate2 or OpenMP start their pools
+        import torch
+
+        torch.set_num_threads(ws.cpu_threads)
     try:
         from budget.caps import apply_cap
         from engines.base import measure_memory
