@@ -314,7 +314,7 @@ def test_malformed_events_get_an_error_and_the_session_goes_on(stack):
         return errors, done
 
     errors, done = run(main())
-    for (text, code), event in zip(BAD_EVENTS, errors):
+    for (text, code), event in zip(BAD_EVENTS, errors, strict=True):
         assert event["error"]["code"] == code, (text, event)
         assert event["error"]["type"] == "invalid_request_error" and len(event["error"]["message"]) > 20
     assert errors[6]["error"]["param"] == "audio" and errors[6]["error"]["event_id"] == "bad-6"

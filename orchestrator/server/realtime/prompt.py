@@ -1,4 +1,4 @@
-"""The conversation to prompt tokens through the model's chat template; the oldest turns go first when it is too long."""
+"""The conversation to prompt tokens through the model's chat template; when too long, the oldest turns go."""
 from __future__ import annotations
 
 import asyncio

@@ -5,7 +5,7 @@ so a client never believes a setting took effect when it did not.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,7 +56,7 @@ class SessionAudio(Wire):
 
 
 Modalities = Annotated[list[Literal["text", "audio"]], Field(min_length=1, max_length=2)]
-MaxTokens = Union[Annotated[int, Field(ge=1, le=4096)], Literal["inf"]]
+MaxTokens = Annotated[int, Field(ge=1, le=4096)] | Literal["inf"]
 
 
 class SessionConfig(Wire):
@@ -140,7 +140,7 @@ class ResponseCancel(ClientEvent):
     response_id: str | None = None
 
 
-AnyClientEvent = Annotated[Union[SessionUpdate, AudioAppend, AudioCommit, AudioClear, ItemCreate, ResponseCreate,
-                                 ResponseCancel], Field(discriminator="type")]
+AnyClientEvent = Annotated[SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ResponseCreate
+                           | ResponseCancel, Field(discriminator="type")]
 EVENT_TYPES = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
                "conversation.item.create", "response.create", "response.cancel")

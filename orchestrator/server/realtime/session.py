@@ -321,7 +321,7 @@ class RealtimeSession:
             error = task.exception()
             if isinstance(error, ClientError):
                 self._spawn(self._report(error), "report")
-            elif not isinstance(error, (ConnectionError, RuntimeError)):  # a closed socket ends a session's tasks
+            elif not isinstance(error, ConnectionError):  # the client left: the session is closing anyway
                 log.error("realtime task %s failed", task.get_name(), exc_info=error)
 
     async def _report(self, error: ClientError) -> None:

@@ -7,6 +7,7 @@ binary frames (1003), an oversized event (1009), idleness and the session's leng
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -45,11 +46,15 @@ async def realtime(websocket: WebSocket, model: str | None = None) -> None:
 
     async def send(event: dict) -> None:
         async with lock:
-            await websocket.send_text(json.dumps({"event_id": new_id("event"), **event}))
+            try:
+                await websocket.send_text(json.dumps({"event_id": new_id("event"), **event}))
+            except (WebSocketDisconnect, RuntimeError) as gone:  # one kind of error for "the client has gone"
+                raise ConnectionError("the realtime client has gone") from gone
 
     session = RealtimeSession(engines, send, websocket.app.state.metrics, model)
     sessions.add(session)
     websocket.app.state.metrics.realtime_sessions_opened.inc()
+    log.info("realtime session %s opened (%d open)", session.config.id, len(sessions))
     try:
         await session.start()
         await _serve(websocket, session, send, engines)
@@ -61,6 +66,7 @@ async def realtime(websocket: WebSocket, model: str | None = None) -> None:
     finally:
         sessions.discard(session)
         await session.close()
+        log.info("realtime session %s closed", session.config.id)
 
 
 async def _serve(websocket: WebSocket, session: RealtimeSession, send, engines: VoiceEngines) -> None:
@@ -120,7 +126,5 @@ async def _deny(websocket: WebSocket, status: int, message: str, code: str) -> N
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     """Close with a reason (at most 123 bytes on the wire); a socket already gone needs nothing."""
-    try:
+    with contextlib.suppress(RuntimeError, ConnectionError):
         await websocket.close(code, reason.encode()[:120].decode(errors="ignore"))
-    except (RuntimeError, ConnectionError):
-        pass
