@@ -1,4 +1,4 @@
-"""One realtime session: its settings, input audio and VAD, the conversation, and at most one response at a time.
+"""One realtime session: its settings, the conversation, turns from the microphone, and one response at a time.
 
 Turns run as tasks beside the socket's read loop, so audio keeps flowing in (and can barge in) while
 a turn is transcribed and answered. Every task a session starts is in `tasks`; close() ends them all.
@@ -19,16 +19,14 @@ from engines.errors import EngineBusyError, EngineDeadError
 from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.metrics import Metrics
 from orchestrator.server.realtime import protocol as p
-from orchestrator.server.realtime.audio import ENGINE_RATE, InputResampler, decode_pcm16
+from orchestrator.server.realtime.audio import ENGINE_RATE
 from orchestrator.server.realtime.events import ClientError, error_event, item_dict, new_id, validation_message
-from orchestrator.server.realtime.input_buffer import InputBuffer
+from orchestrator.server.realtime.microphone import Microphone
 from orchestrator.server.realtime.prompt import render_prompt
 from orchestrator.server.realtime.response import Response, TurnClock, Voice
 from orchestrator.server.realtime.voice import VoiceEngines
 
 log = logging.getLogger(__name__)
-MIN_COMMIT_MS = 100
-PRE_ROLL_S = 1.0  # audio kept before speech starts, beyond the prefix padding (the VAD calls a start late)
 
 
 @dataclass(slots=True)
@@ -49,17 +47,14 @@ class RealtimeSession:
                                       output_modalities=["audio"] if engines.tts is not None else ["text"],
                                       audio=p.SessionAudio(input=input_audio))
         self.history: list[HistoryItem] = []
-        self.buffer = InputBuffer(engines.limits.max_buffered_audio_s)
-        self.resampler = InputResampler(self.config.audio.input.format.rate)
-        self.vad_stream: str | None = None
-        self.speech: tuple[str, int] | None = None  # (item id, first sample) while the user speaks
+        self.mic = Microphone(engines.vad, engines.limits.max_buffered_audio_s, send, self._barge_in, self._commit)
         self.response: Response | None = None
         self.tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         if self.engines.tts is not None:
             self.config.audio.output.voice = await self._default_voice()
-        await self._open_vad()
+        await self.mic.configure(self.config.audio.input.format.rate, self.config.audio.input.turn_detection)
         await self.send({"type": "session.created", "session": self.config.model_dump()})
 
     async def close(self) -> None:
@@ -67,9 +62,7 @@ class RealtimeSession:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.vad_stream is not None:
-            await self.engines.vad.close_stream(self.vad_stream)
-            self.vad_stream = None
+        await self.mic.close()
 
     async def handle(self, event) -> None:
         """Apply one client event; ClientError goes back to the client as an `error` event."""
@@ -97,12 +90,8 @@ class RealtimeSession:
             if config.audio.output.voice not in names:
                 raise ClientError(f"voice {config.audio.output.voice!r} does not exist for this server's TTS model; "
                                   f"choose one of: {', '.join(names)}", "invalid_value", "session.audio.output.voice")
-        reopen = config.audio.input.turn_detection != self.config.audio.input.turn_detection
-        if config.audio.input.format.rate != self.resampler.rate:
-            self.resampler = InputResampler(config.audio.input.format.rate)
         self.config = config
-        if reopen:
-            await self._open_vad()
+        await self.mic.configure(config.audio.input.format.rate, config.audio.input.turn_detection)
         await self.send({"type": "session.updated", "session": self.config.model_dump()})
 
     def _check(self, config: p.SessionConfig) -> None:
@@ -119,15 +108,6 @@ class RealtimeSession:
                               "turn_detection to null and send text items", "invalid_value",
                               "session.audio.input.turn_detection")
 
-    async def _open_vad(self) -> None:
-        if self.vad_stream is not None:
-            await self.engines.vad.close_stream(self.vad_stream)
-            self.vad_stream = None
-        detection = self.config.audio.input.turn_detection
-        if detection is not None:
-            self.vad_stream = await self.engines.vad.open_stream(detection.threshold, detection.silence_duration_ms)
-        self.speech = None
-
     async def _default_voice(self) -> str:
         names = [v.name for v in await self.engines.tts.voices()]
         return "alloy" if "alloy" in names else names[0]
@@ -138,62 +118,18 @@ class RealtimeSession:
         if self.engines.asr is None:
             raise ClientError("this server's stack has no speech-to-text model; send text with "
                               "conversation.item.create", "invalid_value", "audio")
-        samples = self.resampler(decode_pcm16(event.audio))
-        if not self.buffer.room(len(samples)):
-            limit = self.engines.limits.max_buffered_audio_s
-            raise ClientError(f"the input audio buffer would pass its limit of {limit:g} s of audio; commit it "
-                              f"(input_audio_buffer.commit) or clear it first", "input_audio_buffer_full", "audio")
-        self.buffer.append(samples)
-        if self.vad_stream is None:
-            return
-        for vad_event in await self.engines.vad.feed(self.vad_stream, samples):
-            await (self._speech_started if vad_event.kind == "speech_start" else self._speech_stopped)(vad_event)
-        if self.speech is None:
-            keep = self._prefix_samples() + int(PRE_ROLL_S * ENGINE_RATE)
-            self.buffer.drop_before(self.buffer.end - keep)
-
-    def _prefix_samples(self) -> int:
-        detection = self.config.audio.input.turn_detection
-        return detection.prefix_padding_ms * ENGINE_RATE // 1000 if detection else 0
-
-    async def _speech_started(self, vad_event) -> None:
-        self.speech = (new_id("item"), vad_event.sample)
-        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": vad_event.ms,
-                         "item_id": self.speech[0]})
-        if self.response is not None and self.config.audio.input.turn_detection.interrupt_response:
-            await self.response.cancel("turn_detected")  # barge-in
-
-    async def _speech_stopped(self, vad_event) -> None:
-        if self.speech is None:
-            return
-        item_id, start = self.speech
-        self.speech = None
-        clock = TurnClock(speech_end=self.buffer.arrival(vad_event.sample - 1), speech_stopped=time.perf_counter())
-        await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": vad_event.ms,
-                         "item_id": item_id})
-        audio = self.buffer.take(start - self._prefix_samples(), vad_event.sample)
-        await self._commit(audio, item_id, clock, self.config.audio.input.turn_detection.create_response)
+        await self.mic.append(event.audio)
 
     async def _commit_buffer(self, event: p.AudioCommit) -> None:
-        held_ms = len(self.buffer) * 1000 // ENGINE_RATE
-        if held_ms < MIN_COMMIT_MS:
-            raise ClientError(f"the input audio buffer holds {held_ms} ms of audio; commit needs at least "
-                              f"{MIN_COMMIT_MS} ms", "input_audio_buffer_commit_empty")
-        item_id = self.speech[0] if self.speech else new_id("item")
-        await self._reset_vad()
-        now = time.perf_counter()
-        await self._commit(self.buffer.take(), item_id, TurnClock(speech_end=now, speech_stopped=now), False)
+        await self.mic.commit()
 
     async def _clear(self, event: p.AudioClear) -> None:
-        self.buffer.clear()
-        await self._reset_vad()
+        await self.mic.clear()
         await self.send({"type": "input_audio_buffer.cleared"})
 
-    async def _reset_vad(self) -> None:
-        """Forget a segment in progress: the audio it covered is committed or cleared."""
-        if self.vad_stream is not None:
-            await self.engines.vad.flush(self.vad_stream)
-        self.speech = None
+    async def _barge_in(self) -> None:
+        if self.response is not None:
+            await self.response.cancel("turn_detected")
 
     async def _commit(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
         previous = self.history[-1].id if self.history else None
@@ -223,7 +159,7 @@ class RealtimeSession:
         await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": entry.id,
                          "content_index": 0, "transcript": entry.text,
                          "usage": {"type": "duration", "seconds": round(len(audio) / ENGINE_RATE, 3)}})
-        if respond and self.speech is None:  # the user spoke again meanwhile: answer when that turn ends
+        if respond and self.mic.speech is None:  # the user spoke again meanwhile: answer when that turn ends
             if self.response is not None:
                 await asyncio.gather(self.response.task, return_exceptions=True)
             await self._start_response(p.ResponseOptions(), clock)
