@@ -12,11 +12,11 @@ REALTIME_ALIASES = ("gpt-realtime", "gpt-realtime-mini", "gpt-4o-realtime-previe
 
 @dataclass(slots=True)
 class RealtimeLimits:
-    max_sessions: int = 32
-    max_session_s: float = 3600.0
-    idle_timeout_s: float = 300.0
-    max_event_bytes: int = 15 * 2**20
-    max_buffered_audio_s: float = 120.0
+    max_sessions: int
+    max_session_s: float
+    idle_timeout_s: float
+    max_event_bytes: int
+    max_buffered_audio_s: float
 
 
 @dataclass(slots=True)
@@ -26,15 +26,16 @@ class VoiceEngines:
     asr: Any = None            # AsyncASR or RemoteASR
     tts: Any = None            # AsyncTTS or RemoteTTS
     system_prompt: str | None = None
-    limits: RealtimeLimits = field(default_factory=RealtimeLimits)
+    limits: RealtimeLimits = field(default_factory=lambda: limits_from(None))
 
     def model_matches(self, name: str | None) -> bool:
         return name is None or name == self.llm.served_name or name.startswith(REALTIME_ALIASES)
 
 
 def limits_from(spec) -> RealtimeLimits:
-    """The stack's voice: section (or its defaults) as limits."""
-    if spec is None:
-        return RealtimeLimits()
+    """The stack's voice: section (or, without one, its defaults) as limits; the defaults live in VoiceSpec alone."""
+    from orchestrator.stack import VoiceSpec
+
+    spec = spec or VoiceSpec()
     return RealtimeLimits(spec.max_sessions, spec.max_session_minutes * 60, spec.idle_timeout_s, spec.max_event_bytes,
                           spec.max_buffered_audio_s)
