@@ -1,11 +1,28 @@
-"""Parameter counts from a config.json alone, for planning a model whose weights are not on this machine."""
+"""The architecture facts the planner and the engines share, and parameter counts from a config.json alone.
+
+One table, one formula each: the LLM engine builds its decoder and sizes its KV pool from these same
+functions, so the plan and the runtime cannot disagree about what a model is.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 Config = dict[str, Any]
 
-LLM_TYPES = ("qwen3", "qwen2", "llama")
+
+@dataclass(frozen=True, slots=True)
+class LLMArchitecture:
+    qk_norm: bool       # Qwen3: RMSNorm over each head's q and k before rope
+    qkv_bias: bool      # Qwen2: biases on q, k, v (else read from config's attention_bias)
+
+
+LLM_ARCHITECTURES: dict[str, LLMArchitecture] = {
+    "qwen3": LLMArchitecture(qk_norm=True, qkv_bias=False),
+    "qwen2": LLMArchitecture(qk_norm=False, qkv_bias=True),
+    "llama": LLMArchitecture(qk_norm=False, qkv_bias=False),
+}
+LLM_TYPES = tuple(LLM_ARCHITECTURES)
 
 
 def llm_head_dim(cfg: Config) -> int:
@@ -13,20 +30,30 @@ def llm_head_dim(cfg: Config) -> int:
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
+def llm_kv_heads(cfg: Config) -> int:
+    return cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+
+
+def kv_bytes_per_token(cfg: Config, dtype_bytes: float) -> int:
+    """2 (K and V) x layers x kv heads x head_dim x bytes: what one token of context holds in the KV pool."""
+    return int(2 * cfg["num_hidden_layers"] * llm_kv_heads(cfg) * llm_head_dim(cfg) * dtype_bytes)
+
+
 def llm_parameters(cfg: Config) -> tuple[int, int]:
     """(total, embedding) parameters of a Qwen3 / Qwen2 / Llama decoder; a tied lm_head counts once."""
     h, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    heads, kv_heads = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    heads, kv_heads = cfg["num_attention_heads"], llm_kv_heads(cfg)
     d = llm_head_dim(cfg)
     q, kv = heads * d, kv_heads * d
     model_type = cfg.get("model_type")
-    qkv_bias = model_type == "qwen2" or cfg.get("attention_bias", False)
+    arch = LLM_ARCHITECTURES.get(model_type, LLM_ARCHITECTURES["llama"])
+    qkv_bias = arch.qkv_bias or cfg.get("attention_bias", False)
     attn = h * q + 2 * h * kv + q * h
     if qkv_bias:
         attn += q + 2 * kv
     if cfg.get("attention_bias", False):
         attn += h
-    if model_type == "qwen3":
+    if arch.qk_norm:
         attn += 2 * d  # q_norm and k_norm over head_dim
     mlp = 3 * h * inter + (2 * inter + h if cfg.get("mlp_bias", False) else 0)
     layer = attn + mlp + 2 * h

@@ -10,16 +10,16 @@ import os
 log = logging.getLogger(__name__)
 
 
-def apply_cap(kind: str, device: str, share_bytes: int, device_total_bytes: int) -> str:
+def apply_cap(device: str, share_bytes: int, device_total_bytes: int, ct2_cache: bool = False) -> str:
     """Cap this process on its GPU; returns what was done, for the worker's log. On CPU nothing can be capped."""
     if not device.startswith("cuda") or share_bytes <= 0 or device_total_bytes <= 0:
         return "no cap (CPU: measured, not capped)"
     fraction = min(1.0, share_bytes / device_total_bytes)
-    if kind == "asr":  # CTranslate2 allocates outside torch: bound what its caching allocator may keep
+    if ct2_cache:  # CTranslate2 allocates outside torch: bound what its caching allocator may keep
         os.environ.setdefault("CT2_CUDA_CACHING_ALLOCATOR_CONFIG", f"4,3,12,{share_bytes}")
     import torch
 
     index = torch.device(device).index or 0
     torch.cuda.set_per_process_memory_fraction(fraction, index)
-    ct2 = ", CTranslate2 cache at the share" if kind == "asr" else ""
+    ct2 = ", CTranslate2 cache at the share" if ct2_cache else ""
     return f"torch capped at {fraction:.3f} of cuda:{index}{ct2}"

@@ -123,6 +123,7 @@ class EmbeddingSpec(ModelSpec):
 class VADSpec(ModelSpec):
     kind: Literal["vad"]
     device: Device | None = "cpu"
+    isolation: Literal["process", "none"] = "none"  # tiny and CPU-bound: in the server, unless asked otherwise
     threshold: float = Field(0.5, gt=0, lt=1)
 
 

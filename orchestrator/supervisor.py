@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from budget.planner import ModelPlan, Plan
 from budget.units import human
 from orchestrator.stack import Stack
+from engines.protocols import EngineFront
+from orchestrator.workers.build import Built, build, serve_in_process
 from orchestrator.workers.client import EngineClient
-from orchestrator.workers.factory import build, in_process_front, remote_client
 from orchestrator.workers.handle import Started, WorkerHandle, WorkerStartError
+from orchestrator.workers.kinds import KINDS
 from orchestrator.workers.worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS, RESTART_WINDOW_S, MAX_BACKOFF_S = 5, 300.0, 30.0
+STOP_TIMEOUT_S = 2.0  # every worker is asked at once; one still running after this is terminated
 
 
 class AccountingError(RuntimeError):
@@ -50,19 +53,19 @@ class Supervisor:
         self.status: dict[str, EngineStatus] = {
             m.estimate.name: EngineStatus(m.estimate.name, m.estimate.kind, "loading", m.share_bytes, None)
             for m in plan.models}
-        self.clients: dict[str, object] = {}      # what the server routes to, by model name
-        self.infos: dict[str, dict] = {}          # what each engine told the server at start (paths, voices, limits)
+        self.clients: dict[str, EngineFront] = {}  # what the server routes to, by model name (its kind's protocol)
+        self.infos: dict[str, dict] = {}           # what each engine told the server at start (paths, voices, limits)
         self._handles: dict[str, WorkerHandle] = {}
         self._channels: dict[str, object] = {}
-        self._local: list = []
+        self._local: list[Built] = []
         self._restart_times: dict[str, list[float]] = {}
         self._stopping = threading.Event()
 
     def start(self, on_progress: Callable[[str, str], None]) -> None:
         """Fixed shares first, then the LLM; any failure stops what started and raises with the model named."""
         plans = {m.estimate.name: m for m in self.plan.models}
-        fixed = [p for p in plans.values() if p.estimate.kind != "llm"]
-        llm = [p for p in plans.values() if p.estimate.kind == "llm"]
+        fixed = [p for p in plans.values() if not KINDS[p.estimate.kind].kv_pool]
+        llm = [p for p in plans.values() if KINDS[p.estimate.kind].kv_pool]
         try:
             with ThreadPoolExecutor(max(1, len(fixed))) as pool:
                 for future in [pool.submit(self._start_one, p, 0, on_progress) for p in fixed]:
@@ -76,17 +79,17 @@ class Supervisor:
     def _cpu_threads(self) -> int:
         """Each CPU worker's thread count: the cores split between them, since oversubscribed thread pools spin
         against each other (on 2 cores, four 2-thread workers made 4 voice sessions' ASR 12x slower)."""
-        on_cpu = sum(1 for m in self.plan.models if m.device == "cpu" and m.estimate.kind != "vad"
+        on_cpu = sum(1 for m in self.plan.models if m.device == "cpu"
                      and self.specs[m.estimate.name].isolation == "process")
         return max(1, (os.cpu_count() or 1) // max(1, on_cpu))
 
     def _start_one(self, p: ModelPlan, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
         spec, name = self.specs[p.estimate.name], p.estimate.name
-        if spec.isolation == "none" or p.estimate.kind == "vad":  # VAD is tiny and CPU-bound: it lives in the server
+        if spec.isolation == "none":
             on_progress(name, "loading in the server process")
             built = build(spec, p.device, kv_bytes, lambda stage: on_progress(name, stage))
             self._local.append(built)
-            self.clients[name], self.infos[name] = in_process_front(spec, built), built.info
+            self.clients[name], self.infos[name] = serve_in_process(spec, built), built.info
             self._mark_ready(name, None, None)
             return
         ws = WorkerSpec(name, p.estimate.kind, spec.model_dump(), p.device, p.share_bytes, kv_bytes,
@@ -95,7 +98,7 @@ class Supervisor:
         self._handles[name] = handle
         started = handle.start(lambda stage: on_progress(name, stage))
         self._check_share(p, started.held_bytes, handle)
-        client = remote_client(spec, started.info)
+        client = KINDS[spec.kind].client.for_worker(spec, started.info)
         self.clients[name], self.infos[name] = client, started.info
         self._attach(name, client, started)
         self._mark_ready(name, started.held_bytes, handle.pid)
@@ -178,13 +181,16 @@ class Supervisor:
         return False
 
     def stop(self) -> None:
-        """Stop every worker (no child left behind) and every in-process engine."""
+        """Stop every worker at once (no child left behind), then every in-process engine."""
         self._stopping.set()
         for name, handle in self._handles.items():
             client = self.clients.get(name)
             if isinstance(client, EngineClient):
                 client.detach("is shutting down")
-            handle.stop(self._channels.get(name))
+            handle.ask_to_stop(self._channels.pop(name, None))
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for handle in self._handles.values():
+            handle.stop(None, max(0.1, deadline - time.monotonic()))
         for built in self._local:
             built.close()
         self._local.clear()

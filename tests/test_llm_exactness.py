@@ -105,7 +105,7 @@ def test_decode_logprobs_equal_transformers(tiny_models, model_type):
     llm.add_request("r", PROMPTS[1], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=5))
     outputs = [o for _ in range(6) for o in llm.step()]
     ids = llm.tokenizer.encode(PROMPTS[1], add_special_tokens=False)
-    full = torch.tensor([ids + outputs[-1].token_ids[:-1]])
+    full = torch.tensor([ids + [t for o in outputs for t in o.delta_token_ids][:-1]])
     want = torch.log_softmax(hf_model(path)(full).logits[0, len(ids) - 1:], dim=-1)
     entries = [entry for o in outputs for entry in o.logprobs]
     assert len(entries) == 6 and outputs[-1].finished

@@ -1,7 +1,7 @@
 """LLM: weights, activation peak of one scheduler step, CUDA-graph pool, and KV bytes per token."""
 from __future__ import annotations
 
-from budget.architectures import LLM_TYPES, llm_head_dim, llm_parameters
+from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, llm_kv_heads, llm_parameters
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
@@ -31,7 +31,7 @@ def step_activation_bytes(cfg: dict, tokens: int, seqs: int, b: float) -> tuple[
     h, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     d = llm_head_dim(cfg)
     q = cfg["num_attention_heads"] * d
-    kv = (cfg.get("num_key_value_heads") or cfg["num_attention_heads"]) * d
+    kv = llm_kv_heads(cfg) * d
     hidden = 3 * tokens * h * b
     attention = tokens * (2 * q + 2 * kv) * b
     mlp = 4 * tokens * inter * b
@@ -79,9 +79,8 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     context, formulas["context"] = context_bytes("torch", on_gpu)
 
     kv_dtype = dtype if spec.kv_cache_dtype == "auto" else spec.kv_cache_dtype
-    layers, kv_heads = cfg["num_hidden_layers"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    head_dim = llm_head_dim(cfg)
-    per_token = int(2 * layers * kv_heads * head_dim * dtype_bytes(kv_dtype))
+    layers, kv_heads, head_dim = cfg["num_hidden_layers"], llm_kv_heads(cfg), llm_head_dim(cfg)
+    per_token = kv_bytes_per_token(cfg, dtype_bytes(kv_dtype))
     formulas["kv per token"] = (f"2 (K and V) × {layers} layers × {kv_heads} kv heads × {head_dim} head_dim × "
                                 f"{dtype_bytes(kv_dtype):g} B ({kv_dtype}) = {per_token:,} B")
     return Estimate(spec.name, "llm", source, "torch", params, weights, activation, context, graph,

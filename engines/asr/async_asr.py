@@ -15,7 +15,7 @@ import numpy as np
 
 from engines.asr.outputs import TranscribeOptions, Transcription
 from engines.asr.whisper import WhisperASR
-from engines.errors import EngineBusyError, EngineDeadError
+from engines.errors import EngineBusyError, EngineDeadError, EngineFailedError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class AsyncASR:
                 _settle(job, error=error)
             except Exception as error:  # a failure on one request must not stop the worker for the rest
                 log.exception("transcription failed")
-                _settle(job, error=RuntimeError(f"the speech-to-text engine failed on this request: {error}"))
+                _settle(job, error=EngineFailedError(f"the speech-to-text engine failed on this request: {error}"))
             else:
                 _settle(job, result=result)
 

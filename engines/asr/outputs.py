@@ -5,14 +5,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-class OptionError(ValueError):
-    """A request option the engine cannot honour; `param` names the field, so a server can point at it."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
 @dataclass(slots=True, frozen=True)
 class TranscribeOptions:
     language: str | None = None             # None: the stack's default, else detected from the audio

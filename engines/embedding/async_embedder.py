@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from engines.embedding.embedder import EmbeddingResult, SentenceEmbedder
-from engines.errors import EngineBusyError, EngineDeadError
+from engines.errors import EngineBusyError, EngineDeadError, EngineFailedError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class AsyncEmbedder:
             except Exception as error:  # a bug in one batch must not strand its clients or stop the thread
                 log.exception("embedding batch failed")
                 for job in batch:
-                    self._settle(job, RuntimeError(f"the embedding engine failed on this request: {error}"))
+                    self._settle(job, EngineFailedError(f"the embedding engine failed on this request: {error}"))
         while True:
             try:
                 job = self._jobs.get_nowait()

@@ -14,21 +14,12 @@ import numpy as np
 import torch
 
 from engines.base import Engine, local_model_dir, spec_device
+from engines.errors import DimensionsError, EmbeddingInputError
 
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WARMUP_TOKEN = "hello"  # an ordinary word; warmup fills every position with it
-
-
-class EmbeddingInputError(ValueError):
-    """A request the model cannot embed as sent; `param` names the request field at fault."""
-
-    param = "input"
-
-
-class DimensionsError(EmbeddingInputError):
-    param = "dimensions"
 
 
 @dataclass(slots=True)

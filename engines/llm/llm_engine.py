@@ -4,16 +4,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from transformers import AutoTokenizer
 
+from engines.base import Engine
+from engines.errors import EngineInputError
 from engines.llm.block_manager import BlockManager
 from engines.llm.config import EngineConfig
 from engines.llm.detokenizer import IncrementalDetokenizer
 from engines.llm.model_runner import ModelRunner
 from engines.llm.models.loader import read_config
-from engines.llm.outputs import EngineStats, RequestOutput, TokenLogprob
+from engines.llm.outputs import CompletionOutput, EngineStats, RequestOutput, TokenLogprob
 from engines.llm.sampler import SampledToken
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
@@ -22,16 +25,37 @@ from engines.llm.sequence import Priority, Sequence
 log = logging.getLogger(__name__)
 
 
-class LLMEngine:
-    def __init__(self, config: EngineConfig) -> None:
-        path = Path(config.model)
+class LLMEngine(Engine):
+    """`LLMEngine(config)` is ready to serve (loaded, pool allocated, warmed up); `start=False` leaves that to the
+    lifecycle calls, as the supervisor makes them."""
+
+    kind: ClassVar[str] = "llm"
+
+    def __init__(self, config: EngineConfig, start: bool = True) -> None:
+        self.config, self.device = config, config.device
+        self.runner: ModelRunner | None = None
+        self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+        self._warm = False
+        if start:
+            self.load()
+            self.warmup()
+
+    @classmethod
+    def from_spec(cls, spec, device: str | None, kv_bytes: int) -> LLMEngine:
+        """A stack file's LLM entry with the KV bytes its plan gave it; not loaded yet."""
+        return cls(EngineConfig.from_spec(spec, kv_bytes, device), start=False)
+
+    def load(self) -> None:
+        """Weights onto the device and the KV pool of exactly the configured bytes; errors say what to change."""
+        if self.runner is not None:
+            return
+        config, path = self.config, Path(self.config.model)
         hf_config = read_config(path)
         limit = hf_config.get("max_position_embeddings") or 0
         config.max_model_len = config.max_model_len or limit
         if limit and config.max_model_len > limit and not hf_config.get("rope_scaling"):
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's max_position_embeddings {limit}")
         torch.manual_seed(config.seed)
-        self.config = config
         self.tokenizer = None if config.skip_tokenizer_init else AutoTokenizer.from_pretrained(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
         self.runner = ModelRunner(config, hf_config)
@@ -40,28 +64,43 @@ class LLMEngine:
                              f"max_model_len {config.max_model_len:,}; lower max_model_len or give the LLM more memory")
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
-        self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+
+    def warmup(self) -> None:
+        """A full token budget of prefill, then (on CUDA) the decode graphs: the peak is measured, not guessed."""
+        if self._warm:
+            return
+        self.runner.warmup()
+        if self.runner.device.type == "cuda" and not self.config.enforce_eager:
+            self.runner.capture_cudagraphs()
+        self._warm = True
+
+    def close(self) -> None:
+        """Drop the model, the pool and the graphs; safe to call twice."""
+        for request_id in list(self.requests):
+            self.abort_request(request_id)
+        self.runner = None
+        self._warm = False
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
                     priority: Priority | str = Priority.INTERACTIVE) -> None:
-        """Queue a request; raises ValueError (with what to change) if it can never run."""
+        """Queue a request; raises EngineInputError (with what to change) if it can never run."""
         if request_id in self.requests:
-            raise ValueError(f"request id {request_id!r} is already in flight")
+            raise EngineInputError(f"request id {request_id!r} is already in flight", "request_id")
         params = params or SamplingParams()
         if isinstance(prompt, str) and self.tokenizer is None:
-            raise ValueError("this engine was started with skip_tokenizer_init; send token ids, not text")
+            raise EngineInputError("this engine was started with skip_tokenizer_init; send token ids, not text")
         token_ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
         if not token_ids:
-            raise ValueError("the prompt is empty")
+            raise EngineInputError("the prompt is empty")
         vocab = self.runner.model.config["vocab_size"]
         if min(token_ids) < 0 or max(token_ids) >= vocab:
-            raise ValueError(f"prompt token ids must be in [0, {vocab}); got one outside")
+            raise EngineInputError(f"prompt token ids must be in [0, {vocab}); got one outside")
         if len(token_ids) >= self.config.max_model_len:
-            raise ValueError(f"the prompt has {len(token_ids)} tokens; this model's context is "
-                             f"{self.config.max_model_len}, so at most {self.config.max_model_len - 1} fit")
+            raise EngineInputError(f"the prompt has {len(token_ids)} tokens; this model's context is "
+                                   f"{self.config.max_model_len}, so at most {self.config.max_model_len - 1} fit")
         if isinstance(priority, str):
             if priority.upper() not in Priority.__members__:
-                raise ValueError(f"priority must be 'interactive' or 'batch', got {priority!r}")
+                raise EngineInputError(f"priority must be 'interactive' or 'batch', got {priority!r}", "priority")
             priority = Priority[priority.upper()]
         seq = Sequence(request_id, token_ids, params, priority)
         self.requests[request_id] = (seq, IncrementalDetokenizer(self.tokenizer, token_ids, params))
@@ -112,23 +151,22 @@ class LLMEngine:
             self.scheduler.finish(seq, reason)
             del self.requests[seq.request_id]
         logprobs = [TokenLogprob(token.token_id, token.logprob, token.top_logprobs)] if token.logprob is not None else []
-        return RequestOutput(seq.request_id, detok.delta(reason is not None), [token.token_id], detok.text,
-                             seq.output_token_ids, seq.num_prompt_tokens, seq.num_cached_tokens,
-                             reason is not None, reason, stop_reason, logprobs)
+        return RequestOutput(seq.request_id, detok.delta(reason is not None), [token.token_id], seq.num_output_tokens,
+                             seq.num_prompt_tokens, seq.num_cached_tokens, reason is not None, reason, stop_reason,
+                             logprobs)
 
     def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams] | None = None
-                 ) -> list[RequestOutput]:
-        """Run prompts to completion (offline use, tests, benchmarks); returns their final outputs in order."""
+                 ) -> list[CompletionOutput]:
+        """Run prompts to completion (offline use, tests, benchmarks); returns the whole outputs in order."""
         params_list = params if isinstance(params, list) else [params] * len(prompts)
         ids = [f"generate-{id(self)}-{i}" for i in range(len(prompts))]
         for rid, prompt, p in zip(ids, prompts, params_list):
             self.add_request(rid, prompt, p)
-        final: dict[str, RequestOutput] = {}
+        steps: dict[str, list[RequestOutput]] = {rid: [] for rid in ids}
         while self.has_unfinished_requests():
             for out in self.step():
-                if out.finished:
-                    final[out.request_id] = out
-        return [final[rid] for rid in ids]
+                steps[out.request_id].append(out)
+        return [CompletionOutput.join(steps[rid]) for rid in ids]
 
 
 def _eos_token_ids(path: Path, hf_config: dict, tokenizer) -> set[int]:

@@ -9,11 +9,11 @@ import logging
 
 import torch
 
+from budget.architectures import kv_bytes_per_token, llm_head_dim, llm_kv_heads
 from budget.estimators.llm import graph_batch_sizes
 from engines.llm.config import EngineConfig
 from engines.llm.context import AttentionContext, set_context
 from engines.llm.input_batch import build_inputs
-from engines.llm.models.decoder import head_dim_of
 from engines.llm.models.loader import load_model
 from engines.llm.sampler import SampledToken, Sampler
 from engines.llm.scheduler import SchedulerOutput
@@ -30,15 +30,11 @@ class ModelRunner:
         self.num_blocks = self.kv_cache.shape[2]
         self.sampler = Sampler()
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.warmup()
-        if self.device.type == "cuda" and not config.enforce_eager:
-            self.capture_cudagraphs()
 
     def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
-        layers, head_dim = cfg["num_hidden_layers"], head_dim_of(cfg)
-        kv_heads = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+        layers, head_dim, kv_heads = cfg["num_hidden_layers"], llm_head_dim(cfg), llm_kv_heads(cfg)
         dtype = self.config.kv_torch_dtype(cfg)
-        block_bytes = 2 * layers * self.block_size * kv_heads * head_dim * dtype.itemsize
+        block_bytes = self.block_size * kv_bytes_per_token(cfg, dtype.itemsize)  # the planner's formula
         blocks = self.config.num_kv_blocks or self.config.kv_cache_bytes // block_bytes
         if blocks < 1:
             raise ValueError(f"the KV cache share ({self.config.kv_cache_bytes:,} B) is smaller than one block "

@@ -13,17 +13,39 @@ class TokenLogprob:
 
 @dataclass(slots=True)
 class RequestOutput:
+    """One step's news for one request: only what is new, so streaming never grows with the answer's length."""
+
     request_id: str
     delta_text: str                     # new text since the last output of this request
     delta_token_ids: list[int]
-    text: str                           # all text so far (stop string removed, hold-back included)
-    token_ids: list[int]                # all output token ids so far
+    num_output_tokens: int              # output tokens so far, these included
     num_prompt_tokens: int
     num_cached_tokens: int = 0          # prompt tokens served from the prefix cache
     finished: bool = False
     finish_reason: str | None = None    # "stop", "length" or "abort"
     stop_reason: str | int | None = None  # the stop string or stop token id that ended it
     logprobs: list[TokenLogprob] = field(default_factory=list)  # for delta_token_ids, when asked
+
+
+@dataclass(slots=True)
+class CompletionOutput:
+    """A whole finished request, as `LLMEngine.generate` returns it (offline use, tests, benchmarks)."""
+
+    request_id: str
+    text: str                           # stop string removed unless asked to keep it
+    token_ids: list[int]
+    num_prompt_tokens: int
+    num_cached_tokens: int
+    finish_reason: str | None
+    stop_reason: str | int | None
+    logprobs: list[TokenLogprob]
+
+    @classmethod
+    def join(cls, outputs: list[RequestOutput]) -> CompletionOutput:
+        last = outputs[-1]
+        return cls(last.request_id, "".join(o.delta_text for o in outputs),
+                   [t for o in outputs for t in o.delta_token_ids], last.num_prompt_tokens, last.num_cached_tokens,
+                   last.finish_reason, last.stop_reason, [lp for o in outputs for lp in o.logprobs])
 
 
 @dataclass(slots=True, frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.errors import EngineBusyError, EngineDeadError
+from engines.errors import EngineBusyError, EngineDeadError, EngineFailedError, EngineInputError
 from engines.tts.backend import TTSBackend, Voice, check_speed
 from engines.tts.text_split import split_text
 
@@ -150,11 +150,11 @@ class AsyncTTS:
 
     def _speakable_pieces(self, text: str) -> list[str]:
         if not text.strip():
-            raise ValueError("input is empty; send the text to speak")
+            raise EngineInputError("input is empty; send the text to speak", "input")
         pieces = [p for p in split_text(text, self.backend.max_input_chars) if self.backend.speakable(p)]
         if not pieces:
-            raise ValueError("input has nothing this voice can speak (only punctuation, or characters outside the "
-                             "model's alphabet); send text in the model's language")
+            raise EngineInputError("input has nothing this voice can speak (only punctuation, or characters outside "
+                                   "the model's alphabet); send text in the model's language", "input")
         return pieces
 
     def _record(self, kind: str, request: str, piece: int) -> None:
@@ -224,7 +224,7 @@ class AsyncTTS:
                 for rest, _ in request.pieces:
                     self._record("dropped", request.id, rest)
                 request.pieces.clear()
-            self._deliver(request, RuntimeError(f"speech synthesis failed: {error}"))
+            self._deliver(request, EngineFailedError(f"speech synthesis failed: {error}"))
             return True
         with self._cond:
             self._record("synthesised", request.id, index)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from engines.base import Engine
+from engines.errors import EngineInputError, UnknownVoiceError
 
 # OpenAI's voice names, accepted by every backend so clients with a hard-coded voice work.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
@@ -18,10 +19,6 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 class Voice:
     name: str
     speaker_id: int | None  # None: the model has a single speaker
-
-
-class UnknownVoiceError(ValueError):
-    """The request names a voice this model does not have."""
 
 
 class TTSBackend(Engine):
@@ -56,4 +53,4 @@ class TTSBackend(Engine):
 
 def check_speed(speed: float) -> None:
     if not MIN_SPEED <= speed <= MAX_SPEED:
-        raise ValueError(f"speed {speed} is out of range; use {MIN_SPEED} to {MAX_SPEED} (1.0 is normal)")
+        raise EngineInputError(f"speed {speed} is out of range; use {MIN_SPEED} to {MAX_SPEED} (1.0 is normal)", "speed")

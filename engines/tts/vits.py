@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from engines.base import local_model_dir, spec_device
+from engines.errors import EngineInputError
 from engines.tts.backend import MIN_SPEED, OPENAI_VOICES, TTSBackend, Voice, check_speed
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,12 @@ class VitsBackend(TTSBackend):
         check_speed(speed)
         speaker = self.voice(voice).speaker_id
         if len(text) > self.max_input_chars:
-            raise ValueError(f"a piece is {len(text)} characters, over max_input_chars {self.max_input_chars}; "
-                             "split the text first (engines.tts.text_split)")
+            raise EngineInputError(f"a piece is {len(text)} characters, over max_input_chars {self.max_input_chars}; "
+                                   "split the text first (engines.tts.text_split)", "input")
         ids = self._token_ids(text)
         if not ids:
-            raise ValueError(f"nothing in {text[:60]!r} is speakable by this voice (its characters are not in the "
-                             "model's alphabet)")
+            raise EngineInputError(f"nothing in {text[:60]!r} is speakable by this voice (its characters are not in "
+                                   "the model's alphabet)", "input")
         input_ids = torch.tensor([ids], device=self.device)
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.errors import EngineBusyError, EngineDeadError
+from engines.errors import EngineBusyError, EngineDeadError, EngineInputError
 from engines.vad.silero import SileroVAD
 from engines.vad.stream import VADEvent, VADStream, as_samples
 
@@ -74,7 +74,7 @@ class AsyncVAD:
         self._check_alive()
         stream = self._streams.get(stream_id)
         if stream is None:
-            raise ValueError(f"no open VAD stream {stream_id!r}; open one with open_stream()")
+            raise EngineInputError(f"no open VAD stream {stream_id!r}; open one with open_stream()", "stream_id")
         loop = asyncio.get_running_loop()
         job = _Job(stream, samples, loop, loop.create_future())
         try:

@@ -6,6 +6,7 @@ from typing import Literal
 
 import numpy as np
 
+from engines.errors import EngineInputError
 from engines.vad.model import SAMPLE_RATE, WINDOW
 
 HYSTERESIS = 0.15  # speech ends only below threshold - HYSTERESIS, so a wavering probability does not chatter
@@ -28,9 +29,10 @@ class SpeechDetector:
         for name, value in (("min_silence_ms", min_silence_ms), ("speech_pad_ms", speech_pad_ms),
                             ("min_speech_ms", min_speech_ms)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 60_000:
-                raise ValueError(f"{name} must be a number of milliseconds from 0 to 60000, got {value!r}")
+                raise EngineInputError(f"{name} must be a number of milliseconds from 0 to 60000, got {value!r}", name)
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
-            raise ValueError(f"threshold must be a speech probability between 0 and 1 (exclusive), got {threshold!r}")
+            raise EngineInputError(f"threshold must be a speech probability between 0 and 1 (exclusive), got "
+                                   f"{threshold!r}", "threshold")
         self.threshold = float(threshold)
         self.neg_threshold = max(self.threshold - HYSTERESIS, 0.01)
         self.min_silence = int(min_silence_ms * SAMPLE_RATE / 1000)

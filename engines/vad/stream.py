@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from engines.errors import EngineInputError
 from engines.vad.detector import SpeechDetector, VADEvent
 from engines.vad.model import CONTEXT, HIDDEN, SAMPLE_RATE, WINDOW
 
@@ -30,20 +31,21 @@ class NetState:
 
 
 def as_samples(pcm: np.ndarray) -> np.ndarray:
-    """Mono float32 in [-1, 1] from float32 or int16 PCM; a ValueError says what is wrong with anything else."""
+    """Mono float32 in [-1, 1] from float32 or int16 PCM; an EngineInputError says what is wrong with anything else."""
     if not isinstance(pcm, np.ndarray):
-        raise ValueError(f"pcm must be a numpy array of 16 kHz mono samples, got {type(pcm).__name__}")
+        raise EngineInputError(f"pcm must be a numpy array of 16 kHz mono samples, got {type(pcm).__name__}", "pcm")
     if pcm.ndim != 1:
-        raise ValueError(f"pcm must be mono (a 1-D array), got shape {pcm.shape}; mix the channels down first, "
-                         f"e.g. pcm.mean(axis=1)")
+        raise EngineInputError(f"pcm must be mono (a 1-D array), got shape {pcm.shape}; mix the channels down "
+                               f"first, e.g. pcm.mean(axis=1)", "pcm")
     if pcm.dtype == np.int16:
         return pcm.astype(np.float32) / 32768.0
     if pcm.dtype != np.float32:
-        raise ValueError(f"pcm dtype {pcm.dtype} is not supported; send float32 samples in [-1, 1] or int16 PCM "
-                         f"at {SAMPLE_RATE} Hz")
+        raise EngineInputError(f"pcm dtype {pcm.dtype} is not supported; send float32 samples in [-1, 1] or int16 "
+                               f"PCM at {SAMPLE_RATE} Hz", "pcm")
     bad = int(np.count_nonzero(~np.isfinite(pcm)))
     if bad:
-        raise ValueError(f"pcm holds {bad} non-finite samples (NaN or inf); send finite float32 samples in [-1, 1]")
+        raise EngineInputError(f"pcm holds {bad} non-finite samples (NaN or inf); send finite float32 samples in "
+                               "[-1, 1]", "pcm")
     return pcm
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engines.protocols import ASRProtocol, EmbeddingProtocol, TTSProtocol
 from orchestrator.server.errors import OpenAIError
+from orchestrator.workers.kinds import KINDS
 
 # OpenAI's own model names, so clients with a hard-coded "whisper-1" or "tts-1" reach the stack's engine.
 OPENAI_ALIASES = {
@@ -12,18 +14,22 @@ OPENAI_ALIASES = {
     "tts": {"tts-1", "tts-1-hd", "gpt-4o-mini-tts"},
     "embedding": {"text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"},
 }
-KIND_WORDS = {"asr": "speech-to-text", "tts": "text-to-speech", "embedding": "embedding"}
 
 
 @dataclass(slots=True)
 class Companions:
-    asr: dict[str, Any] = field(default_factory=dict)
-    tts: dict[str, Any] = field(default_factory=dict)
-    embedding: dict[str, Any] = field(default_factory=dict)
+    asr: dict[str, ASRProtocol] = field(default_factory=dict)
+    tts: dict[str, TTSProtocol] = field(default_factory=dict)
+    embedding: dict[str, EmbeddingProtocol] = field(default_factory=dict)
 
     def names(self) -> list[tuple[str, str]]:
         """(served name, kind) for every companion engine, for /v1/models."""
-        return [(name, kind) for kind in ("asr", "tts", "embedding") for name in getattr(self, kind)]
+        return [(name, kind) for kind in OPENAI_ALIASES for name in getattr(self, kind)]
+
+    def add(self, kind: str, name: str, front: Any) -> None:
+        """Route a started engine by its served name; kinds with no route of their own (the VAD) are skipped."""
+        if kind in OPENAI_ALIASES:
+            getattr(self, kind)[name] = front
 
     def pick(self, kind: str, model: str | None) -> Any:
         """The engine a request names; OpenAI's model names pick the stack's first engine of that kind."""
@@ -33,5 +39,5 @@ class Companions:
         if engines and (model is None or model in OPENAI_ALIASES[kind]):
             return next(iter(engines.values()))
         have = ", ".join(repr(n) for n in engines) or "none"
-        raise OpenAIError(404, f"the {KIND_WORDS[kind]} model {model!r} does not exist; this server has {have}",
+        raise OpenAIError(404, f"the {KINDS[kind].words} model {model!r} does not exist; this server has {have}",
                           "model", "model_not_found")

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engines.errors import EngineBusyError, EngineDeadError
+from engines.errors import EngineBusyError, EngineDeadError, EngineFailedError, EngineInputError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,18 @@ class OpenAIError(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+
+def engine_error(error: EngineInputError | EngineBusyError | EngineDeadError | EngineFailedError) -> OpenAIError:
+    """The one mapping of an engine's error (raised here or in a worker, the same type either way) to HTTP."""
+    if isinstance(error, EngineInputError):
+        return OpenAIError(400, str(error), error.param)
+    if isinstance(error, EngineBusyError):
+        return OpenAIError(429, f"the server is busy: {error}; retry shortly", code="too_many_requests",
+                           headers={"Retry-After": "1"})
+    if isinstance(error, EngineDeadError):
+        return OpenAIError(503, f"{error}; retry shortly", code="engine_unavailable", headers={"Retry-After": "5"})
+    return OpenAIError(500, str(error), code="engine_error")
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -48,15 +60,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
         return JSONResponse(error_body(exc.status, exc.message, exc.param, exc.code), exc.status, headers=exc.headers)
 
-    @app.exception_handler(EngineBusyError)
-    async def busy(_: Request, exc: EngineBusyError) -> JSONResponse:
-        return JSONResponse(error_body(429, f"the server is busy: {exc}; retry shortly", code="too_many_requests"),
-                            429, headers={"Retry-After": "1"})
+    async def engine(request: Request, exc: Exception) -> JSONResponse:
+        return await openai_error(request, engine_error(exc))
 
-    @app.exception_handler(EngineDeadError)
-    async def down(_: Request, exc: EngineDeadError) -> JSONResponse:
-        return JSONResponse(error_body(503, f"{exc}; retry shortly", code="engine_unavailable"), 503,
-                            headers={"Retry-After": "5"})
+    for cls in (EngineInputError, EngineBusyError, EngineDeadError, EngineFailedError):
+        app.add_exception_handler(cls, engine)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

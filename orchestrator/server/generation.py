@@ -28,14 +28,11 @@ async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams, 
                 timer: TokenTimer) -> AsyncIterator[RequestOutput]:
     """Queue the request and wait for its first output, so refusals become HTTP errors before any streaming.
 
-    EngineBusyError (429) and EngineDeadError (503) pass through to the app's handlers.
+    The engine's errors (400 with their param, 429, 503) go to the app's handlers.
     """
-    try:
-        stream = state.llm.generate(prompt_ids, params, request_id=request_id)
-        first = await anext(stream)
-        timer.step(len(first.delta_token_ids), first.num_prompt_tokens, first.num_cached_tokens)
-    except ValueError as error:
-        raise OpenAIError(400, str(error)) from None
+    stream = state.llm.generate(prompt_ids, params, request_id=request_id)
+    first = await anext(stream)
+    timer.step(len(first.delta_token_ids), first.num_prompt_tokens, first.num_cached_tokens)
 
     async def replay() -> AsyncIterator[RequestOutput]:
         try:
@@ -59,7 +56,7 @@ async def final_output(outputs: AsyncIterator[RequestOutput]) -> tuple[RequestOu
 
 
 def usage(out: RequestOutput) -> dict:
-    completion = len(out.token_ids)
+    completion = out.num_output_tokens
     return {"prompt_tokens": out.num_prompt_tokens, "completion_tokens": completion,
             "total_tokens": out.num_prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": out.num_cached_tokens}}

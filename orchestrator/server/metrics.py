@@ -11,10 +11,10 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-# Which engine kind a route serves, for the per-engine request metrics.
-ROUTE_KINDS = {"/v1/chat/completions": "llm", "/v1/completions": "llm", "/v1/embeddings": "embedding",
-               "/v1/audio/speech": "tts", "/v1/audio/transcriptions": "asr", "/v1/audio/translations": "asr",
-               "/openai/v1/audio/transcriptions": "asr", "/openai/v1/audio/translations": "asr"}
+from orchestrator.workers.kinds import KINDS
+
+# Which engine kind a route serves, for the per-engine request metrics: each kind's descriptor lists its routes.
+ROUTE_KINDS = {route: kind.name for kind in KINDS.values() for route in kind.routes}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
 

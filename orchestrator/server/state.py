@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import Request
 
-from engines.llm.async_llm import AsyncLLM
+from engines.protocols import LLMProtocol
 from orchestrator.server.errors import OpenAIError
 
 
 @dataclass(slots=True)
 class LLMState:
-    llm: AsyncLLM
+    llm: LLMProtocol                      # AsyncLLM in this process, or an LLM worker's client
     served_name: str
     max_model_len: int
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -1,47 +1,36 @@
-"""The pipe between the server and a worker: locked sends, and errors that cross it keep their type."""
+"""The pipe between the server and a worker: typed messages pickled whole, locked sends, and a byte count."""
 from __future__ import annotations
 
+import pickle
 import threading
 from multiprocessing.connection import Connection
-
-from engines.errors import EngineBusyError, EngineDeadError
-
-# What a worker may raise that the server maps to a status; anything else arrives as a RuntimeError.
-ERROR_TYPES: dict[str, type[Exception]] = {cls.__name__: cls for cls in (ValueError, EngineBusyError, EngineDeadError)}
+from typing import Any
 
 
 class Channel:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._lock = threading.Lock()
+        self.last_recv_bytes = 0     # the size of the latest message read, for tests and benchmarks
 
-    def send(self, message: tuple) -> bool:
+    def send(self, message: Any) -> bool:
         """Send one message; False when the other side is gone."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             with self._lock:
-                self.conn.send(message)
+                self.conn.send_bytes(data)
             return True
         except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
             return False
 
-    def recv(self) -> tuple | None:
+    def recv(self) -> Any | None:
         """The next message, or None when the other side has closed."""
         try:
-            return self.conn.recv()
+            data = self.conn.recv_bytes()
         except (EOFError, ConnectionResetError, OSError):
             return None
+        self.last_recv_bytes = len(data)
+        return pickle.loads(data)
 
     def close(self) -> None:
         self.conn.close()
-
-
-def encode_error(error: BaseException) -> tuple[str, str]:
-    for name, cls in ERROR_TYPES.items():
-        if isinstance(error, cls):
-            return name, str(error)
-    return "RuntimeError", f"{type(error).__name__}: {error}"
-
-
-def decode_error(encoded: tuple[str, str]) -> Exception:
-    name, message = encoded
-    return ERROR_TYPES.get(name, RuntimeError)(message)

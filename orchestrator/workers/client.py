@@ -1,4 +1,4 @@
-"""The server side of a worker: `EngineClient` sends calls down the pipe and routes replies to the awaiting task.
+"""The server side of a worker: `EngineClient` sends typed calls down the pipe and routes replies to the awaiting task.
 
 One reader thread per worker takes replies off the pipe and hands each to the event loop of the task
 that waits for it. When the worker dies every waiting call ends at once with EngineDeadError (503),
@@ -12,8 +12,9 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from engines.errors import EngineBusyError, EngineDeadError
-from orchestrator.workers.channel import Channel, decode_error
+from engines.errors import EngineBusyError, EngineDeadError, EngineFailedError
+from orchestrator.workers.channel import Channel
+from orchestrator.workers.messages import Call, Cancel, End, Failed, Item, Opened, RequestType, Result
 
 
 class EngineClient:
@@ -22,8 +23,13 @@ class EngineClient:
         self.max_pending = max_pending
         self.channel: Channel | None = None
         self.down_reason = "is starting"
-        self._pending: dict[Any, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._pending: dict[int | str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._ids = itertools.count()
+
+    @classmethod
+    def for_worker(cls, spec, info: dict) -> EngineClient:
+        """The client for a stack entry's worker, from what the worker reported when it was ready."""
+        return cls(spec.name)
 
     def attach(self, channel: Channel, on_lost: Callable[[], None] | None = None) -> None:
         """Serve through this worker's pipe from now on."""
@@ -34,10 +40,14 @@ class EngineClient:
         """The worker is gone: every waiting call ends with a 503 that says why."""
         self.channel, self.down_reason = None, reason
         for key in list(self._pending):
-            self._post(key, ("error", EngineDeadError(f"{self.name} {reason}")))
+            self._post(key, EngineDeadError(f"{self.name} {reason}"))
 
     def is_alive(self) -> bool:
         return self.channel is not None
+
+    def shutdown(self) -> None:
+        """The supervisor owns the worker; the server only lets go of it."""
+        self.detach("was shut down")
 
     def _read(self, channel: Channel, on_lost: Callable[[], None] | None) -> None:
         while (message := channel.recv()) is not None:
@@ -47,73 +57,75 @@ class EngineClient:
             if on_lost is not None:
                 on_lost()
 
-    def _dispatch(self, message: tuple) -> None:
-        tag, key = message[0], message[1]
-        value = decode_error(message[2]) if tag == "error" else (message[2] if len(message) > 2 else None)
-        self._post(key, (tag, value))
+    def _dispatch(self, message: Any) -> None:
+        match message:
+            case Failed(id=key, error=error):
+                self._post(key, error.rebuild())
+            case Result(id=key) | Opened(id=key) | Item(id=key) | End(id=key):
+                self._post(key, message)
 
-    def _open(self) -> tuple[int, asyncio.Queue]:
+    def _open(self, key: int | str | None = None) -> tuple[int | str, asyncio.Queue]:
         if self.channel is None:
             raise EngineDeadError(f"{self.name} {self.down_reason}")
         if len(self._pending) >= self.max_pending:
             raise EngineBusyError(f"{self.name} has {len(self._pending)} requests in flight (the limit is "
                                   f"{self.max_pending})")
-        key, replies = next(self._ids), asyncio.Queue()
+        key, replies = next(self._ids) if key is None else key, asyncio.Queue()
         self._pending[key] = (asyncio.get_running_loop(), replies)
         return key, replies
 
-    def _post(self, key: Any, item: tuple) -> None:
+    def _post(self, key: int | str, item: Any) -> None:
         target = self._pending.get(key)
         if target is not None:
             loop, replies = target
             loop.call_soon_threadsafe(replies.put_nowait, item)
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: Any) -> None:
         channel = self.channel
         if channel is None or not channel.send(message):
             raise EngineDeadError(f"{self.name} {self.down_reason}")
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run a coroutine method in the worker and return its value."""
+    async def call(self, type_: RequestType, *args: Any) -> Any:
+        """Run one call in the worker and return its value; its error is raised here as the same type."""
         key, replies = self._open()
         try:
-            self._send(("call", key, method, args, kwargs))
-            tag, value = await replies.get()
-            if tag == "error":
-                raise value
-            return value
+            self._send(Call(key, type_, args))
+            reply = await replies.get()
+            if isinstance(reply, BaseException):
+                raise reply
+            return reply.value
         finally:
             self._pending.pop(key, None)
 
-    async def open_stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        """Start an async-iterable method in the worker; its refusal raises here, its items come from the result."""
+    async def open_stream(self, type_: RequestType, *args: Any) -> AsyncIterator[Any]:
+        """Start a streaming call in the worker; its refusal raises here, its items come from the result."""
         key, replies = self._open()
         try:
-            self._send(("call", key, method, args, kwargs))
-            tag, value = await replies.get()
+            self._send(Call(key, type_, args))
+            reply = await replies.get()
         except BaseException:
             self._pending.pop(key, None)
             raise
-        if tag != "open":
+        if not isinstance(reply, Opened):
             self._pending.pop(key, None)
-            if tag == "error":
-                raise value
-            raise RuntimeError(f"{self.name}.{method} did not stream")
+            if isinstance(reply, BaseException):
+                raise reply
+            raise EngineFailedError(f"{self.name}: {type_!s} did not stream")
         return self._items(key, replies)
 
     async def _items(self, key: int, replies: asyncio.Queue) -> AsyncIterator[Any]:
         done = False
         try:
             while True:
-                tag, value = await replies.get()
-                if tag == "item":
-                    yield value
+                reply = await replies.get()
+                if isinstance(reply, Item):
+                    yield reply.value
                     continue
                 done = True
-                if tag == "error":
-                    raise value
+                if isinstance(reply, BaseException):
+                    raise reply
                 return
         finally:
             self._pending.pop(key, None)
             if not done and self.channel is not None:
-                self.channel.send(("cancel", key))
+                self.channel.send(Cancel(key))

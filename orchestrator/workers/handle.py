@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestrator.workers.channel import Channel
+from orchestrator.workers.messages import Progress, Ready, StartFailed, Stop
 from orchestrator.workers.worker import WorkerSpec, worker_main
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,14 @@ class WorkerHandle:
         child.close()
         channel = Channel(parent)
         while (message := channel.recv()) is not None:
-            if message[0] == "progress":
-                on_progress(message[1])
-            elif message[0] == "ready":
-                report = message[1]
-                return Started(channel, report["held_bytes"], report["peak_allocated"], report["info"])
-            elif message[0] == "failed":
-                self.stop()
-                raise WorkerStartError(f"model {self.ws.name!r} ({self.ws.kind}) failed to start: {message[1]}")
+            match message:
+                case Progress(stage=stage):
+                    on_progress(stage)
+                case Ready():
+                    return Started(channel, message.held_bytes, message.peak_allocated, message.info)
+                case StartFailed(reason=reason):
+                    self.stop()
+                    raise WorkerStartError(f"model {self.ws.name!r} ({self.ws.kind}) failed to start: {reason}")
         self.process.join(5)
         code = self.process.exitcode
         raise WorkerStartError(f"model {self.ws.name!r} ({self.ws.kind}): its worker exited while starting "
@@ -60,18 +61,22 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
-    def stop(self, channel: Channel | None = None, timeout: float = 10.0) -> None:
+    def ask_to_stop(self, channel: Channel | None) -> None:
+        """Send Stop and let go of the pipe; the worker exits once its engine loop returns."""
+        if channel is not None:
+            channel.send(Stop())
+            channel.close()
+
+    def stop(self, channel: Channel | None = None, timeout: float = 2.0) -> None:
         """Ask politely, then terminate, then kill: no worker outlives the supervisor."""
         if self.process is None:
             return
-        if channel is not None:
-            channel.send(("stop",))
-            channel.close()
+        self.ask_to_stop(channel)
         self.process.join(timeout)
         if self.process.is_alive():
             log.warning("%s did not stop in %.0f s; terminating it", self.ws.name, timeout)
             self.process.terminate()
-            self.process.join(3)
+            self.process.join(1)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join(3)
+            self.process.join(1)

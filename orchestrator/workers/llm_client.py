@@ -1,33 +1,45 @@
-"""`AsyncLLM`'s interface over an LLM worker: generate() streams RequestOutputs rebuilt from each step's news."""
+"""The LLM protocol over an LLM worker: generate() streams each step's deltas as the worker sent them."""
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from engines.errors import EngineDeadError
 from engines.llm.outputs import EngineStats, RequestOutput
+from engines.llm.requests import AbortRequest, AddRequest
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.sequence import Priority
-from orchestrator.workers.channel import decode_error
 from orchestrator.workers.client import EngineClient
+from orchestrator.workers.messages import Failed, StepOutputs
 
 
 class LLMClient(EngineClient):
-    def __init__(self, name: str, tokenizer, max_pending: int = 256) -> None:
+    def __init__(self, name: str, tokenizer, stats: EngineStats, max_pending: int = 256) -> None:
         super().__init__(name, max_pending)
         self.tokenizer = tokenizer            # the server renders chat templates and counts tokens itself
-        self.stats: EngineStats | None = None
+        self._stats = stats
 
-    def _dispatch(self, message: tuple) -> None:
-        if message[0] == "step":
-            for news in message[1]:
-                self._post(news[0], ("news", news))
-            self.stats = message[2]
-        elif message[0] == "stats":
-            self.stats = message[1]
-        else:
-            self._post(message[1], ("error", decode_error(message[2])))
+    @classmethod
+    def for_worker(cls, spec, info: dict) -> LLMClient:
+        from transformers import AutoTokenizer
+
+        return cls(spec.name, AutoTokenizer.from_pretrained(info["model_dir"]), info["stats"],
+                   spec.max_pending_requests)
+
+    @property
+    def stats(self) -> EngineStats:
+        """The engine's load after the worker's latest step."""
+        return self._stats
+
+    def _dispatch(self, message: Any) -> None:
+        match message:
+            case StepOutputs(outputs=outputs, stats=stats):
+                for out in outputs:
+                    self._post(out.request_id, out)
+                self._stats = stats
+            case Failed(id=request_id, error=error):
+                self._post(request_id, error.rebuild())
 
     async def generate(self, prompt: str | list[int], params: SamplingParams | None = None,
                        request_id: str | None = None, priority: Priority | str = Priority.INTERACTIVE
@@ -36,37 +48,24 @@ class LLMClient(EngineClient):
         request_id = request_id or f"req-{uuid.uuid4().hex}"
         if self.channel is None:
             raise EngineDeadError(f"{self.name} {self.down_reason}")
-        key, replies = self._open_as(request_id)
+        key, replies = self._open(request_id)
         finished = False
-        token_ids: list[int] = []
-        text: list[str] = []
         try:
-            self._send(("add", request_id, prompt, params, priority))
+            self._send(AddRequest(request_id, prompt, params, priority))
             while True:
-                tag, news = await replies.get()
-                if tag == "error":
-                    raise news
-                rid, delta_ids, delta_text, finished, reason, stop_reason, logprobs, n_prompt, n_cached = news
-                token_ids.extend(delta_ids)
-                text.append(delta_text)
-                yield RequestOutput(rid, delta_text, delta_ids, "".join(text), list(token_ids), n_prompt, n_cached,
-                                    finished, reason, stop_reason, logprobs)
+                out = await replies.get()
+                if isinstance(out, BaseException):
+                    finished = True
+                    raise out
+                finished = out.finished
+                yield out
                 if finished:
                     return
         finally:
             self._pending.pop(key, None)
             if not finished and self.channel is not None:
-                self.channel.send(("abort", request_id))
-
-    def _open_as(self, request_id: str) -> tuple[str, asyncio.Queue]:
-        key, replies = self._open()
-        self._pending[request_id] = self._pending.pop(key)
-        return request_id, replies
+                self.channel.send(AbortRequest(request_id))
 
     def abort(self, request_id: str) -> None:
         if self.channel is not None:
-            self.channel.send(("abort", request_id))
-
-    def shutdown(self) -> None:
-        """The supervisor owns the worker; the server only lets go of it."""
-        self.detach("was shut down")
+            self.channel.send(AbortRequest(request_id))

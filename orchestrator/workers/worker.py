@@ -1,16 +1,25 @@
-"""A worker process: cap itself to its share, load and warm up one engine, report what it holds, then serve."""
+"""A worker process: cap itself to its share, load and warm up one engine, report what it holds, then serve.
+
+A worker never outlives the supervisor: a watchdog thread ends it within half a second of its parent's
+death (even by SIGKILL), while loading or serving. (Linux's parent-death signal would fire when the
+supervisor *thread* that spawned it exits, which a thread pool's threads do.)
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from orchestrator.workers.channel import Channel
+from orchestrator.workers.messages import Progress, Ready, StartFailed
 
 log = logging.getLogger(__name__)
+PARENT_POLL_S = 0.5
 
 
 @dataclass(slots=True)
@@ -29,6 +38,7 @@ class WorkerSpec:
 def worker_main(conn: Connection, ws: WorkerSpec) -> None:
     """Entry point of the spawned process; every failure goes back to the supervisor as text, never a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the supervisor stops us
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=ws.log_level, format=f"%(asctime)s {ws.name} %(levelname)s %(name)s: %(message)s")
     channel = Channel(conn)
     if ws.device == "cpu" and ws.cpu_threads:
@@ -40,26 +50,40 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
         from budget.caps import apply_cap
         from engines.base import measure_memory
         from orchestrator.stack import SPEC_BY_KIND
-        from orchestrator.workers.factory import build
+        from orchestrator.workers.build import build, serve_in_process
+        from orchestrator.workers.kinds import KINDS
 
-        log.info(apply_cap(ws.kind, ws.device, ws.share_bytes, ws.device_total_bytes))
+        kind = KINDS[ws.kind]
+        log.info(apply_cap(ws.device, ws.share_bytes, ws.device_total_bytes, kind.ct2_cache))
         spec = SPEC_BY_KIND[ws.kind].model_validate(ws.spec)
-        built = build(spec, ws.device, ws.kv_bytes, lambda stage: channel.send(("progress", stage)))
+        built = build(spec, ws.device, ws.kv_bytes, lambda stage: channel.send(Progress(stage)))
         usage = measure_memory(ws.device)  # the whole process, runtime included, as the plan's context counts it
-        channel.send(("ready", {"held_bytes": usage.process, "peak_allocated": usage.peak_allocated, "info": built.info}))
+        channel.send(Ready(usage.process, usage.peak_allocated, built.info))
     except Exception as error:  # a bad path or an OOM at load: say which and why, and end
-        channel.send(("failed", str(error) or type(error).__name__))
+        channel.send(StartFailed(str(error) or type(error).__name__))
         return
     try:
-        if ws.kind == "llm":
+        if kind.kv_pool:
             from orchestrator.workers.llm_loop import serve_llm
 
             serve_llm(built.engine, channel)
         else:
             from orchestrator.workers.call_server import serve_calls
 
-            asyncio.run(serve_calls(built.front, channel))
+            asyncio.run(serve_calls(serve_in_process(spec, built), channel, kind.name, kind.calls))
     finally:
-        built.close()
+        log.debug("stopped")
         logging.shutdown()
-        os._exit(0)  # skip interpreter teardown (seconds for big tensors and library threads): the supervisor waits
+        # No interpreter teardown (seconds for big tensors and library threads), but multiprocessing's own
+        # finalizers first: they unlink the semaphores libraries made here (tqdm's lock), which would leak.
+        from multiprocessing.util import _exit_function
+
+        _exit_function()
+        os._exit(0)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process once its parent is gone (the child is then re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)

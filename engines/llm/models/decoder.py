@@ -1,38 +1,20 @@
 """Qwen3, Qwen2/2.5 and Llama 3.x as one decoder: they differ only in q/k norms, qkv bias and rope scaling."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from budget.architectures import LLM_ARCHITECTURES, LLMArchitecture, llm_head_dim, llm_kv_heads
 from engines.llm.context import get_context
 from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, rope_parameters
 from kernels.dispatch import paged_attention, store_kv
 
 
-@dataclass(frozen=True, slots=True)
-class Architecture:
-    qk_norm: bool       # Qwen3: RMSNorm over each head's q and k before rope
-    qkv_bias: bool      # Qwen2: biases on q, k, v (else read from config's attention_bias)
-
-
-ARCHITECTURES = {
-    "qwen3": Architecture(qk_norm=True, qkv_bias=False),
-    "qwen2": Architecture(qk_norm=False, qkv_bias=True),
-    "llama": Architecture(qk_norm=False, qkv_bias=False),
-}
-
-
-def head_dim_of(cfg: dict) -> int:
-    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-
-
 class Attention(nn.Module):
-    def __init__(self, cfg: dict, arch: Architecture, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: dict, arch: LLMArchitecture, rotary: RotaryEmbedding) -> None:
         super().__init__()
-        self.num_heads, self.head_dim = cfg["num_attention_heads"], head_dim_of(cfg)
-        self.num_kv_heads = cfg.get("num_key_value_heads") or self.num_heads
+        self.num_heads, self.head_dim = cfg["num_attention_heads"], llm_head_dim(cfg)
+        self.num_kv_heads = llm_kv_heads(cfg)
         self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.scale = self.head_dim ** -0.5
         bias = arch.qkv_bias or bool(cfg.get("attention_bias", False))
@@ -60,7 +42,7 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: dict, arch: Architecture, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: dict, arch: LLMArchitecture, rotary: RotaryEmbedding) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.self_attn = Attention(cfg, arch, rotary)
@@ -73,9 +55,9 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderModel(nn.Module):
-    def __init__(self, cfg: dict, arch: Architecture) -> None:
+    def __init__(self, cfg: dict, arch: LLMArchitecture) -> None:
         super().__init__()
-        self.rotary = RotaryEmbedding(head_dim_of(cfg), cfg.get("max_position_embeddings", 32768),
+        self.rotary = RotaryEmbedding(llm_head_dim(cfg), cfg.get("max_position_embeddings", 32768),
                                       rope_parameters(cfg))
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
         self.layers = nn.ModuleList(DecoderLayer(cfg, arch, self.rotary) for _ in range(cfg["num_hidden_layers"]))
@@ -94,7 +76,7 @@ class CausalLM(nn.Module):
     def __init__(self, cfg: dict) -> None:
         super().__init__()
         self.config = cfg
-        self.model = DecoderModel(cfg, ARCHITECTURES[cfg["model_type"]])
+        self.model = DecoderModel(cfg, LLM_ARCHITECTURES[cfg["model_type"]])
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
         if cfg.get("tie_word_embeddings", False):
             self.lm_head.weight = self.model.embed_tokens.weight

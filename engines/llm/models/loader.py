@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from engines.llm.models.decoder import ARCHITECTURES, CausalLM
+from budget.architectures import LLM_ARCHITECTURES
+from engines.llm.models.decoder import CausalLM
 
 STACKED = {  # checkpoint name -> (our stacked parameter, which part)
     "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
@@ -24,9 +25,9 @@ def read_config(path: Path) -> dict:
     if not config_file.is_file():
         raise ModelLoadError(f"{path} has no config.json; point the model's path at a Hugging Face model folder")
     cfg = json.loads(config_file.read_text())
-    if cfg.get("model_type") not in ARCHITECTURES:
+    if cfg.get("model_type") not in LLM_ARCHITECTURES:
         raise ModelLoadError(f"{path}: model_type {cfg.get('model_type')!r} is not served by the LLM engine "
-                             f"(supported: {', '.join(ARCHITECTURES)})")
+                             f"(supported: {', '.join(LLM_ARCHITECTURES)})")
     if cfg.get("use_sliding_window"):
         raise ModelLoadError(f"{path}: sliding-window attention is not supported; set use_sliding_window false")
     return cfg

@@ -153,7 +153,7 @@ class Response:
             async for out in stream:
                 if self.clock.first_token is None:
                     self.clock.first_token = time.perf_counter()
-                self.usage = usage_dict(out.num_prompt_tokens, out.num_cached_tokens, len(out.token_ids))
+                self.usage = usage_dict(out.num_prompt_tokens, out.num_cached_tokens, out.num_output_tokens)
                 self._finish_reason = out.finish_reason
                 delta = self.output.update(out.delta_text, out.finished).get("content", "")
                 if delta:

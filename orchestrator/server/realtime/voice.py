@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from engines.protocols import ASRProtocol, TTSProtocol, VADProtocol
 from orchestrator.server.state import LLMState
 
 # OpenAI's realtime model names, so clients with a hard-coded model reach the stack's voice LLM.
@@ -22,9 +22,9 @@ class RealtimeLimits:
 @dataclass(slots=True)
 class VoiceEngines:
     llm: LLMState
-    vad: Any = None            # AsyncVAD (in the server process)
-    asr: Any = None            # AsyncASR or RemoteASR
-    tts: Any = None            # AsyncTTS or RemoteTTS
+    vad: VADProtocol | None = None
+    asr: ASRProtocol | None = None
+    tts: TTSProtocol | None = None
     system_prompt: str | None = None
     limits: RealtimeLimits = field(default_factory=lambda: limits_from(None))
 

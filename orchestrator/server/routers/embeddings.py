@@ -67,10 +67,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> JSONRes
     companions = request.app.state.companions
     engine = companions.pick("embedding", body.model)
     inputs = body.inputs()
-    try:
-        result = await engine.embed(inputs, body.dimensions)
-    except ValueError as error:  # busy (429) and down (503) go to the app's handlers
-        raise OpenAIError(400, str(error), getattr(error, "param", "input")) from None
+    result = await engine.embed(inputs, body.dimensions)  # its refusals carry their param
     served = body.model if body.model in companions.embedding else next(iter(companions.embedding))
     data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
             for i, vector in enumerate(result.vectors)]

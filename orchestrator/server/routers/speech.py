@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from engines.tts.backend import MAX_SPEED, MIN_SPEED, UnknownVoiceError
+from engines.tts.backend import MAX_SPEED, MIN_SPEED
 from orchestrator.server.audio_encode import AudioEncoder, make_encoder
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
@@ -34,12 +34,7 @@ async def create_speech(body: SpeechRequest, request: Request) -> ClosingStreami
     if body.stream_format != "audio":
         raise OpenAIError(400, f"stream_format {body.stream_format!r} is not supported; leave it out or send "
                           "'audio' to get the audio bytes streamed as they are made", "stream_format")
-    try:
-        stream = await tts.stream(body.input, body.voice, body.speed)
-    except UnknownVoiceError as error:
-        raise OpenAIError(400, str(error), "voice") from None
-    except ValueError as error:
-        raise OpenAIError(400, str(error), "input") from None
+    stream = await tts.stream(body.input, body.voice, body.speed)  # its refusals carry their param
     encoder = make_encoder(body.response_format, tts.sample_rate)
     return ClosingStreamingResponse(_audio_bytes(stream, encoder), media_type=encoder.media_type,
                                     headers={"X-Request-Id": stream.request_id})

@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message, Receive
 
-from engines.asr.outputs import OptionError, TranscribeOptions, Transcription
-from engines.errors import EngineBusyError, EngineDeadError
+from engines.asr.outputs import TranscribeOptions
 from orchestrator.server.audio_decode import decode_audio
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
@@ -69,7 +68,7 @@ async def _serve(request: Request, task: Task) -> Response:
     options = TranscribeOptions(language=getattr(fields, "language", None), task=task, prompt=fields.prompt,
                                 temperature=fields.temperature,
                                 word_timestamps=word and fields.response_format == "verbose_json")
-    result = await _transcribe(engine, audio, options)
+    result = await engine.transcribe(audio, options)  # a bad option is a 400 that names it
     granularities = getattr(fields, "timestamp_granularities", [])
     return render(result, fields.response_format, task, granularities)
 
@@ -129,15 +128,3 @@ async def _file_bytes(form: FormData) -> bytes:
     return data
 
 
-async def _transcribe(engine, audio, options: TranscribeOptions) -> Transcription:
-    """The engine's answer; a bad option is a 400, busy (429) and down (503) go on to the app's handlers."""
-    try:
-        return await engine.transcribe(audio, options)
-    except OptionError as error:
-        raise OpenAIError(400, str(error), error.param) from None
-    except ValueError as error:
-        raise OpenAIError(400, str(error)) from None
-    except (EngineBusyError, EngineDeadError):
-        raise
-    except RuntimeError as error:
-        raise OpenAIError(500, str(error)) from None

@@ -1,0 +1,20 @@
+"""What a client asks of the LLM's step loop; plain records, so they cross a worker's pipe as they are."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engines.llm.sampling_params import SamplingParams
+from engines.llm.sequence import Priority
+
+
+@dataclass(slots=True)
+class AddRequest:
+    request_id: str
+    prompt: str | list[int]
+    params: SamplingParams | None
+    priority: Priority | str = Priority.INTERACTIVE
+
+
+@dataclass(slots=True)
+class AbortRequest:
+    request_id: str

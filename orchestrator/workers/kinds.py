@@ -1,0 +1,72 @@
+"""One descriptor per engine kind, in one table: how to build it, what reaches it, how it is capped and served.
+
+A new kind (a Piper backend is a TTS; a remote LLM would be its own kind) is one row here, not an edit
+in every module that once tested a kind's name. Engines are named by import path and loaded only
+where they run, so the server and the planner never import an engine they do not host.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.protocols import ASRProtocol, EmbeddingProtocol, LLMProtocol, TTSProtocol, VADProtocol
+from orchestrator.workers.client import EngineClient
+from orchestrator.workers.llm_client import LLMClient
+from orchestrator.workers.messages import RequestType
+from orchestrator.workers.remote import RemoteASR, RemoteEmbedder, RemoteTTS, RemoteVAD
+
+
+@dataclass(frozen=True, slots=True)
+class EngineKind:
+    name: str
+    words: str                        # how messages name the kind ("speech-to-text")
+    engine: str                       # "module:Class" of the lifecycle engine, imported where it runs
+    front: str                        # "module:Class" of its in-process async front
+    client: type[EngineClient]        # the server's stand-in for a worker of this kind
+    protocol: type                    # what the front and the client both implement
+    calls: frozenset[RequestType] = frozenset()   # what a worker of this kind serves
+    routes: tuple[str, ...] = ()      # the HTTP routes it serves, labelled with its name in /metrics
+    kv_pool: bool = False             # the LLM: starts last, its KV pool sized from what is then free
+    ct2_cache: bool = False           # CTranslate2 allocates outside torch: its cache is capped too
+    front_options: Callable[[Any], dict] = field(default=lambda spec: {})
+    info: Callable[[Any], dict] = field(default=lambda engine: {})   # what the server needs before the first call
+
+    def engine_class(self) -> type:
+        return _load(self.engine)
+
+    def front_class(self) -> type:
+        return _load(self.front)
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _llm_info(engine) -> dict:
+    return {"model_dir": engine.config.model, "max_model_len": engine.config.max_model_len, "stats": engine.stats()}
+
+
+def _tts_info(engine) -> dict:
+    return {"sample_rate": engine.sample_rate, "voices": engine.voices()}
+
+
+KINDS: dict[str, EngineKind] = {k.name: k for k in (
+    EngineKind("llm", "language", "engines.llm.llm_engine:LLMEngine", "engines.llm.async_llm:AsyncLLM", LLMClient,
+               LLMProtocol, routes=("/v1/chat/completions", "/v1/completions"), kv_pool=True,
+               front_options=lambda spec: {"max_pending": spec.max_pending_requests}, info=_llm_info),
+    EngineKind("asr", "speech-to-text", "engines.asr.whisper:WhisperASR", "engines.asr.async_asr:AsyncASR", RemoteASR,
+               ASRProtocol, frozenset({RequestType.TRANSCRIBE}), ct2_cache=True,
+               routes=("/v1/audio/transcriptions", "/v1/audio/translations", "/openai/v1/audio/transcriptions",
+                       "/openai/v1/audio/translations")),
+    EngineKind("tts", "text-to-speech", "engines.tts.vits:VitsBackend", "engines.tts.async_tts:AsyncTTS", RemoteTTS,
+               TTSProtocol, frozenset({RequestType.SPEAK}), routes=("/v1/audio/speech",), info=_tts_info),
+    EngineKind("embedding", "embedding", "engines.embedding.embedder:SentenceEmbedder",
+               "engines.embedding.async_embedder:AsyncEmbedder", RemoteEmbedder, EmbeddingProtocol,
+               frozenset({RequestType.EMBED}), routes=("/v1/embeddings",)),
+    EngineKind("vad", "voice activity", "engines.vad.silero:SileroVAD", "engines.vad.async_vad:AsyncVAD", RemoteVAD,
+               VADProtocol, frozenset({RequestType.VAD_OPEN, RequestType.VAD_FEED, RequestType.VAD_FLUSH,
+                                       RequestType.VAD_CLOSE})),
+)}
