@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 
 from budget.planner import ModelPlan, Plan
 from budget.units import human
@@ -142,9 +143,12 @@ class Supervisor:
         """Wait for the worker to end; unless we are stopping, restart it with backoff."""
         handle = self._handles[name]
         while True:
-            handle.process.join()
+            # Wait on the sentinel, not join(): stop() reaps the process, and two reapers race (the loser sees a
+            # live process that has already exited, and would terminate it with a warning).
+            wait([handle.process.sentinel])
             if self._stopping.is_set():
                 return
+            handle.process.join()
             code = handle.process.exitcode
             client: EngineClient = self.clients[name]
             client.detach(f"is restarting (its worker exited with code {code}); retry shortly")

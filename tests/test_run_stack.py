@@ -202,3 +202,46 @@ def test_a_model_over_its_share_stops_the_start(demo_models, tmp_path):
     code, out, pids = run_until_exit(demo_stack_with(tmp_path, tight), demo_models, tmp_path)
     assert code == 1 and "'qwen3-demo' holds" in out and "more than its share of 800.00 MiB" in out
     assert all(gone(pid) for pid in pids)
+
+
+def ready_stack(models: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
+    """The demo stack in its own process group (as a terminal runs it), ready, with one answer served."""
+    port, log = free_port(), tmp_path / "run.log"
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ORCH_DEMO_MODELS": str(models), "COLUMNS": "120"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(ROOT / "configs/demo.yaml"),
+                                 "--port", str(port), "--api-key", KEY], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(url, proc, log)
+    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+    assert client.chat.completions.create(model="qwen3-demo", messages=[{"role": "user", "content": "hi"}],
+                                          max_tokens=2).choices
+    return proc, log, url
+
+
+def test_ctrl_c_stops_every_worker_by_itself_with_nothing_but_shutdown_lines(demo_models, tmp_path):
+    proc, log, _ = ready_stack(demo_models, tmp_path)
+    pids = worker_pids(log)
+    before = len(log.read_text())
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    assert proc.wait(timeout=30) == 0
+    after = log.read_text()[before:]
+    lines = [line for line in after.splitlines() if line.strip()]
+    # uvicorn's four shutdown lines and ours; no worker needed terminating, no semaphore leaked, no traceback
+    assert all(("Shutting down" in line or "shutdown" in line or "Finished server process" in line
+                or "stopping the workers" in line) for line in lines), after
+    assert len(pids) == 4 and all(gone(pid) for pid in pids)
+
+
+def test_a_supervisor_killed_with_sigkill_leaves_no_worker_behind(demo_models, tmp_path):
+    proc, log, _ = ready_stack(demo_models, tmp_path)
+    pids = worker_pids(log)
+    assert len(pids) == 4 and not any(gone(pid) for pid in pids)
+    proc.kill()
+    proc.wait(timeout=10)
+    for _ in range(100):  # each worker's watchdog sees its parent gone within half a second
+        if all(gone(pid) for pid in pids):
+            break
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in pids), [pid for pid in pids if not gone(pid)]
