@@ -1,10 +1,11 @@
-"""What the HTTP layer adds: TTFT and inter-token latency through the OpenAI server beside the same workload
-sent straight to `AsyncLLM`, in one run, at concurrency 1, 8 and 32.
+"""What serving adds: TTFT and inter-token latency through the OpenAI server, with the LLM in the server's process
+and in its own worker (as `orchestrator run` starts it), beside the same workload sent straight to `AsyncLLM`,
+in one run, at concurrency 1, 8 and 32.
 
-The server runs in a child process (as `orchestrator serve` would), on the same engine settings and
-model as the direct path; the client reads the raw SSE stream with httpx2, so the SDK's own parsing
-is not counted. The model is the tests' tiny random-weight Qwen3 with a real chat template, so the
-engine step is short and the HTTP layer's share shows. Added latency = HTTP p50 - direct p50.
+Both servers are `orchestrator run` child processes on the same one-model stack (`isolation: none` and
+`process`), with the direct path's engine settings; the client reads the raw SSE stream with httpx2, so
+the SDK's own parsing is not counted. The model is the tests' tiny random-weight Qwen3 with a real chat
+template, so the engine step is short and the serving layers' share shows. Added = path p50 - direct p50.
 
     .venv/bin/python bench/serve_latency.py [--requests-per-client 4] [--max-tokens 32]
 """
@@ -36,17 +37,22 @@ MESSAGES = [{"role": "system", "content": "You are a friendly VTuber."},
 
 
 def engine_config(folder: str) -> EngineConfig:
-    return EngineConfig(folder, dtype="float32", num_kv_blocks=2048, max_model_len=1024, max_num_seqs=32)
+    return EngineConfig(folder, dtype="float32", kv_cache_bytes=KV_BYTES, max_model_len=1024, max_num_seqs=32)
 
 
-def serve_child(folder: str, port: int) -> None:
-    import uvicorn
+KV_BYTES = 64 * 2**20
+PATHS = ("in-process", "worker")
 
-    from orchestrator.server.app import build_app
-    from orchestrator.server.state import LLMState
 
-    llm = AsyncLLM.from_config(engine_config(folder))
-    uvicorn.run(build_app(LLMState(llm, "tiny", 1024), None), host="127.0.0.1", port=port, log_level="warning")
+def stack_file(folder: str, port: int, isolation: str, tmp: Path) -> Path:
+    """One LLM, the direct path's settings; the tolerance is wide since on CPU 'actual' is the whole process."""
+    stack = {"gpu": {"device": "cpu", "memory": "2GiB", "reserve": 0, "tolerance": 10},
+             "server": {"host": "127.0.0.1", "port": port},
+             "models": [{"name": "tiny", "kind": "llm", "path": folder, "dtype": "float32", "max_model_len": 1024,
+                         "max_num_seqs": 32, "memory": "512MiB", "isolation": isolation}]}
+    path = tmp / f"stack-{isolation}.yaml"
+    path.write_text(json.dumps(stack))  # JSON is YAML
+    return path
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -88,23 +94,26 @@ async def run_level(send, concurrency: int, per_client: int) -> dict:
             "itl_p50_ms": 1e3 * percentile(itl, 0.5), "itl_p95_ms": 1e3 * percentile(itl, 0.95)}
 
 
-async def measure(folder: str, url: str, args) -> list[dict]:
+async def measure(folder: str, urls: dict[str, str], args) -> list[dict]:
     llm = AsyncLLM.from_config(engine_config(folder))
     prompt = llm.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     prompt_ids = llm.tokenizer.encode(prompt, add_special_tokens=False)  # as the server renders and encodes
     rows = []
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as client:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=128)) as client:
         for concurrency in args.concurrency:
-            for _ in range(2):  # warm both paths at this width before timing
-                await asyncio.gather(*(http_request(client, url, 4) for _ in range(concurrency)),
+            for _ in range(2):  # warm every path at this width before timing
+                await asyncio.gather(*(http_request(client, url, 4) for url in urls.values()
+                                       for _ in range(concurrency)),
                                      *(direct_request(llm, prompt_ids, 4) for _ in range(concurrency)))
-            direct = await run_level(lambda: direct_request(llm, prompt_ids, args.max_tokens), concurrency,
-                                     args.requests_per_client)
-            http = await run_level(lambda: http_request(client, url, args.max_tokens), concurrency,
-                                   args.requests_per_client)
-            rows.append({"concurrency": concurrency, "direct": direct, "http": http,
-                         "added_ttft_p50_ms": http["ttft_p50_ms"] - direct["ttft_p50_ms"],
-                         "added_itl_p50_ms": http["itl_p50_ms"] - direct["itl_p50_ms"]})
+            row = {"concurrency": concurrency,
+                   "direct": await run_level(lambda: direct_request(llm, prompt_ids, args.max_tokens), concurrency,
+                                             args.requests_per_client)}
+            for name, url in urls.items():
+                row[name] = await run_level(lambda url=url: http_request(client, url, args.max_tokens), concurrency,
+                                            args.requests_per_client)
+                row[f"{name}_added_ttft_p50_ms"] = row[name]["ttft_p50_ms"] - row["direct"]["ttft_p50_ms"]
+                row[f"{name}_added_itl_p50_ms"] = row[name]["itl_p50_ms"] - row["direct"]["itl_p50_ms"]
+            rows.append(row)
     llm.shutdown()
     return rows
 
@@ -122,44 +131,52 @@ def wait_ready(url: str, child: subprocess.Popen) -> None:
     raise SystemExit("the server did not become ready in 60 s")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "bench/results/serve_latency.json"))
-    parser.add_argument("--serve-child", nargs=2, metavar=("FOLDER", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_child:
-        return serve_child(args.serve_child[0], int(args.serve_child[1]))
     from orchestrator.demo.tiny_llm import make_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+    with tempfile.TemporaryDirectory() as tmp:
         folder = str(make_model(Path(tmp) / "qwen3", "qwen3"))
-        child = subprocess.Popen([sys.executable, __file__, "--serve-child", folder, str(port)])
+        urls, children = {}, []
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, child)
-            rows = asyncio.run(measure(folder, url, args))
+            for name, isolation in zip(PATHS, ("none", "process")):
+                port = free_port()
+                children.append(subprocess.Popen(
+                    [sys.executable, "-m", "orchestrator.cli", "run", str(stack_file(folder, port, isolation,
+                                                                                      Path(tmp))),
+                     "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL))
+                urls[name] = f"http://127.0.0.1:{port}"
+                wait_ready(urls[name], children[-1])
+            rows = asyncio.run(measure(folder, urls, args))
         finally:
-            child.terminate()
-            child.wait(timeout=30)
-    table = Table(title="HTTP server vs direct AsyncLLM (ms; added = HTTP p50 - direct p50)")
-    for column in ("concurrency", "direct TTFT p50/p95", "HTTP TTFT p50/p95", "direct ITL p50/p95",
-                   "HTTP ITL p50/p95", "added TTFT p50", "added ITL p50"):
+            for child in children:
+                child.terminate()
+                child.wait(timeout=30)
+    table = Table(title="Serving vs direct AsyncLLM (ms; added = path p50 - direct p50)")
+    for column in ("concurrency", "direct TTFT p50/p95", "direct ITL p50/p95", *(
+            f"{p} {m}" for p in PATHS for m in ("TTFT p50/p95", "ITL p50/p95", "added TTFT", "added ITL"))):
         table.add_column(column, justify="right")
     for r in rows:
-        d, h = r["direct"], r["http"]
-        table.add_row(str(r["concurrency"]), f"{d['ttft_p50_ms']:.2f} / {d['ttft_p95_ms']:.2f}",
-                      f"{h['ttft_p50_ms']:.2f} / {h['ttft_p95_ms']:.2f}",
-                      f"{d['itl_p50_ms']:.2f} / {d['itl_p95_ms']:.2f}",
-                      f"{h['itl_p50_ms']:.2f} / {h['itl_p95_ms']:.2f}", f"{r['added_ttft_p50_ms']:+.2f}",
-                      f"{r['added_itl_p50_ms']:+.2f}")
-    console = Console()
+        cells = [str(r["concurrency"])]
+        for name in ("direct", *PATHS):
+            cells += [f"{r[name]['ttft_p50_ms']:.2f} / {r[name]['ttft_p95_ms']:.2f}",
+                      f"{r[name]['itl_p50_ms']:.2f} / {r[name]['itl_p95_ms']:.2f}"]
+            if name != "direct":
+                cells += [f"{r[name + '_added_ttft_p50_ms']:+.2f}", f"{r[name + '_added_itl_p50_ms']:+.2f}"]
+        table.add_row(*cells)
+    console = Console(width=220)
     console.print(table)
     result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (orchestrator/demo/tiny_llm.py)",
               "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "rows": rows}
