@@ -27,7 +27,7 @@ class EngineFront(Protocol):
         """False once the engine (or its worker) is gone; calls then raise EngineDeadError."""
 
     def shutdown(self) -> None:
-        """Let go: an in-process front stops its thread, a worker's client detaches (the supervisor owns the process)."""
+        """Let go: an in-process front stops its thread; a worker's client detaches (the supervisor owns it)."""
 
 
 @runtime_checkable

@@ -18,8 +18,8 @@ from multiprocessing.connection import wait
 
 from budget.planner import ModelPlan, Plan
 from budget.units import human
-from orchestrator.stack import Stack
 from engines.protocols import EngineFront
+from orchestrator.stack import Stack
 from orchestrator.workers.build import Built, build, serve_in_process
 from orchestrator.workers.client import EngineClient
 from orchestrator.workers.handle import Started, WorkerHandle, WorkerStartError

@@ -12,8 +12,8 @@ from budget.estimators.asr import resolve_compute_type
 from budget.tensors import read_ct2_model
 from engines.asr.languages import language_code
 from engines.asr.outputs import Segment, TranscribeOptions, Transcription, Word
-from engines.errors import OptionError
 from engines.base import Engine, local_model_dir, spec_device
+from engines.errors import OptionError
 
 log = logging.getLogger(__name__)
 

@@ -53,4 +53,5 @@ class TTSBackend(Engine):
 
 def check_speed(speed: float) -> None:
     if not MIN_SPEED <= speed <= MAX_SPEED:
-        raise EngineInputError(f"speed {speed} is out of range; use {MIN_SPEED} to {MAX_SPEED} (1.0 is normal)", "speed")
+        raise EngineInputError(f"speed {speed} is out of range; use {MIN_SPEED} to {MAX_SPEED} (1.0 is normal)",
+                               "speed")

@@ -8,8 +8,7 @@ from orchestrator.server.companions import Companions
 from orchestrator.server.errors import install_error_handlers
 from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
 from orchestrator.server.realtime.voice import VoiceEngines
-from orchestrator.server.routers import (chat, completions, embeddings, health, models, realtime, speech,
-                                        transcriptions)
+from orchestrator.server.routers import chat, completions, embeddings, health, models, realtime, speech, transcriptions
 from orchestrator.server.state import LLMState
 
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from engines.protocols import ASRProtocol, EmbeddingProtocol, TTSProtocol
+from engines.protocols import ASRProtocol, EmbeddingProtocol, EngineFront, TTSProtocol
 from orchestrator.server.errors import OpenAIError
 from orchestrator.workers.kinds import KINDS
 
@@ -26,14 +25,14 @@ class Companions:
         """(served name, kind) for every companion engine, for /v1/models."""
         return [(name, kind) for kind in OPENAI_ALIASES for name in getattr(self, kind)]
 
-    def add(self, kind: str, name: str, front: Any) -> None:
+    def add(self, kind: str, name: str, front: EngineFront) -> None:
         """Route a started engine by its served name; kinds with no route of their own (the VAD) are skipped."""
         if kind in OPENAI_ALIASES:
             getattr(self, kind)[name] = front
 
-    def pick(self, kind: str, model: str | None) -> Any:
+    def pick(self, kind: str, model: str | None) -> EngineFront:
         """The engine a request names; OpenAI's model names pick the stack's first engine of that kind."""
-        engines: dict[str, Any] = getattr(self, kind)
+        engines: dict[str, EngineFront] = getattr(self, kind)
         if model in engines:
             return engines[model]
         if engines and (model is None or model in OPENAI_ALIASES[kind]):

@@ -15,8 +15,7 @@ from typing import Any
 
 from engines.errors import EngineFailedError
 from orchestrator.workers.channel import Channel
-from orchestrator.workers.messages import (Call, Cancel, End, Failed, Item, Opened, RequestType, Result, Stop,
-                                           WireError)
+from orchestrator.workers.messages import Call, Cancel, End, Failed, Item, Opened, RequestType, Result, Stop, WireError
 
 log = logging.getLogger(__name__)
 

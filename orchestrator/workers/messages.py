@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from engines.errors import ERROR_TYPES, EngineFailedError, rebuild_error
-from engines.llm.requests import AbortRequest, AddRequest  # noqa: F401  (the LLM's requests cross as they are)
 from engines.llm.outputs import EngineStats, RequestOutput
+from engines.llm.requests import AbortRequest, AddRequest  # noqa: F401  (the LLM's requests cross as they are)
 
 
 class RequestType(StrEnum):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from engines.errors import EngineBusyError, EngineDeadError
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.sequence import Priority
+from engines.protocols import LLMProtocol, TTSProtocol
 from engines.tts.text_split import SentenceSplitter
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.realtime.audio import OutputAudio
@@ -47,15 +48,15 @@ class TurnClock:
 
 @dataclass(slots=True)
 class Voice:
-    tts: object
+    tts: TTSProtocol
     name: str | None
     speed: float
     out_rate: int
 
 
 class Response:
-    def __init__(self, send: Callable[[dict], Awaitable[None]], llm, prompt_ids: list[int], params: SamplingParams,
-                 reasoning: bool, voice: Voice | None, clock: TurnClock, conversation_id: str,
+    def __init__(self, send: Callable[[dict], Awaitable[None]], llm: LLMProtocol, prompt_ids: list[int],
+                 params: SamplingParams, reasoning: bool, voice: Voice | None, clock: TurnClock, conversation_id: str,
                  metadata: dict | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")
         self.send, self.llm, self.prompt_ids, self.params = send, llm, prompt_ids, params
