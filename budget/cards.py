@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from budget.estimate import PlanInputError
+from budget.gguf import gguf_file
 
 CARDS_DIR = Path(os.environ.get("ORCH_CARDS_DIR", Path(__file__).resolve().parents[1] / "configs" / "models"))
 _PREFIXES = ("faster-whisper-", "faster-", "hf-", "models--")
@@ -16,12 +17,15 @@ _SUFFIXES = ("-ct2", "-ctranslate2", "-hf", "-safetensors")
 
 @dataclass(frozen=True, slots=True)
 class ModelFiles:
-    """The directory to read and whether it holds real weights or only a card."""
+    """The directory to read and whether it holds real weights or only a card; `gguf` when the model is a GGUF file."""
 
     directory: Path
     is_card: bool
+    gguf: Path | None = None
 
     def describe(self) -> str:
+        if self.gguf is not None:
+            return str(self.gguf)
         return f"card {self.directory.name} (configs/models)" if self.is_card else str(self.directory)
 
     def json(self, name: str) -> dict[str, Any] | None:
@@ -67,9 +71,12 @@ def find_model_files(name: str, path: str | None, card: str | None, required: bo
     if path:
         local = Path(path).expanduser()
         if local.is_dir():
-            return ModelFiles(local, False)
+            return ModelFiles(local, False, gguf_file(local) if not (local / "config.json").is_file() else None)
+        if local.is_file() and local.suffix == ".gguf":
+            return ModelFiles(local.parent, False, local)
         if local.exists():
-            raise PlanInputError(f"model {name!r}: path {path} is a file; point it at the model's directory")
+            raise PlanInputError(f"model {name!r}: path {path} is a file; point it at the model's directory "
+                                 "(or at a .gguf file)")
         if "/" in path and not path.startswith(("/", ".", "~")) and (snap := _hf_cache_snapshot(path)):
             return ModelFiles(snap, False)
     wanted = [card.lower()] if card else card_candidates(path or name)

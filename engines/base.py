@@ -65,13 +65,14 @@ def _nvml_process_bytes(device: str) -> int | None:
 
 
 def local_model_dir(spec, fix: str = "download it, or point path at its folder") -> Path:
-    """The model's folder on this machine; a model known here only by its config card can be planned, not served."""
+    """The model's folder (or GGUF file) on this machine; a model known only by its config card can be planned, not
+    served."""
     from budget.cards import find_model_files
 
     files = find_model_files(spec.name, spec.path, None)
     if files.is_card:
         raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); {fix}")
-    return Path(files.directory)
+    return Path(files.gguf or files.directory)
 
 
 def spec_device(spec) -> str | None:

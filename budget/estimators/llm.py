@@ -5,6 +5,7 @@ from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, ll
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
+from budget.gguf import read_gguf
 from budget.units import MiB, dtype_bytes, human
 
 GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
@@ -45,16 +46,23 @@ def step_activation_bytes(cfg: dict, tokens: int, seqs: int, b: float) -> tuple[
 
 def estimate_llm(spec, on_gpu: bool) -> Estimate:
     files = find_model_files(spec.name, spec.path, spec.card)
-    cfg = files.json("config.json")
+    header = read_gguf(files.gguf) if files.gguf is not None else None
+    cfg = header.config if header is not None else files.json("config.json")
     if cfg is None or cfg.get("model_type") not in LLM_TYPES:
         found = cfg.get("model_type") if cfg else "no config.json"
         raise PlanInputError(f"model {spec.name!r}: {files.describe()} is not a Qwen3 / Qwen2 / Llama checkpoint "
                              f"({found}); the LLM engine serves model_type {', '.join(LLM_TYPES)}")
     dtype = serving_dtype(spec.dtype, cfg)
     b = dtype_bytes(dtype)
-    params, weights, formula = checkpoint_weights(spec.name, files, dtype, lambda: llm_parameters(cfg)[0])
+    if header is not None:  # served dequantized: parameters x the serving dtype, not the file's size
+        params, weights = header.parameters, int(header.parameters * b)
+        formula = (f"{params:,} parameters from the GGUF header ({header.quantization}, {human(header.file_bytes)} on "
+                   f"disk) dequantized to {dtype} × {b:g} B = {human(weights)}")
+        source = f"{files.describe()} (GGUF header)"
+    else:
+        params, weights, formula = checkpoint_weights(spec.name, files, dtype, lambda: llm_parameters(cfg)[0])
+        source = files.describe() + ("" if files.is_card else " (safetensors headers)")
     formulas = {"weights": formula}
-    source = files.describe() + ("" if files.is_card else " (safetensors headers)")
 
     limit = cfg.get("max_position_embeddings") or 0
     max_model_len = spec.max_model_len or limit

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from transformers import AutoTokenizer
 
 from engines.base import Engine
 from engines.errors import EngineInputError
@@ -20,6 +19,7 @@ from engines.llm.outputs import CompletionOutput, EngineStats, RequestOutput, To
 from engines.llm.sampler import SampledToken
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
+from engines.llm.tokenizer import load_tokenizer
 from engines.llm.sequence import Priority, Sequence
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class LLMEngine(Engine):
         if limit and config.max_model_len > limit and not hf_config.get("rope_scaling"):
             raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's max_position_embeddings {limit}")
         torch.manual_seed(config.seed)
-        self.tokenizer = None if config.skip_tokenizer_init else AutoTokenizer.from_pretrained(path)
+        self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
         self.runner = ModelRunner(config, hf_config)
         if self.runner.num_blocks * config.block_size < config.max_model_len:

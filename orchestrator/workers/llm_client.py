@@ -22,9 +22,9 @@ class LLMClient(EngineClient):
 
     @classmethod
     def for_worker(cls, spec, info: dict) -> LLMClient:
-        from transformers import AutoTokenizer
+        from engines.llm.tokenizer import load_tokenizer
 
-        return cls(spec.name, AutoTokenizer.from_pretrained(info["model_dir"]), info["stats"],
+        return cls(spec.name, load_tokenizer(info["model_dir"]), info["stats"],
                    spec.max_pending_requests)
 
     @property
