@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=600, help="seconds of load (bounded: at most 3600)")
     parser.add_argument("--chats", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--stack", type=Path, default=ROOT / "configs/demo.yaml")
+    parser.add_argument("--stack", type=Path, default=ROOT / "configs/demo-tiny.yaml")
     parser.add_argument("--url", help="a server already running (default: start --stack)")
     parser.add_argument("--api-key", default=os.environ.get("ORCH_API_KEY"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/soak.json")

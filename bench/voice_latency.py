@@ -39,7 +39,7 @@ STAGES = ("vad_ms", "asr_ms", "llm_first_token_ms", "first_audio_ms")
 
 def start_stack(stack: Path, port: int, log: Path) -> subprocess.Popen:
     models = Path(os.environ.get("ORCH_DEMO_MODELS", ROOT / ".demo-models"))
-    if stack.name == "demo.yaml":
+    if stack.name == "demo-tiny.yaml":
         from orchestrator.demo.__main__ import build_demo_models
         build_demo_models(models)
     env = {**os.environ, "ORCH_DEMO_MODELS": str(models)}

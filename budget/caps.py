@@ -8,6 +8,7 @@ import logging
 import os
 
 log = logging.getLogger(__name__)
+SHARE_ENV = "ORCH_SHARE_BYTES"
 
 
 def apply_cap(device: str, share_bytes: int, device_total_bytes: int, ct2_cache: bool = False) -> str:
@@ -15,6 +16,7 @@ def apply_cap(device: str, share_bytes: int, device_total_bytes: int, ct2_cache:
     if not device.startswith("cuda") or share_bytes <= 0 or device_total_bytes <= 0:
         return "no cap (CPU: measured, not capped)"
     fraction = min(1.0, share_bytes / device_total_bytes)
+    os.environ[SHARE_ENV] = str(share_bytes)  # for runtimes capped by bytes (onnxruntime's gpu_mem_limit)
     if ct2_cache:  # CTranslate2 allocates outside torch: bound what its caching allocator may keep
         os.environ.setdefault("CT2_CUDA_CACHING_ALLOCATOR_CONFIG", f"4,3,12,{share_bytes}")
     import torch

@@ -13,19 +13,25 @@ from budget.gguf import gguf_file
 CARDS_DIR = Path(os.environ.get("ORCH_CARDS_DIR", Path(__file__).resolve().parents[1] / "configs" / "models"))
 _PREFIXES = ("faster-whisper-", "faster-", "hf-", "models--")
 _SUFFIXES = ("-ct2", "-ctranslate2", "-hf", "-safetensors")
+MODEL_FILE_SUFFIXES = (".gguf", ".onnx")  # models that are one file
 
 
 @dataclass(frozen=True, slots=True)
 class ModelFiles:
-    """The directory to read and whether it holds real weights or only a card; `gguf` when the model is a GGUF file."""
+    """The directory to read, whether it holds real weights or only a card, and the one model file a path may name
+    (a .gguf LLM, a Piper .onnx voice)."""
 
     directory: Path
     is_card: bool
-    gguf: Path | None = None
+    file: Path | None = None
+
+    @property
+    def gguf(self) -> Path | None:
+        return self.file if self.file is not None and self.file.suffix == ".gguf" else None
 
     def describe(self) -> str:
-        if self.gguf is not None:
-            return str(self.gguf)
+        if self.file is not None:
+            return str(self.file)
         return f"card {self.directory.name} (configs/models)" if self.is_card else str(self.directory)
 
     def json(self, name: str) -> dict[str, Any] | None:
@@ -72,11 +78,11 @@ def find_model_files(name: str, path: str | None, card: str | None, required: bo
         local = Path(path).expanduser()
         if local.is_dir():
             return ModelFiles(local, False, gguf_file(local) if not (local / "config.json").is_file() else None)
-        if local.is_file() and local.suffix == ".gguf":
+        if local.is_file() and local.suffix in MODEL_FILE_SUFFIXES:
             return ModelFiles(local.parent, False, local)
         if local.exists():
             raise PlanInputError(f"model {name!r}: path {path} is a file; point it at the model's directory "
-                                 "(or at a .gguf file)")
+                                 "(or at a .gguf LLM or a Piper .onnx voice)")
         if "/" in path and not path.startswith(("/", ".", "~")) and (snap := _hf_cache_snapshot(path)):
             return ModelFiles(snap, False)
     wanted = [card.lower()] if card else card_candidates(path or name)

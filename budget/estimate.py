@@ -7,9 +7,10 @@ from budget.units import MiB
 
 # A CUDA context plus the library handles a worker creates (cuBLAS workspace, kernels loaded lazily).
 # Measured figures replace these through a calibration record (budget.calibration).
-CUDA_CONTEXT_BYTES = {"torch": 512 * MiB, "ctranslate2": 384 * MiB}
+CUDA_CONTEXT_BYTES = {"torch": 512 * MiB, "ctranslate2": 384 * MiB, "onnxruntime": 448 * MiB}
 # On CPU the "context" is the resident memory of a worker process with its runtime imported.
-CPU_PROCESS_BYTES = {"torch": 320 * MiB, "ctranslate2": 160 * MiB}
+CPU_PROCESS_BYTES = {"torch": 320 * MiB, "ctranslate2": 160 * MiB,
+                     "onnxruntime": 360 * MiB}  # a worker imports torch too (the seam's messages), then onnxruntime
 
 
 class PlanInputError(ValueError):

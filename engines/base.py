@@ -72,7 +72,7 @@ def local_model_dir(spec, fix: str = "download it, or point path at its folder")
     files = find_model_files(spec.name, spec.path, None)
     if files.is_card:
         raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); {fix}")
-    return Path(files.gguf or files.directory)
+    return Path(files.file or files.directory)
 
 
 def spec_device(spec) -> str | None:

@@ -108,6 +108,7 @@ class ASRSpec(ModelSpec):
 
 class TTSSpec(ModelSpec):
     kind: Literal["tts"]
+    backend: Literal["auto", "vits", "piper"] = "auto"  # auto: Piper for an .onnx voice, VITS for a folder
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     max_input_chars: int = Field(400, ge=1, description="longest piece of text synthesised at once")
     speaker: str | None = None

@@ -24,7 +24,7 @@ MODEL = "qwen3-demo"
 
 @pytest.fixture(scope="module")
 def stack(demo_models):
-    """configs/demo.yaml with every engine in this process, so the test can look at the LLM's blocks and the TTS."""
+    """configs/demo-tiny.yaml with every engine in this process, so the test can look at the LLM's blocks and the TTS."""
     from budget.planner import plan_stack
     from budget.target import resolve_target
     from orchestrator.run import build_stack_app
@@ -32,7 +32,7 @@ def stack(demo_models):
     from orchestrator.supervisor import Supervisor
 
     os.environ["ORCH_DEMO_MODELS"] = str(demo_models)
-    spec = load_stack(CONFIGS / "demo.yaml")
+    spec = load_stack(CONFIGS / "demo-tiny.yaml")
     for model in spec.models:
         model.isolation = "none"
     total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)

@@ -1,4 +1,4 @@
-"""`orchestrator run configs/demo.yaml` as a user starts it: every endpoint (realtime too), health, metrics, faults."""
+"""`orchestrator run configs/demo-tiny.yaml` as a user starts it: every endpoint (realtime too), health, metrics, faults."""
 from __future__ import annotations
 
 import asyncio
@@ -100,7 +100,7 @@ async def realtime_turn(url: str) -> None:
 def test_demo_stack_serves_every_endpoint_survives_a_dead_worker_and_exits_clean(demo_models, tmp_path):
     port, log = free_port(), tmp_path / "run.log"
     url = f"http://127.0.0.1:{port}"
-    proc = start(ROOT / "configs/demo.yaml", demo_models, port, log)
+    proc = start(ROOT / "configs/demo-tiny.yaml", demo_models, port, log)
     try:
         wait_ready(url, proc, log)
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
@@ -165,7 +165,7 @@ def test_demo_stack_serves_every_endpoint_survives_a_dead_worker_and_exits_clean
 
 
 def demo_stack_with(tmp_path: Path, change) -> Path:
-    stack = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    stack = yaml.safe_load((ROOT / "configs/demo-tiny.yaml").read_text())
     change(stack)
     path = tmp_path / "stack.yaml"
     path.write_text(yaml.safe_dump(stack))
@@ -210,7 +210,7 @@ def ready_stack(models: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, s
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ORCH_DEMO_MODELS": str(models), "COLUMNS": "120"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(ROOT / "configs/demo.yaml"),
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(ROOT / "configs/demo-tiny.yaml"),
                                  "--port", str(port), "--api-key", KEY], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(url, proc, log)

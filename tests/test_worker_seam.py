@@ -1,6 +1,6 @@
 """The seam between the server and its workers: errors keep type, message and param; protocols; declared calls; deltas.
 
-Two copies of configs/demo.yaml run side by side: every engine in this process, and every engine (the
+Two copies of configs/demo-tiny.yaml run side by side: every engine in this process, and every engine (the
 VAD too) in its own worker process, as `orchestrator run` starts them. The same bad requests must get
 the same answers from both.
 """
@@ -34,7 +34,7 @@ def _stack(isolation: str):
     from orchestrator.stack_file import load_stack
     from orchestrator.supervisor import Supervisor
 
-    spec = load_stack(CONFIGS / "demo.yaml")
+    spec = load_stack(CONFIGS / "demo-tiny.yaml")
     for model in spec.models:
         model.isolation = isolation
     total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)

@@ -1,4 +1,4 @@
-"""TTS (VITS / MMS-TTS): weights, and the HiFi-GAN decoder peak for the longest piece synthesised at once."""
+"""TTS (VITS / MMS-TTS, Piper): weights, and the HiFi-GAN decoder peak for the longest piece synthesised at once."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,40 @@ FRAMES_PER_CHAR = 8  # ~4 spectrogram frames per character at normal speed, doub
 LIVE_COPIES = 4  # a resblock holds its input, two conv outputs and the running sum
 
 
+# Piper's exported VITS ("medium" and "high" quality): the decoder's channels and upsampling, which its .onnx.json
+# does not state. "low" and "x_low" voices are smaller, so this bounds them from above.
+PIPER_DECODER = {"upsample_initial_channel": 512, "upsample_rates": [8, 8, 2, 2]}
+
+
+def _decoder_peak(cfg: dict, chars: int, b: float) -> tuple[int, int, int]:
+    """(bytes, widest channel·samples per frame, frames) of the HiFi-GAN decoder on the longest piece."""
+    frames = FRAMES_PER_CHAR * chars
+    widest = max(cfg["upsample_initial_channel"] // 2 ** (i + 1) * math.prod(cfg["upsample_rates"][: i + 1])
+                 for i in range(len(cfg["upsample_rates"])))
+    return int(LIVE_COPIES * widest * frames * b), widest, frames
+
+
+def estimate_piper(spec, files, on_gpu: bool) -> Estimate:
+    """A Piper voice: its fp32 ONNX graph's bytes are its weights; the decoder peak as VITS's, at Piper's widths."""
+    onnx = files.file if files.file is not None and files.file.suffix == ".onnx" else next(
+        iter(sorted(files.directory.glob("*.onnx"))), None)
+    if onnx is None:
+        raise PlanInputError(f"model {spec.name!r}: {files.describe()} has no Piper .onnx voice")
+    weights = onnx.stat().st_size
+    decoder, widest, frames = _decoder_peak(PIPER_DECODER, spec.max_input_chars, 4)
+    formulas = {"weights": f"{onnx.name}: {human(weights)} of float32 ONNX initializers",
+                "activations": f"{spec.max_input_chars} chars → {frames} frames; decoder peak {LIVE_COPIES} × {widest} "
+                               f"channel·samples per frame × frames × 4 B = {human(decoder)}"}
+    context, formulas["context"] = context_bytes("onnxruntime", on_gpu)
+    return Estimate(spec.name, "tts", f"{onnx} (Piper)", "onnxruntime", weights // 4, weights, decoder, context,
+                    dtype="float32", formulas=formulas)
+
+
 def estimate_tts(spec, on_gpu: bool) -> Estimate:
     files = find_model_files(spec.name, spec.path, spec.card)
+    if spec.backend == "piper" or (spec.backend == "auto" and not files.is_card and (
+            (files.file is not None and files.file.suffix == ".onnx") or any(files.directory.glob("*.onnx")))):
+        return estimate_piper(spec, files, on_gpu)
     cfg = files.json("config.json")
     if cfg is None or cfg.get("model_type") != "vits":
         found = cfg.get("model_type") if cfg else "no config.json"
@@ -24,10 +56,7 @@ def estimate_tts(spec, on_gpu: bool) -> Estimate:
     params, weights, formula = checkpoint_weights(spec.name, files, spec.dtype, lambda: vits_parameters(cfg))
     formulas = {"weights": formula}
     tokens = 2 * spec.max_input_chars + 1  # characters interleaved with blanks
-    frames = FRAMES_PER_CHAR * spec.max_input_chars
-    widest = max(cfg["upsample_initial_channel"] // 2 ** (i + 1) * math.prod(cfg["upsample_rates"][: i + 1])
-                 for i in range(len(cfg["upsample_rates"])))
-    decoder = LIVE_COPIES * widest * frames * b
+    decoder, widest, frames = _decoder_peak(cfg, spec.max_input_chars, b)
     text = cfg["num_attention_heads"] * tokens**2 * b * 2 + tokens * cfg["ffn_dim"] * b
     flows = 8 * cfg["hidden_size"] * frames * b
     activation = int(decoder + max(text, flows))

@@ -51,6 +51,14 @@ class TTSBackend(Engine):
         raise UnknownVoiceError(f"voice {name!r} does not exist for this model; choose one of: {known}")
 
 
+def voice_table(speakers: list[tuple[str, int]]) -> list[Voice]:
+    """The model's own speakers, then OpenAI's names dealt round them; a one-speaker model answers to all of them."""
+    if speakers:
+        return [Voice(name, sid) for name, sid in speakers] + [
+            Voice(name, speakers[i % len(speakers)][1]) for i, name in enumerate(OPENAI_VOICES)]
+    return [Voice("default", None)] + [Voice(name, None) for name in OPENAI_VOICES]
+
+
 def check_speed(speed: float) -> None:
     if not MIN_SPEED <= speed <= MAX_SPEED:
         raise EngineInputError(f"speed {speed} is out of range; use {MIN_SPEED} to {MAX_SPEED} (1.0 is normal)",

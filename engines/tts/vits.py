@@ -10,7 +10,7 @@ import torch
 
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError
-from engines.tts.backend import MIN_SPEED, OPENAI_VOICES, TTSBackend, Voice, check_speed
+from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, check_speed, voice_table
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class VitsBackend(TTSBackend):
         self.max_input_chars = max_input_chars
         self.sample_rate = self.config.sampling_rate
         self.seed = seed
-        self._voices = self._make_voices(self.config.num_speakers)
+        speakers = self.config.num_speakers
+        self._voices = voice_table([(f"speaker-{i}", i) for i in range(speakers)] if speakers > 1 else [])
         self.default_voice = self._voices[0].name
         if speaker is not None:
             self.default_voice = self.voice(speaker).name
@@ -47,14 +48,6 @@ class VitsBackend(TTSBackend):
     def from_spec(cls, spec, device: str | None = None) -> VitsBackend:
         """The backend for a stack file's tts entry; a card-only model is refused with the fix."""
         return cls(local_model_dir(spec), spec.dtype, device or spec_device(spec), spec.max_input_chars, spec.speaker)
-
-    @staticmethod
-    def _make_voices(num_speakers: int) -> list[Voice]:
-        """speaker-N per speaker and OpenAI's names dealt round them; a one-speaker model answers to all of them."""
-        if num_speakers > 1:
-            own = [Voice(f"speaker-{i}", i) for i in range(num_speakers)]
-            return own + [Voice(name, i % num_speakers) for i, name in enumerate(OPENAI_VOICES)]
-        return [Voice("default", None)] + [Voice(name, None) for name in OPENAI_VOICES]
 
     def load(self) -> None:
         from transformers import VitsModel, VitsTokenizer

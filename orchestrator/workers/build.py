@@ -24,7 +24,7 @@ class Built:
 def build(spec, device: str, kv_bytes: int, progress: Callable[[str], None]) -> Built:
     """Load and warm up one engine at its peak shape; errors name the model and the fix."""
     kind = KINDS[spec.kind]
-    cls = kind.engine_class()
+    cls = kind.engine_class(spec)
     engine = cls.from_spec(spec, device, kv_bytes) if kind.kv_pool else cls.from_spec(spec, device)
     progress("loading weights")
     engine.load()

@@ -22,7 +22,8 @@ from orchestrator.workers.remote import RemoteASR, RemoteEmbedder, RemoteTTS, Re
 class EngineKind:
     name: str
     words: str                        # how messages name the kind ("speech-to-text")
-    engine: str                       # "module:Class" of the lifecycle engine, imported where it runs
+    engine: str                       # "module:Class" of the lifecycle engine (or "module:function" of the stack
+                                      # entry that picks it), imported where it runs
     front: str                        # "module:Class" of its in-process async front
     client: type[EngineClient]        # the server's stand-in for a worker of this kind
     protocol: type                    # what the front and the client both implement
@@ -33,8 +34,9 @@ class EngineKind:
     front_options: Callable[[Any], dict] = field(default=lambda spec: {})
     info: Callable[[Any], dict] = field(default=lambda engine: {})   # what the server needs before the first call
 
-    def engine_class(self) -> type:
-        return _load(self.engine)
+    def engine_class(self, spec) -> type:
+        found = _load(self.engine)
+        return found if isinstance(found, type) else found(spec)
 
     def front_class(self) -> type:
         return _load(self.front)
@@ -61,7 +63,7 @@ KINDS: dict[str, EngineKind] = {k.name: k for k in (
                ASRProtocol, frozenset({RequestType.TRANSCRIBE}), ct2_cache=True,
                routes=("/v1/audio/transcriptions", "/v1/audio/translations", "/openai/v1/audio/transcriptions",
                        "/openai/v1/audio/translations")),
-    EngineKind("tts", "text-to-speech", "engines.tts.vits:VitsBackend", "engines.tts.async_tts:AsyncTTS", RemoteTTS,
+    EngineKind("tts", "text-to-speech", "engines.tts.backends:backend_class", "engines.tts.async_tts:AsyncTTS", RemoteTTS,
                TTSProtocol, frozenset({RequestType.SPEAK}), routes=("/v1/audio/speech",), info=_tts_info),
     EngineKind("embedding", "embedding", "engines.embedding.embedder:SentenceEmbedder",
                "engines.embedding.async_embedder:AsyncEmbedder", RemoteEmbedder, EmbeddingProtocol,

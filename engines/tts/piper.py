@@ -1,0 +1,126 @@
+"""TTS on Piper voices (VITS exported to ONNX, espeak-ng phonemes): piper-tts phonemizes, onnxruntime runs the voice.
+
+A voice is an `.onnx` file beside its `.onnx.json`; `path` names either file or a folder holding one
+voice. On CUDA the session's arena is held to the model's share (`gpu_mem_limit`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from budget.caps import SHARE_ENV  # set by the worker on a GPU: the plan's share, the session's arena limit
+from engines.base import local_model_dir, spec_device
+from engines.errors import EngineInputError
+from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, check_speed, voice_table
+
+log = logging.getLogger(__name__)
+WARMUP_SAMPLE = "The quick brown fox jumps over the lazy dog. "
+
+
+def piper_files(path: Path) -> tuple[Path, Path] | None:
+    """(voice.onnx, voice.onnx.json) that a path names, or None when it is no Piper voice; errors say what is missing."""
+    if path.is_file():
+        onnx = path if path.suffix == ".onnx" else path.with_suffix("") if path.name.endswith(".onnx.json") else None
+    else:
+        found = sorted(path.glob("*.onnx")) if path.is_dir() else []
+        if len(found) > 1:
+            raise ValueError(f"{path} holds {len(found)} Piper voices ({', '.join(f.name for f in found)}); point "
+                             "path at the .onnx file of the one to serve")
+        onnx = found[0] if found else None
+    if onnx is None:
+        return None
+    config = onnx.with_name(onnx.name + ".json")
+    if not config.is_file():
+        raise ValueError(f"the Piper voice {onnx} has no {config.name} beside it; download the voice's .onnx.json "
+                         "(it holds the phoneme map and the sample rate) into the same folder")
+    return onnx, config
+
+
+class PiperBackend(TTSBackend):
+    def __init__(self, voice_path: str | Path, device: str | None = None, max_input_chars: int = 400,
+                 speaker: str | None = None) -> None:
+        files = piper_files(Path(voice_path))
+        if files is None:
+            raise ValueError(f"{voice_path} is not a Piper voice (no .onnx file); point path at a voice's .onnx "
+                             "file with its .onnx.json beside it")
+        self.onnx, self.config_file = files
+        try:
+            self.config = json.loads(self.config_file.read_text())
+            self.sample_rate = int(self.config["audio"]["sample_rate"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.config_file} is not a Piper voice config ({exc}); download it again") from None
+        self.device = device or "cpu"
+        self.max_input_chars = max_input_chars
+        speakers = sorted(self.config.get("speaker_id_map") or {}, key=self.config["speaker_id_map"].get) \
+            if self.config.get("num_speakers", 1) > 1 else []
+        self._voices = voice_table([(name, self.config["speaker_id_map"][name]) for name in speakers])
+        self.default_voice = self._voices[0].name
+        if speaker is not None:
+            self.default_voice = self.voice(speaker).name
+        self.length_scale = float(self.config.get("inference", {}).get("length_scale", 1.0))
+        self.piper = None
+
+    @classmethod
+    def from_spec(cls, spec, device: str | None = None) -> PiperBackend:
+        return cls(local_model_dir(spec), device or spec_device(spec), spec.max_input_chars, spec.speaker)
+
+    def load(self) -> None:
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        if self.device.startswith("cuda"):
+            options = {"device_id": int(self.device.partition(":")[2] or 0), "cudnn_conv_algo_search": "HEURISTIC",
+                       "arena_extend_strategy": "kSameAsRequested"}
+            if share := int(os.environ.get(SHARE_ENV, "0")):
+                options["gpu_mem_limit"] = share
+            providers = [("CUDAExecutionProvider", options)]
+        else:
+            providers = ["CPUExecutionProvider"]
+        session_options = onnxruntime.SessionOptions()
+        if threads := int(os.environ.get("OMP_NUM_THREADS", "0")):  # the worker's share of the cores
+            session_options.intra_op_num_threads = threads
+        try:
+            session = onnxruntime.InferenceSession(str(self.onnx), sess_options=session_options, providers=providers)
+        except Exception as exc:  # onnxruntime's own error for a truncated or foreign file
+            raise ValueError(f"onnxruntime cannot load the Piper voice {self.onnx} ({exc}); download it again") from None
+        self.piper = PiperVoice(config=PiperConfig.from_dict(self.config), session=session)
+        log.info("Piper voice %s on %s (%d Hz, %d voices)", self.onnx.name, self.device, self.sample_rate,
+                 len(self._voices))
+
+    def warmup(self) -> None:
+        """The longest piece at the slowest speed: the most frames the decoder will ever hold."""
+        text = (WARMUP_SAMPLE * (self.max_input_chars // len(WARMUP_SAMPLE) + 1))[: self.max_input_chars]
+        self.synthesize(text.rsplit(" ", 1)[0], None, MIN_SPEED)
+
+    def voices(self) -> list[Voice]:
+        return list(self._voices)
+
+    def speakable(self, text: str) -> bool:
+        return any(any(p.isalpha() for p in sentence) for sentence in self._loaded().phonemize(text))
+
+    def _loaded(self):
+        if self.piper is None:
+            raise RuntimeError(f"the Piper voice {self.onnx} is not loaded; call load() first")
+        return self.piper
+
+    def synthesize(self, text: str, voice: str | None, speed: float) -> np.ndarray:
+        from piper.config import SynthesisConfig
+
+        check_speed(speed)
+        speaker = self.voice(voice).speaker_id
+        if len(text) > self.max_input_chars:
+            raise EngineInputError(f"a piece is {len(text)} characters, over max_input_chars {self.max_input_chars}; "
+                                   "split the text first (engines.tts.text_split)", "input")
+        config = SynthesisConfig(speaker_id=speaker, length_scale=self.length_scale / speed)
+        chunks = [chunk.audio_float_array for chunk in self._loaded().synthesize(text, config)]
+        if not chunks:
+            raise EngineInputError(f"nothing in {text[:60]!r} is speakable by this voice", "input")
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.piper = None
