@@ -44,6 +44,25 @@ class ModelFiles:
             raise PlanInputError(f"{file} is not valid JSON ({exc}); fix or replace the file") from None
 
 
+def piper_voice_files(path: Path) -> tuple[Path, Path] | None:
+    """(voice.onnx, voice.onnx.json) that a path names, or None when it holds no .onnx; errors say what is missing."""
+    if path.is_file():
+        onnx = path if path.suffix == ".onnx" else path.with_suffix("") if path.name.endswith(".onnx.json") else None
+    else:
+        found = sorted(path.glob("*.onnx")) if path.is_dir() else []
+        if len(found) > 1:
+            raise PlanInputError(f"{path} holds {len(found)} Piper voices ({', '.join(f.name for f in found)}); "
+                                 "point path at the .onnx file of the one to serve")
+        onnx = found[0] if found else None
+    if onnx is None:
+        return None
+    config = onnx.with_name(onnx.name + ".json")
+    if not config.is_file():
+        raise PlanInputError(f"the Piper voice {onnx} has no {config.name} beside it; download the voice's "
+                             ".onnx.json (it holds the phoneme map and the sample rate) into the same folder")
+    return onnx, config
+
+
 def known_cards() -> list[str]:
     return sorted(p.name for p in CARDS_DIR.iterdir() if (p / "config.json").is_file()) if CARDS_DIR.is_dir() else []
 

@@ -86,7 +86,9 @@ def read_ct2_model(path: Path) -> list[TensorInfo]:
             size = struct.calcsize("<" + fmt)
             raw = f.read(size)
             if len(raw) != size:
-                raise CheckpointError(f"{path} ends early; it is not a complete CTranslate2 model")
+                raise CheckpointError(f"{path} ends early; it is not a complete CTranslate2 model (a download cut "
+                                      "short, or a split model.bin not joined from all its parts): fetch it again, "
+                                      "or reconvert it with ct2-transformers-converter")
             return struct.unpack("<" + fmt, raw)
 
         def string() -> str:

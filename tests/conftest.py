@@ -44,3 +44,15 @@ def demo_models(tmp_path_factory) -> Path:
     from orchestrator.demo.__main__ import build_demo_models
 
     return build_demo_models(tmp_path_factory.mktemp("demo") / "models")
+
+
+@pytest.fixture(scope="session")
+def real_models() -> Path:
+    """The real models (GGUF SmolLM2 and Qwen2.5-Coder-0.5B, Whisper base, Piper joe, MiniLM), checked once.
+
+    scripts/test.sh fetches them before pytest starts; here they are only re-checked (and fetched if missing)."""
+    from orchestrator.demo.real_models import MODELS, assemble
+
+    root = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real"))
+    os.environ["ORCH_REAL_MODELS"] = str(root)
+    return assemble(root, tuple(MODELS))

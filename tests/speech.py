@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 import tempfile
@@ -53,3 +54,19 @@ def _read_resampled(path: Path, rate: int) -> np.ndarray:
             pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
         pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(pieces).astype(np.float32)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words without punctuation (no other normalisation: "two" and "2" differ)."""
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(edit distance in words, reference length): WER is their ratio, summed over clips before dividing."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
+    return row[-1], len(ref)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from budget.architectures import vits_parameters
-from budget.cards import find_model_files
+from budget.cards import find_model_files, piper_voice_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
 from budget.units import dtype_bytes, human
@@ -28,10 +28,10 @@ def _decoder_peak(cfg: dict, chars: int, b: float) -> tuple[int, int, int]:
 
 def estimate_piper(spec, files, on_gpu: bool) -> Estimate:
     """A Piper voice: its fp32 ONNX graph's bytes are its weights; the decoder peak as VITS's, at Piper's widths."""
-    onnx = files.file if files.file is not None and files.file.suffix == ".onnx" else next(
-        iter(sorted(files.directory.glob("*.onnx"))), None)
-    if onnx is None:
+    found = piper_voice_files(files.file or files.directory)
+    if found is None:
         raise PlanInputError(f"model {spec.name!r}: {files.describe()} has no Piper .onnx voice")
+    onnx = found[0]
     weights = onnx.stat().st_size
     decoder, widest, frames = _decoder_peak(PIPER_DECODER, spec.max_input_chars, 4)
     formulas = {"weights": f"{onnx.name}: {human(weights)} of float32 ONNX initializers",

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from budget.caps import SHARE_ENV  # set by the worker on a GPU: the plan's share, the session's arena limit
+from budget.cards import piper_voice_files
+from budget.estimate import PlanInputError
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError
 from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, check_speed, voice_table
@@ -21,29 +23,13 @@ log = logging.getLogger(__name__)
 WARMUP_SAMPLE = "The quick brown fox jumps over the lazy dog. "
 
 
-def piper_files(path: Path) -> tuple[Path, Path] | None:
-    """(voice.onnx, voice.onnx.json) that a path names, or None when it is no Piper voice; errors say what is missing."""
-    if path.is_file():
-        onnx = path if path.suffix == ".onnx" else path.with_suffix("") if path.name.endswith(".onnx.json") else None
-    else:
-        found = sorted(path.glob("*.onnx")) if path.is_dir() else []
-        if len(found) > 1:
-            raise ValueError(f"{path} holds {len(found)} Piper voices ({', '.join(f.name for f in found)}); point "
-                             "path at the .onnx file of the one to serve")
-        onnx = found[0] if found else None
-    if onnx is None:
-        return None
-    config = onnx.with_name(onnx.name + ".json")
-    if not config.is_file():
-        raise ValueError(f"the Piper voice {onnx} has no {config.name} beside it; download the voice's .onnx.json "
-                         "(it holds the phoneme map and the sample rate) into the same folder")
-    return onnx, config
-
-
 class PiperBackend(TTSBackend):
     def __init__(self, voice_path: str | Path, device: str | None = None, max_input_chars: int = 400,
                  speaker: str | None = None) -> None:
-        files = piper_files(Path(voice_path))
+        try:
+            files = piper_voice_files(Path(voice_path))
+        except PlanInputError as error:
+            raise ValueError(str(error)) from None
         if files is None:
             raise ValueError(f"{voice_path} is not a Piper voice (no .onnx file); point path at a voice's .onnx "
                              "file with its .onnx.json beside it")

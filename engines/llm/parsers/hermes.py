@@ -4,6 +4,10 @@ The parser re-reads the whole output each time and sends only what is new, so ta
 across tokens are handled by construction: text that may still become a tag is held back, the
 first delta of a call carries its id and name, later ones carry pieces of its arguments, and
 closing braces are held until it is known whether they close the arguments or the call.
+
+Small Qwen2.5 models (the 0.5B coder, as Ollama serves it) often answer with the call's JSON alone, without
+the tags, sometimes in a ```json fence. When the tools' names are known, an output that is exactly such
+an object naming one of them is read as a call too; while that is still undecided, nothing is sent.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ from engines.llm.parsers import partial_tag
 START, END = "<tool_call>", "</tool_call>"
 NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 ARGUMENTS = re.compile(r'"arguments"\s*:\s*')
+FENCE = re.compile(r"\s*(?:```(?:json)?\s*)?")                        # what may come before a bare call's `{`
+BARE_HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+BARE_PREFIX = re.compile(r'\{\s*(?:"(?:n(?:a(?:m(?:e(?:"\s*(?::\s*(?:"(?:[^"\\]|\\.)*)?)?)?)?)?)?)?)?')
 
 
 @dataclass(slots=True)
@@ -28,12 +35,19 @@ class _Call:
 
 
 class HermesParser:
-    def __init__(self) -> None:
+    def __init__(self, tool_names: frozenset[str] = frozenset()) -> None:
         self.content_sent = 0
         self.calls: list[_Call] = []
+        self.tool_names = tool_names    # bare JSON calls are read only when they name one of these
+        self.bare: bool | None = None if tool_names else False
 
     def update(self, text: str, finished: bool) -> tuple[str, list[dict]]:
         """New content text and new tool-call deltas (OpenAI `delta.tool_calls` items) for output `text`."""
+        if self.bare is not False and START not in text:
+            tagged = self._bare(text, finished)
+            if tagged is None:  # may still become a bare call: hold everything back
+                return "", []
+            text = tagged
         start = text.find(START)
         content_end = start if start >= 0 else len(text) - (0 if finished else partial_tag(text, START))
         content = text[self.content_sent:max(self.content_sent, content_end)]
@@ -49,6 +63,22 @@ class HermesParser:
             if not call.done:
                 content += self._advance(index, call, body, bool(closed) or finished, deltas)
         return content, deltas
+
+    def _bare(self, text: str, finished: bool) -> str | None:
+        """The output as a tagged call when it is a bare one, as it is when it is not, None while undecided."""
+        head = text[FENCE.match(text).end():]
+        if (name := BARE_HEAD.match(head)) is not None:
+            if json.loads(f'"{name.group(1)}"') in self.tool_names:
+                self.bare = True
+                if not finished:  # a closing fence may be on its way: hold back backticks at the end
+                    return START + head.rstrip().rstrip("`")
+                return START + head.rstrip().removesuffix("```").rstrip() + END
+        elif not finished:
+            stripped = text.strip()
+            if not stripped or "```json".startswith(stripped) or (head.startswith("{") and BARE_PREFIX.fullmatch(head)):
+                return None
+        self.bare = False
+        return text
 
     def _advance(self, index: int, call: _Call, body: str, closed: bool, deltas: list[dict]) -> str:
         if call.name is None and (name := NAME.search(body)):
@@ -75,9 +105,9 @@ class HermesParser:
         return ""
 
 
-def parse_tool_calls(text: str) -> tuple[str | None, list[dict]]:
+def parse_tool_calls(text: str, tool_names: frozenset[str] = frozenset()) -> tuple[str | None, list[dict]]:
     """Whole output to (content, OpenAI `message.tool_calls`); any malformed call makes it all plain content."""
-    parser = HermesParser()
+    parser = HermesParser(tool_names)
     content, deltas = parser.update(text, finished=True)
     calls: dict[int, dict] = {}
     for d in deltas:

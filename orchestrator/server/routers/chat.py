@@ -30,7 +30,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     check_n(body.n)
     tools_on, forced = _tool_mode(state, body)
     prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs, tools_on) + forced
-    output = ChatOutput(tools_on, state.reasoning_parser is not None, forced)
+    names = frozenset(str(t.get("function", {}).get("name")) for t in body.tools or ()) if tools_on else frozenset()
+    output = ChatOutput(tools_on, state.reasoning_parser is not None, forced, names)
     prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
     top = body.top_logprobs or 0
