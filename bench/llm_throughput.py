@@ -9,6 +9,13 @@ decode against the roofline (weight bytes / measured device copy bandwidth).
     .venv/bin/python bench/llm_throughput.py                      # CPU: ~58M-parameter Qwen3, fp32
     .venv/bin/python bench/llm_throughput.py --model-config configs/models/qwen3-8b/config.json \\
         --dtype bfloat16 --requests 256 --input 100 1024 --output 100 1024 --batch 256   # on a GPU
+    .venv/bin/python bench/llm_throughput.py --gguf .demo-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+
+`--gguf FILE` serves a real GGUF instead: our engine (dequantized into --dtype) beside llama.cpp on the same
+file (llama-cpp-python, the engine inside Ollama, if it is installed: `pip install llama-cpp-python` builds
+it), one stream and then 8 and 16 requests at once, the same chat prompts greedy. llama-cpp-python's
+`Llama` serves one sequence at a time, so its "concurrent" rows run the requests one after another, as an
+Ollama slot does with OLLAMA_NUM_PARALLEL=1.
 """
 from __future__ import annotations
 
@@ -131,6 +138,63 @@ def single_stream_roofline(folder: Path, args) -> dict:
             "fraction_of_roofline": round(tokens_per_s / roofline, 3), "layers": cfg["num_hidden_layers"]}
 
 
+GGUF_QUESTIONS = ["Tell me about the history of Paris.", "Explain how a bicycle works.", "Write a short story about a cat.",
+                  "What makes a good friend?", "Describe a rainy day in the city.", "How do plants grow?",
+                  "Why is the sea salty?", "Give me tips for learning to cook."]
+
+
+def run_gguf(args) -> None:
+    """Our engine and llama.cpp on one GGUF file: output tokens/s at 1, 8 and 16 requests, same prompts."""
+    from engines.llm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.gguf)
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                           tokenize=False) for q in GGUF_QUESTIONS]
+    prompts = [tokenizer.encode(c, add_special_tokens=False) for c in chats]
+    ours = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
+                                  num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device))
+    params = SamplingParams(temperature=0, max_tokens=args.gguf_tokens, ignore_eos=True)
+    ours.generate([prompts[0]], SamplingParams(max_tokens=4))  # warm-up
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        Llama = None
+    theirs = Llama(str(args.gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False) if Llama else None
+    rows = []
+    for n in (1, 8, 16):
+        batch = [prompts[i % len(prompts)] for i in range(n)]
+        start = time.perf_counter()
+        done = ours.generate(batch, [params] * n)
+        ours_s = time.perf_counter() - start
+        row = {"requests": n, "ours_tokens_per_s": round(sum(len(o.token_ids) for o in done) / ours_s, 1)}
+        if theirs is not None:
+            start, tokens = time.perf_counter(), 0
+            for prompt in batch:
+                theirs.reset()
+                out = theirs.create_completion(tokenizer.decode(prompt), max_tokens=args.gguf_tokens, temperature=0,
+                                               top_k=1)
+                tokens += out["usage"]["completion_tokens"]
+            row["llama_cpp_tokens_per_s"] = round(tokens / (time.perf_counter() - start), 1)
+            row["ours_over_llama_cpp"] = round(row["ours_tokens_per_s"] / row["llama_cpp_tokens_per_s"], 2)
+        rows.append(row)
+    device = describe(args.device)
+    table = Table(title=f"{args.gguf.name}: output tokens/s, {args.gguf_tokens} tokens a request, ours in {args.dtype} "
+                        f"on {device}")
+    for col in ("requests at once", "ours (dequantized, batched)", "llama.cpp (quantized, one at a time)",
+                "ours / llama.cpp"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["requests"]), str(r["ours_tokens_per_s"]), str(r.get("llama_cpp_tokens_per_s", "not "
+                      "installed")), str(r.get("ours_over_llama_cpp", "")))
+    Console().print(table)
+    out = args.json if args.json != Path("bench/results/llm_throughput.json") else \
+        Path(f"bench/results/llm_throughput_gguf_{args.gguf.stem}.json")
+    out.write_text(json.dumps({"device": device, "threads": torch.get_num_threads(), "gguf": args.gguf.name,
+                               "dtype": args.dtype, "tokens_per_request": args.gguf_tokens,
+                               "llama_cpp": theirs is not None, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -146,8 +210,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, default=Path("bench/results/llm_throughput.json"))
+    parser.add_argument("--gguf", type=Path, help="a real GGUF file: ours beside llama.cpp on it")
+    parser.add_argument("--gguf-tokens", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
+    if args.gguf:
+        return run_gguf(args)
     config = json.loads(args.model_config.read_text()) if args.model_config else SMALL
     prompts, outputs = workload(args)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """End of speech to first audio over /v1/realtime, with N sessions each playing a spoken dialogue at real-time pace.
 
-Starts `orchestrator run STACK` as a user would (default configs/demo.yaml, whose models are made if
-missing), or measures a server already running (--url). Each session speaks the dialogue's lines
+Starts `orchestrator run STACK` as a user would (default configs/demo.yaml, the real demo, whose models
+are fetched if missing), or measures a server already running (--url). Each session speaks the dialogue's lines
 (espeak-ng, 24 kHz PCM16, 100 ms appends at real-time pace) and waits for each answer to end before the
 next line. Per turn it takes the client's latency, from sending the last voiced sample to receiving the
 first audio delta, and the server's breakdown from `response.done` (VAD: last voiced sample in to
@@ -39,10 +39,14 @@ STAGES = ("vad_ms", "asr_ms", "llm_first_token_ms", "first_audio_ms")
 
 def start_stack(stack: Path, port: int, log: Path) -> subprocess.Popen:
     models = Path(os.environ.get("ORCH_DEMO_MODELS", ROOT / ".demo-models"))
+    real = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real"))
     if stack.name == "demo-tiny.yaml":
         from orchestrator.demo.__main__ import build_demo_models
         build_demo_models(models)
-    env = {**os.environ, "ORCH_DEMO_MODELS": str(models)}
+    elif stack.name in ("demo.yaml", "demo-qwen.yaml"):
+        from orchestrator.demo.real_models import GROUPS, assemble
+        assemble(real, GROUPS["demo-qwen" if "qwen" in stack.name else "demo"])
+    env = {**os.environ, "ORCH_DEMO_MODELS": str(models), "ORCH_REAL_MODELS": str(real)}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

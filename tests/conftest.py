@@ -51,8 +51,8 @@ def real_models() -> Path:
     """The real models (GGUF SmolLM2 and Qwen2.5-Coder-0.5B, Whisper base, Piper joe, MiniLM), checked once.
 
     scripts/test.sh fetches them before pytest starts; here they are only re-checked (and fetched if missing)."""
-    from orchestrator.demo.real_models import MODELS, assemble
+    from orchestrator.demo.real_models import GROUPS, assemble
 
     root = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real"))
     os.environ["ORCH_REAL_MODELS"] = str(root)
-    return assemble(root, tuple(MODELS))
+    return assemble(root, GROUPS["suite"])

