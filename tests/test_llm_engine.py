@@ -6,6 +6,7 @@ import asyncio
 import pytest
 import torch
 
+from engines.errors import EngineFailedError
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, Priority, SamplingParams
 
 
@@ -192,3 +193,42 @@ def test_engine_refuses_a_model_known_only_by_its_card():
     stack = parse_stack("models:\n  - {name: big, kind: llm, path: Qwen/Qwen3-8B}\n")
     with pytest.raises(ValueError, match="only its config card"):
         EngineConfig.from_spec(stack.models[0], 1 << 30)
+
+
+def test_a_step_that_fails_on_one_request_ends_only_that_request(tiny_models):
+    """A fault tied to one request (injected in the model runner) fails it; four streams in flight finish as if it
+    had never come, token for token."""
+    config = lambda: EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=128,  # noqa: E731
+                                  max_model_len=256)
+    params = SamplingParams(temperature=0, max_tokens=160, ignore_eos=True)
+    prompts = ["Hello there", "Voice", "A quick brown fox", "Tell me"]
+    alone = [o.token_ids for o in LLMEngine(config()).generate(prompts, params)]
+    engine = LLMEngine(config())
+    run = engine.runner.run
+
+    def faulty(batch):
+        if any(seq.request_id == "culprit" for seq in batch.seqs):
+            raise RuntimeError("injected fault")
+        return run(batch)
+
+    engine.runner.run = faulty
+    llm = AsyncLLM(engine)
+
+    async def main():
+        async def stream(i):
+            return [t async for out in llm.generate(prompts[i], params, request_id=f"r{i}")
+                    for t in out.delta_token_ids]
+
+        tasks = [asyncio.create_task(stream(i)) for i in range(4)]
+        await asyncio.sleep(0.05)  # the four are mid-answer when the culprit arrives
+        with pytest.raises(EngineFailedError, match="injected fault"):
+            async for _ in llm.generate("Break", params, request_id="culprit"):
+                pass
+        assert not any(t.done() for t in tasks)  # the fault came while all four were streaming
+        return await asyncio.gather(*tasks)
+
+    try:
+        assert asyncio.run(main()) == alone
+        assert engine.block_manager.num_used == 0 and not engine.requests
+    finally:
+        llm.shutdown()

@@ -3,6 +3,10 @@
 Requests and aborts arrive as typed commands through a queue, so only the loop's thread touches the
 engine. After every step the loop hands that step's outputs (deltas only) and the engine's stats to
 `emit`; a request the engine refuses, or a step that fails, reaches `fail` with the request's id.
+
+A step that raises fails only its culprits when it can: the requests admitted since the last good step
+are failed and the step is tried again without them; only if it still fails are the rest ended too.
+A failed step changes nothing the next one depends on (tokens are appended only after a step returns).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ class EngineLoop:
         self._inbox: queue.SimpleQueue[AddRequest | AbortRequest] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
+        self._new: list[str] = []   # requests admitted since the last good step: the suspects if one fails
 
     def submit(self, command: AddRequest | AbortRequest) -> None:
         self._inbox.put(command)
@@ -48,15 +53,29 @@ class EngineLoop:
                 self._wake.clear()
                 continue
             busy = True
+            outputs = self._step()
+            if outputs is not None:
+                self._emit(outputs, self.engine.stats())
+
+    def _step(self) -> list[RequestOutput] | None:
+        """One engine step; when it raises, the newest requests are failed and it is tried once more without them."""
+        for suspects in ([self._new] if self._new else []) + [None]:
             try:
                 outputs = self.engine.step()
-            except Exception as error:  # a failed step ends the requests in it, never the loop
-                log.exception("engine step failed; aborting the requests in flight")
-                for request_id in list(self.engine.requests):
+            except Exception as error:  # a failed step ends its culprits, never the loop
+                blamed = [r for r in (suspects or self.engine.requests) if r in self.engine.requests]
+                log.exception("engine step failed; ending %s", "the requests in flight" if suspects is None else
+                              f"the {len(blamed)} request(s) admitted since the last good step and trying again")
+                for request_id in list(blamed):
                     self.engine.abort_request(request_id)
                     self._fail(request_id, EngineFailedError(f"the LLM engine failed on this request: {error}"))
+                self._new = []
+                if not self.engine.has_unfinished_requests():
+                    return None
                 continue
-            self._emit(outputs, self.engine.stats())
+            self._new = []
+            return outputs
+        return None
 
     def _drain(self) -> None:
         while True:
@@ -72,3 +91,5 @@ class EngineLoop:
             except Exception as error:  # a bad request is that request's error, never the loop's end
                 self._fail(command.request_id, error if isinstance(error, EngineInputError)
                            else EngineInputError(f"the request could not be added: {error}"))
+                continue
+            self._new.append(command.request_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_LOGPROBS = 20
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1   # what torch.Generator.manual_seed takes
+MAX_STOP = 16                             # stop strings a request may give (OpenAI allows 4, vLLM any)
 
 
 @dataclass(slots=True)
@@ -40,6 +42,9 @@ class SamplingParams:
             (self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS,
              f"logprobs must be between 0 and {MAX_LOGPROBS}, got {self.logprobs}"),
             (all(self.stop), "stop strings must not be empty"),
+            (len(self.stop) <= MAX_STOP, f"at most {MAX_STOP} stop strings, got {len(self.stop)}"),
+            (self.seed is None or MIN_SEED <= self.seed <= MAX_SEED,
+             f"seed must be a 64-bit integer ({MIN_SEED} to {MAX_SEED}), got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:

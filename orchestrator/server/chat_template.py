@@ -33,7 +33,7 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, body: ChatCompletionRequest,
         raise OpenAIError(400, "this model has no chat template; use /v1/completions with a plain prompt")
     kwargs = {**defaults, **(body.chat_template_kwargs or {})}
     try:
-        return tokenizer.apply_chat_template(messages, tools=body.tools if with_tools else None, add_generation_prompt=True,
+        return tokenizer.apply_chat_template(messages, tools=body.tool_dicts() if with_tools else None, add_generation_prompt=True,
                                              tokenize=False, **kwargs)
     except Exception as error:  # a template raises on shapes it does not accept (jinja's raise_exception)
         raise OpenAIError(400, f"the model's chat template rejected these messages: {error}", "messages") from None

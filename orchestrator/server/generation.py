@@ -19,9 +19,11 @@ def sampling_params(body: SamplingFields, max_tokens: int, seed: int | None, log
         raise OpenAIError(400, str(error)) from None
 
 
-def check_n(n: int) -> None:
+def check_n(n: int, best_of: int | None = None) -> None:
     if n != 1:
         raise OpenAIError(400, f"n={n} is not supported; send n=1 and repeat the request for more choices", "n")
+    if best_of not in (None, 1):
+        raise OpenAIError(400, f"best_of={best_of} is not supported; send best_of=1 (or leave it out)", "best_of")
 
 
 async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams, request_id: str,

@@ -27,10 +27,10 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
-    check_n(body.n)
+    check_n(body.n, body.best_of)
     tools_on, forced = _tool_mode(state, body)
     prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs, tools_on) + forced
-    names = frozenset(str(t.get("function", {}).get("name")) for t in body.tools or ()) if tools_on else frozenset()
+    names = frozenset(t.function.name for t in body.tools or ()) if tools_on else frozenset()
     output = ChatOutput(tools_on, state.reasoning_parser is not None, forced, names)
     prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
@@ -60,7 +60,7 @@ def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]
     if not state.tool_call_parser:
         raise OpenAIError(400, f"model {state.served_name!r} does not support tools: this server has no tool call "
                                f"parser (set tool_call_parser: hermes in the stack)", "tools")
-    names = [t.get("function", {}).get("name") for t in body.tools]
+    names = [t.function.name for t in body.tools]
     if choice in (None, "auto"):
         return True, ""
     if choice == "none":

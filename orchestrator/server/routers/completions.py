@@ -24,7 +24,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def completions(body: CompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
-    check_n(body.n)
+    check_n(body.n, body.best_of)
     if body.logprobs is not None and body.echo:
         raise OpenAIError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute; "
                                "send one or the other", "echo")

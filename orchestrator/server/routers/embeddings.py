@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
+from orchestrator.server.protocol import encodable
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 MAX_INPUTS = 2048  # OpenAI's limit on inputs in one request
@@ -31,13 +32,16 @@ class EmbeddingRequest(BaseModel):
     def _one_shape(cls, value: object) -> object:
         """Name the accepted shapes, rather than pydantic's guess at which union member was meant."""
         if isinstance(value, str):
-            return value
+            return encodable(value)
         if not isinstance(value, list):
             raise PydanticCustomError("input_shape", f"must be {INPUT_SHAPES}; got {_kind(value)}")
         kinds = {_kind(item) for item in value}
         if len(kinds) > 1 or kinds - {"a string", "an integer", "a list"}:
             raise PydanticCustomError("input_shape", f"must be {INPUT_SHAPES}; got a list holding "
                                                      f"{' and '.join(sorted(kinds))}")
+        for item in value:
+            if isinstance(item, str):
+                encodable(item)
         inner = {_kind(token) for item in value if isinstance(item, list) for token in item}
         if inner - {"an integer"}:
             raise PydanticCustomError("input_shape", f"token-id lists must hold integers only; got "
