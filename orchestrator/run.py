@@ -103,9 +103,9 @@ def build_stack_app(stack, supervisor, api_key: str | None):
             if spec.enable_thinking is not None:
                 template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
             llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
-                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser)
+                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser, tuple(spec.aliases))
         else:
-            companions.add(spec.kind, spec.name, client)
+            companions.add(spec.kind, spec.name, client, spec.aliases)
     metrics = Metrics()
     metrics.status = lambda: list(supervisor.status.values())
     return build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))

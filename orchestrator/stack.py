@@ -77,6 +77,8 @@ class ModelSpec(Strict):
     memory: ShareField = Field(default_factory=lambda: Share(mode="auto"))
     device: Device | None = None
     isolation: Literal["process", "none"] = "process"
+    aliases: list[Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]] = Field(
+        default_factory=list, description="more served names: what clients written for other servers ask for")
 
 
 class LLMSpec(ModelSpec):
@@ -112,6 +114,8 @@ class TTSSpec(ModelSpec):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     max_input_chars: int = Field(400, ge=1, description="longest piece of text synthesised at once")
     speaker: str | None = None
+    voice_aliases: dict[str, str] = Field(default_factory=dict, description="voice names of other servers (Kokoro's "
+                                          "af_sky+af_bella) mapped to this model's voices")
 
 
 class EmbeddingSpec(ModelSpec):
@@ -157,9 +161,15 @@ class Stack(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Stack:
         names = [m.name for m in self.models]
+        served: dict[str, str] = {}
         for i, m in enumerate(self.models):
             if names.index(m.name) != i:
                 _conflict(("models", i, "name"), f"model name {m.name!r} is used twice; names must be unique")
+            for alias in m.aliases:
+                if alias in names or alias in served:
+                    _conflict(("models", i, "aliases"), f"alias {alias!r} of {m.name!r} is already the name or an "
+                              f"alias of {served.get(alias, alias)!r}; served names must be unique")
+                served[alias] = m.name
             if m.memory.mode == "rest" and m.kind != "llm":
                 _conflict(("models", i, "memory"), f"{m.kind} model {m.name!r} has memory: rest, which only an LLM "
                           "can take (what is left becomes its KV cache); give it a size, a percent or auto")

@@ -67,7 +67,8 @@ def gone(pid: int) -> bool:
 
 
 def engines(url: str) -> dict[str, dict]:
-    return {e["name"]: e for e in httpx.get(url + "/health/engines").json()["engines"]}
+    return {e["name"]: e for e in httpx.get(url + "/health/engines", headers={"Authorization": f"Bearer {KEY}"}
+                                            ).json()["engines"]}
 
 
 def speak_wav() -> bytes:

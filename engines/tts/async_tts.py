@@ -103,7 +103,7 @@ class AsyncTTS:
         return self.backend.sample_rate
 
     async def voices(self) -> list[Voice]:
-        return self.backend.voices()
+        return self.backend.listed_voices()
 
     def events(self) -> list[TTSEvent]:
         """The latest events, oldest first."""

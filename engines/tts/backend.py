@@ -28,6 +28,7 @@ class TTSBackend(Engine):
     sample_rate: int
     max_input_chars: int
     default_voice: str
+    voice_aliases: dict[str, str] = {}  # other servers' voice names (Kokoro's "af_sky+af_bella") -> one of ours
 
     @abstractmethod
     def voices(self) -> list[Voice]:
@@ -42,13 +43,27 @@ class TTSBackend(Engine):
         """One piece of text as audio; ValueError for an unknown voice or text with nothing to speak."""
 
     def voice(self, name: str | None) -> Voice:
-        """The voice a request names (None: the default); an unknown name lists the ones there are."""
+        """The voice a request names (None: the default), through the aliases; a Kokoro-style blend "a+b" takes its
+        first part that names a voice. An unknown name lists the ones there are."""
         name = self.default_voice if name is None else name
-        for voice in self.voices():
-            if voice.name == name:
-                return voice
-        known = ", ".join(v.name for v in self.voices())
-        raise UnknownVoiceError(f"voice {name!r} does not exist for this model; choose one of: {known}")
+        own = {v.name: v for v in self.voices()}
+        for candidate in (name, *name.split("+")) if "+" in name else (name,):
+            candidate = self.voice_aliases.get(candidate.strip(), candidate.strip())
+            if candidate in own:
+                return own[candidate]
+        raise UnknownVoiceError(f"voice {name!r} does not exist for this model; choose one of: {', '.join(own)}")
+
+    def set_voice_aliases(self, aliases: dict[str, str]) -> None:
+        """The stack's `voice_aliases`; each must name one of the model's voices."""
+        for alias, target in aliases.items():
+            if target not in {v.name for v in self.voices()}:
+                raise ValueError(f"voice_aliases maps {alias!r} to {target!r}, which is not a voice of this model; "
+                                 f"choose one of: {', '.join(v.name for v in self.voices())}")
+        self.voice_aliases = dict(aliases)
+
+    def listed_voices(self) -> list[Voice]:
+        """The model's voices and then the aliases, as /v1/audio/voices shows them."""
+        return self.voices() + [Voice(alias, self.voice(alias).speaker_id) for alias in self.voice_aliases]
 
 
 def voice_table(speakers: list[tuple[str, int]]) -> list[Voice]:

@@ -52,7 +52,9 @@ class PiperBackend(TTSBackend):
 
     @classmethod
     def from_spec(cls, spec, device: str | None = None) -> PiperBackend:
-        return cls(local_model_dir(spec), device or spec_device(spec), spec.max_input_chars, spec.speaker)
+        backend = cls(local_model_dir(spec), device or spec_device(spec), spec.max_input_chars, spec.speaker)
+        backend.set_voice_aliases(spec.voice_aliases)
+        return backend
 
     def load(self) -> None:
         import onnxruntime

@@ -4,7 +4,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from orchestrator import __version__
+from orchestrator.server.body_limits import BodyLimits
 from orchestrator.server.companions import Companions
+from orchestrator.server.docs import install_docs
 from orchestrator.server.errors import install_error_handlers
 from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
 from orchestrator.server.realtime.voice import VoiceEngines
@@ -15,7 +17,7 @@ from orchestrator.server.state import LLMState
 def build_app(llm_state: LLMState | None, api_key: str | None = None,
               companions: Companions | None = None, metrics: Metrics | None = None,
               voice: VoiceEngines | None = None) -> FastAPI:
-    app = FastAPI(title="voice-orchestrator", version=__version__)
+    app = FastAPI(title="voice-orchestrator", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.llm_state = llm_state
     app.state.companions = companions or Companions()
     app.state.api_key = api_key or None
@@ -26,7 +28,9 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
     sessions = app.state.realtime_sessions = set()
     app.state.metrics.realtime_live = lambda: (len(sessions), sum(len(s.tasks) for s in sessions))
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyLimits)
     install_error_handlers(app)
+    install_docs(app)
     for router in (models.router, health.router, chat.router, completions.router, transcriptions.router, speech.router,
                    embeddings.router, realtime.router):
         app.include_router(router)

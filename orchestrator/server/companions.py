@@ -20,19 +20,23 @@ class Companions:
     asr: dict[str, ASRProtocol] = field(default_factory=dict)
     tts: dict[str, TTSProtocol] = field(default_factory=dict)
     embedding: dict[str, EmbeddingProtocol] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)   # a stack's `aliases:` -> the model's name
 
     def names(self) -> list[tuple[str, str]]:
-        """(served name, kind) for every companion engine, for /v1/models."""
-        return [(name, kind) for kind in OPENAI_ALIASES for name in getattr(self, kind)]
+        """(served name, kind) for every companion engine and alias, for /v1/models."""
+        own = [(name, kind) for kind in OPENAI_ALIASES for name in getattr(self, kind)]
+        return own + [(alias, kind) for alias, name in self.aliases.items() for n, kind in own if n == name]
 
-    def add(self, kind: str, name: str, front: EngineFront) -> None:
-        """Route a started engine by its served name; kinds with no route of their own (the VAD) are skipped."""
+    def add(self, kind: str, name: str, front: EngineFront, aliases: list[str] = ()) -> None:
+        """Route a started engine by its served name and aliases; kinds with no route (the VAD) are skipped."""
         if kind in OPENAI_ALIASES:
             getattr(self, kind)[name] = front
+            self.aliases.update({alias: name for alias in aliases})
 
     def pick(self, kind: str, model: str | None) -> EngineFront:
         """The engine a request names; OpenAI's model names pick the stack's first engine of that kind."""
         engines: dict[str, EngineFront] = getattr(self, kind)
+        model = self.aliases.get(model, model) if model is not None else None
         if model in engines:
             return engines[model]
         if engines and (model is None or model in OPENAI_ALIASES[kind]):

@@ -129,13 +129,15 @@ class _ScrapeTime:
 
 
 class RequestMetricsMiddleware:
-    """Counts every response and times it to its last byte, streams included (plain ASGI, so nothing buffers)."""
+    """Counts every response and times it to its last byte, streams included (plain ASGI, so nothing buffers).
+
+    Every response also carries `Server-Timing: app;dur=MS`, the server's own time to its first byte."""
 
     def __init__(self, app, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] not in ROUTE_KINDS:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), 500
 
@@ -143,7 +145,12 @@ class RequestMetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                took = f"app;dur={(time.perf_counter() - start) * 1000:.1f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
             await send(message)
+
+        if scope["path"] not in ROUTE_KINDS:
+            return await self.app(scope, receive, timed_send)
 
         try:
             await self.app(scope, receive, timed_send)

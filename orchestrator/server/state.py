@@ -19,9 +19,10 @@ class LLMState:
     seed: int | None = None
     tool_call_parser: str | None = None   # "hermes", or None: requests with tools are refused
     reasoning_parser: str | None = None   # "qwen3": <think> text goes to reasoning_content
+    aliases: tuple[str, ...] = ()         # more names clients may ask for
 
     def check_model(self, name: str) -> None:
-        if name != self.served_name:
+        if name != self.served_name and name not in self.aliases:
             raise OpenAIError(404, f"the model {name!r} does not exist; this server has {self.served_name!r}",
                               "model", "model_not_found")
 

@@ -52,7 +52,7 @@ def _llm_info(engine) -> dict:
 
 
 def _tts_info(engine) -> dict:
-    return {"sample_rate": engine.sample_rate, "voices": engine.voices()}
+    return {"sample_rate": engine.sample_rate, "voices": engine.listed_voices()}
 
 
 KINDS: dict[str, EngineKind] = {k.name: k for k in (

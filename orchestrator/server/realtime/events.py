@@ -46,10 +46,19 @@ def _union_member(place: str) -> bool:
     return place.startswith(("function-", "literal[", "constrained-")) or place in ("int", "str", "float", "bool")
 
 
+MAX_BRACKETS = 4096  # objects and arrays in one event; a real one has a few dozen (audio travels as base64 text)
+
+
 def parse_client_event(text: str):
     """A client event from one text frame; ClientError names what is wrong with it."""
+    if text.count("{") + text.count("[") > MAX_BRACKETS:
+        raise ClientError(f"the event nests or lists more than {MAX_BRACKETS} objects and arrays; send a flat event "
+                          "as the API documents it", "invalid_event")
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise ClientError("the event is nested too deeply to read; send a flat event as the API documents it",
+                          "invalid_event") from None
     except ValueError as error:
         raise ClientError(f"the event is not valid JSON ({error}); send one JSON object per text frame",
                           "invalid_json") from None

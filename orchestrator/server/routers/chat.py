@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from engines.llm.outputs import RequestOutput
 from orchestrator.server.auth import require_api_key
@@ -29,10 +30,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state.check_model(body.model)
     check_n(body.n, body.best_of)
     tools_on, forced = _tool_mode(state, body)
-    prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs, tools_on) + forced
+    prompt_ids = await run_in_threadpool(_prompt_ids, state, body, tools_on, forced)  # never on the event loop
     names = frozenset(t.function.name for t in body.tools or ()) if tools_on else frozenset()
     output = ChatOutput(tools_on, state.reasoning_parser is not None, forced, names)
-    prompt_ids = state.llm.tokenizer.encode(prompt, add_special_tokens=False)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
     top = body.top_logprobs or 0
     params = sampling_params(body, max_tokens, state.seed, top if body.logprobs else None)
@@ -48,6 +48,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                          "logprobs": _logprobs(state, logprobs) if body.logprobs else None,
                          "finish_reason": _finish_reason(final, output)}],
             "usage": usage(final)}
+
+
+def _prompt_ids(state: LLMState, body: ChatCompletionRequest, tools_on: bool, forced: str) -> list[int]:
+    """Render the chat template and tokenize: milliseconds to seconds of CPU for long chats, so run in a thread."""
+    prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs, tools_on) + forced
+    return state.llm.tokenizer.encode(prompt, add_special_tokens=False)
 
 
 def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]:

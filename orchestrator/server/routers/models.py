@@ -19,8 +19,8 @@ async def list_models(request: Request) -> dict:
     data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "voice-orchestrator", "kind": kind}
             for name, kind in request.app.state.companions.names()]
     if state is not None:
-        data.insert(0, {"id": state.served_name, "object": "model", "created": STARTED,
-                        "owned_by": "voice-orchestrator", "kind": "llm", "max_model_len": state.max_model_len})
+        data[:0] = [{"id": name, "object": "model", "created": STARTED, "owned_by": "voice-orchestrator", "kind": "llm",
+                     "max_model_len": state.max_model_len} for name in (state.served_name, *state.aliases)]
     return {"object": "list", "data": data}
 
 

@@ -41,13 +41,13 @@ class _TooLarge(Exception):
 
 
 @router.post("/v1/audio/transcriptions")
-@router.post("/openai/v1/audio/transcriptions", include_in_schema=False)
+@router.post("/openai/v1/audio/transcriptions")
 async def create_transcription(request: Request) -> Response:
     return await _serve(request, "transcribe")
 
 
 @router.post("/v1/audio/translations")
-@router.post("/openai/v1/audio/translations", include_in_schema=False)
+@router.post("/openai/v1/audio/translations")
 async def create_translation(request: Request) -> Response:
     return await _serve(request, "translate")
 
@@ -65,7 +65,8 @@ async def _serve(request: Request, task: Task) -> Response:
     finally:
         await form.close()
     word = isinstance(fields, TranscriptionForm) and "word" in fields.timestamp_granularities
-    options = TranscribeOptions(language=getattr(fields, "language", None), task=task, prompt=fields.prompt,
+    options = TranscribeOptions(language=getattr(fields, "language", None) or None, task=task,  # "": detect it
+                                prompt=fields.prompt or None,
                                 temperature=fields.temperature,
                                 word_timestamps=word and fields.response_format == "verbose_json")
     result = await engine.transcribe(audio, options)  # a bad option is a 400 that names it
