@@ -156,3 +156,23 @@ def test_a_stalled_body_gets_408_and_stalled_sockets_do_not_block_a_chat(server)
         for s in crowd:
             s.close()
     time.sleep(0.1)
+
+
+def test_only_health_and_metrics_are_open_without_the_key(server):
+    for path in ("/health", "/metrics"):
+        assert httpx.get(server + path).status_code == 200, path
+    for path in ("/health/engines", "/docs", "/redoc", "/openapi.json", "/v1/models"):
+        reply = httpx.get(server + path)
+        assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key", path
+    schema = httpx.get(server + "/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert {"/v1/realtime", "/openai/v1/audio/transcriptions", "/v1/chat/completions", "/v1/embeddings"} <= set(
+        schema["paths"])
+    assert "101" in schema["paths"]["/v1/realtime"]["get"]["responses"]
+
+
+def test_deeply_nested_realtime_events_get_an_error_and_the_session_goes_on():
+    from orchestrator.server.realtime.events import ClientError, parse_client_event
+
+    for text in ("[" * 20_000 + "]" * 20_000, '{"type": "session.update", "x": ' + "[" * 3000 + "]" * 3000 + "}"):
+        with pytest.raises(ClientError, match="nest"):
+            parse_client_event(text)

@@ -248,3 +248,29 @@ def test_broken_model_files_are_named_with_the_fix(real_models, tmp_path, run_cl
             assert done.returncode == 2 and "Traceback" not in out, (command, kind, out)
             message = " ".join(out.split())  # rich wraps long lines
             assert all(w in message for w in words), (command, kind, message)
+
+
+def test_open_llm_vtuber_defaults_work_unchanged_on_the_demo(demo):
+    """Its openai_tts asks for Kokoro-FastAPI's model and voice blend; its Groq ASR for Groq's model names."""
+    import groq
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = openai.OpenAI(base_url=demo + "/v1", api_key=KEY, max_retries=0)
+
+    def say(fmt: str) -> bytes:
+        with client.audio.speech.with_streaming_response.create(model="kokoro", voice="af_sky+af_bella",
+                                                               input="Hello, I am your companion.",
+                                                               response_format=fmt) as reply:
+            return reply.read()
+
+    with ThreadPoolExecutor(5) as pool:
+        spoken = list(pool.map(say, ["mp3", "wav", "mp3", "wav", "mp3"]))
+    assert all(len(decode_audio(audio, 16000)) > 16000 for audio in spoken)  # over a second of speech each
+    asr = groq.Groq(api_key=KEY, base_url=demo, max_retries=0)
+    for model in ("whisper-large-v3-turbo", "distil-whisper-large-v3-en"):
+        text = asr.audio.transcriptions.create(file=("speech.wav", spoken[1]), model=model, language="").text
+        assert "companion" in text.lower(), text
+    listed = {m.id for m in client.models.list().data}
+    assert {"smollm2", "whisper-base", "whisper-large-v3-turbo", "voice", "kokoro", "minilm"} <= listed
+    voices = httpx.get(demo + "/v1/audio/voices", headers={"Authorization": f"Bearer {KEY}"}).json()["data"]
+    assert "af_sky+af_bella" in {v["id"] for v in voices}

@@ -292,11 +292,13 @@ BAD_EVENTS = [
      '"role": "user", "content": [{"type": "input_text", "text": "x"}]}}', "invalid_value"),
     ('{"type": "response.cancel"}', "response_cancel_not_active"),
     ('{"type": "response.create", "response": {"output_modalities": ["smell"]}}', "invalid_value"),
+    ("[" * 20_000 + "]" * 20_000, "invalid_event"),  # nested past any parser's depth: refused before parsing
+    ('{"type": "session.update", "session": ' + "[" * 3000 + "]" * 3000 + "}", "invalid_event"),
 ]
 
 
 def test_malformed_events_get_an_error_and_the_session_goes_on(stack):
-    assert len(BAD_EVENTS) == 30
+    assert len(BAD_EVENTS) == 32
 
     async def main() -> list[dict]:
         client = await Client.connect(stack[2], KEY, MODEL)
@@ -305,7 +307,7 @@ def test_malformed_events_get_an_error_and_the_session_goes_on(stack):
         for i, (text, _) in enumerate(BAD_EVENTS):
             try:
                 event = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 event = None
             await client.ws.send(json.dumps({**event, "event_id": f"bad-{i}"}) if isinstance(event, dict) and
                                  "type" in event else text)
