@@ -42,6 +42,9 @@ BAD = [  # (route, body, status, param)
     (TEXT, {"model": MODEL, "prompt": "hi", "best_of": 1000}, 400, "best_of"),
     (CHAT, {"model": MODEL, "messages": USER, "stop": ["x"] * 1000}, 400, "stop"),
     (CHAT, {"model": MODEL, "messages": USER, "logprobs": "yes"}, 400, "logprobs"),
+    (CHAT, {"model": MODEL, "messages": USER, "logit_bias": {"hello": 5}}, 400, "logit_bias"),
+    (CHAT, {"model": MODEL, "messages": USER, "logit_bias": {"10000000": 5}}, 400, "logit_bias"),
+    (CHAT, {"model": MODEL, "messages": USER, "logit_bias": {"5": 500}}, 400, "logit_bias.5"),
     ("/v1/embeddings", {"model": "minilm", "input": "\ud800"}, 400, "input"),
     ("/v1/embeddings", {"model": "minilm", "input": ["fine", "bad \udc00"]}, 400, "input"),
 ]

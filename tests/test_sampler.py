@@ -54,3 +54,12 @@ def test_seeded_rows_repeat_exactly():
     params = SamplingParams(temperature=1.0, seed=7)
     assert torch.equal(draw(params, rows=50), draw(params, rows=50))
     assert len(set(draw(params, rows=50).tolist())) == 1  # each row has its own generator with the same seed
+
+
+def test_logit_bias_bans_and_forces_tokens():
+    logits = torch.zeros(3, 10)
+    logits[:, 4] = 5.0  # the favourite without bias
+    seqs = [Sequence(f"r{i}", [1, 2], SamplingParams(temperature=0, logit_bias=bias))
+            for i, bias in enumerate([{}, {4: -100}, {7: 100}])]
+    picked = [t.token_id for t in Sampler()(logits, seqs)]
+    assert picked[0] == 4 and picked[1] != 4 and picked[2] == 7

@@ -95,6 +95,8 @@ class LLMEngine(Engine):
         vocab = self.runner.model.config["vocab_size"]
         if min(token_ids) < 0 or max(token_ids) >= vocab:
             raise EngineInputError(f"prompt token ids must be in [0, {vocab}); got one outside")
+        if params.logit_bias and not all(0 <= t < vocab for t in params.logit_bias):
+            raise EngineInputError(f"logit_bias keys must be token ids of this model, 0 to {vocab - 1}", "logit_bias")
         if len(token_ids) >= self.config.max_model_len:
             raise EngineInputError(f"the prompt has {len(token_ids)} tokens; this model's context is "
                                    f"{self.config.max_model_len}, so at most {self.config.max_model_len - 1} fit")

@@ -25,6 +25,8 @@ class Sampler:
         params = [s.params for s in seqs]
         want_logprobs = any(p.logprobs is not None for p in params)
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+        if any(p.logit_bias for p in params):
+            logits = apply_logit_bias(logits.clone(), seqs)
         if any(p.penalized for p in params):
             logits = apply_penalties(logits.clone(), seqs)
         greedy_ids = logits.argmax(dim=-1)
@@ -59,6 +61,15 @@ def _with_logprobs(token_id: int, logprobs: torch.Tensor, count: int | None) -> 
         values, ids = logprobs.topk(count)
         top = dict(zip(ids.tolist(), values.tolist()))
     return SampledToken(token_id, logprobs[token_id].item(), top)
+
+
+def apply_logit_bias(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """OpenAI's logit_bias: each listed token's logit moved by its bias (-100 bans it, 100 all but forces it)."""
+    for row, seq in enumerate(seqs):
+        if bias := seq.params.logit_bias:
+            ids = torch.tensor(list(bias), device=logits.device)
+            logits[row, ids] += logits.new_tensor(list(bias.values()))
+    return logits
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:

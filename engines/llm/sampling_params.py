@@ -26,6 +26,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logprobs: int | None = None
     skip_special_tokens: bool = True
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit, -100 to 100
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -43,6 +44,8 @@ class SamplingParams:
              f"logprobs must be between 0 and {MAX_LOGPROBS}, got {self.logprobs}"),
             (all(self.stop), "stop strings must not be empty"),
             (len(self.stop) <= MAX_STOP, f"at most {MAX_STOP} stop strings, got {len(self.stop)}"),
+            (all(-100 <= v <= 100 for v in self.logit_bias.values()),
+             "logit_bias values must be between -100 (ban the token) and 100 (force it)"),
             (self.seed is None or MIN_SEED <= self.seed <= MAX_SEED,
              f"seed must be a 64-bit integer ({MIN_SEED} to {MAX_SEED}), got {self.seed}"),
         ]

@@ -16,7 +16,7 @@ def sampling_params(body: SamplingFields, max_tokens: int, seed: int | None, log
     try:
         return body.sampling_params(max_tokens, seed, logprobs)
     except ValueError as error:
-        raise OpenAIError(400, str(error)) from None
+        raise OpenAIError(400, str(error), getattr(error, "param", None)) from None
 
 
 def check_n(n: int, best_of: int | None = None) -> None:

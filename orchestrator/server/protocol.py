@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
+from engines.errors import EngineInputError
 from engines.llm.sampling_params import MAX_LOGPROBS, MAX_SEED, MAX_STOP, MIN_SEED, SamplingParams
 
 
@@ -81,6 +82,7 @@ class SamplingFields(BaseModel):
     repetition_penalty: float = Field(1.0, gt=0)
     n: int = Field(1, ge=1)
     best_of: int | None = Field(None, ge=1)
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=1024)] | None = None
     user: str | None = None
     ignore_eos: StrictBool = False
 
@@ -95,7 +97,18 @@ class SamplingFields(BaseModel):
             top_k=self.top_k or 0, min_p=self.min_p or 0.0,
             seed=self.seed if self.seed is not None else default_seed, max_tokens=max_tokens, stop=stop,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-            repetition_penalty=self.repetition_penalty, logprobs=logprobs, ignore_eos=self.ignore_eos)
+            repetition_penalty=self.repetition_penalty, logprobs=logprobs, ignore_eos=self.ignore_eos,
+            logit_bias=self.token_bias())
+
+    def token_bias(self) -> dict[int, float]:
+        """logit_bias keys are token ids written as strings (OpenAI's shape); anything else is refused by name."""
+        bias = {}
+        for key, value in (self.logit_bias or {}).items():
+            if not key.strip().isdigit():
+                raise EngineInputError(f"logit_bias key {key!r} is not a token id; the keys are token ids as "
+                                       "strings, e.g. {\"50256\": -100}", "logit_bias")
+            bias[int(key)] = value
+        return bias
 
 
 class ChatCompletionRequest(SamplingFields):
