@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import threading
 import time
@@ -333,10 +334,10 @@ def test_binary_and_oversized_frames_close_with_clear_codes(stack):
 
     app = stack[0]
 
-    async def closed_by(frame) -> tuple[int, str]:
+    async def closed_by(frame, text: bool | None = None) -> tuple[int, str]:
         client = await Client.connect(stack[2], KEY, MODEL)
         await client.until("session.created")
-        await client.ws.send(frame)
+        await client.ws.send(frame, text=text)
         with pytest.raises(websockets.ConnectionClosed) as info:
             await client.recv(10)
         return info.value.rcvd.code, info.value.rcvd.reason
@@ -349,6 +350,22 @@ def test_binary_and_oversized_frames_close_with_clear_codes(stack):
     finally:
         app.state.voice.limits.max_event_bytes = limit
     assert code == 1009 and "limit of 4096" in reason
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    seen = Records()
+    logging.getLogger("uvicorn.error").addHandler(seen)
+    try:
+        assert run(closed_by(b"\xff\xfe{", text=True))[0] == 1007  # invalid UTF-8 in a text frame
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(seen)
+    assert seen.records and not any(r.exc_info for r in seen.records)  # a line, no traceback
 
 
 def test_auth_model_and_session_limits_refuse_the_handshake(stack):

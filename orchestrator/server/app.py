@@ -1,6 +1,8 @@
 """Build the FastAPI app: the LLM and companion engines on OpenAI routes, auth, and errors in the OpenAI shape."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from orchestrator import __version__
@@ -14,9 +16,23 @@ from orchestrator.server.routers import chat, completions, embeddings, health, m
 from orchestrator.server.state import LLMState
 
 
+class _ClientFaultsWithoutTraceback(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 WebSocket frame with a traceback, after closing it with 1007 as it
+    should: a client's mistake, so keep the line and drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "Invalid UTF-8" in record.getMessage():
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_UVICORN_FILTER = _ClientFaultsWithoutTraceback()
+
+
 def build_app(llm_state: LLMState | None, api_key: str | None = None,
               companions: Companions | None = None, metrics: Metrics | None = None,
               voice: VoiceEngines | None = None) -> FastAPI:
+    logging.getLogger("uvicorn.error").addFilter(_UVICORN_FILTER)  # the same object: added once however many apps
     app = FastAPI(title="voice-orchestrator", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.llm_state = llm_state
     app.state.companions = companions or Companions()
