@@ -138,7 +138,8 @@ def single_stream_roofline(folder: Path, args) -> dict:
             "fraction_of_roofline": round(tokens_per_s / roofline, 3), "layers": cfg["num_hidden_layers"]}
 
 
-GGUF_QUESTIONS = ["Tell me about the history of Paris.", "Explain how a bicycle works.", "Write a short story about a cat.",
+GGUF_QUESTIONS = ["Tell me about the history of Paris.", "Explain how a bicycle works.",
+                  "Write a short story about a cat.",
                   "What makes a good friend?", "Describe a rainy day in the city.", "How do plants grow?",
                   "Why is the sea salty?", "Give me tips for learning to cook."]
 

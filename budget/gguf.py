@@ -82,7 +82,8 @@ def read_gguf(path: Path) -> GGUFHeader:
     }
     if (key_length := fields.get(f"{arch}.attention.key_length")) is not None:
         config["head_dim"] = int(key_length)
-    for key, source in (("bos_token_id", "tokenizer.ggml.bos_token_id"), ("eos_token_id", "tokenizer.ggml.eos_token_id")):
+    for key in ("bos_token_id", "eos_token_id"):
+        source = f"tokenizer.ggml.{key}"
         if source in fields:
             config[key] = int(fields[source])
     if fields.get(f"{arch}.rope.scaling.type") not in (None, "none"):

@@ -1,13 +1,43 @@
-"""A plain `websockets` Realtime client for tests: send events, stream audio at real-time pace, read events."""
+"""A plain `websockets` Realtime client for tests: send events, stream audio at real-time pace, read events.
+
+Every server event it reads is checked against the official `openai` SDK's GA server-event union, so no
+test can pass on an event a real client would not parse, and no beta-only event type may appear.
+"""
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
 import time
+import typing
 
 import numpy as np
 import websockets
+from openai.types.realtime import RealtimeServerEvent
+
+SERVER_EVENTS = {member.model_fields["type"].annotation.__args__[0]: member
+                 for member in typing.get_args(typing.get_args(RealtimeServerEvent)[0])}
+BETA_ONLY = {"conversation.item.created", "response.text.delta", "response.text.done", "response.audio.delta",
+             "response.audio.done", "response.audio_transcript.delta", "response.audio_transcript.done"}
+
+
+def check_server_event(event: dict) -> None:
+    """The event is a GA server event the SDK parses (our extra `latency` on response.done is allowed)."""
+    kind = event.get("type")
+    assert kind not in BETA_ONLY and kind in SERVER_EVENTS, f"{kind!r} is not a GA server event type"
+    SERVER_EVENTS[kind].model_validate(_ga_rates(event))
+
+
+def _ga_rates(event: dict) -> dict:
+    """GA's audio/pcm is 24 kHz only; 16 kHz pcm is our one documented extension, so it is read as 24 kHz here."""
+    session = event.get("session") or event.get("response")
+    if not isinstance(session, dict) or not isinstance(session.get("audio"), dict):
+        return event
+    audio = {side: {**conf, "format": {**conf["format"], "rate": 24000}} if isinstance(conf, dict) and
+             isinstance(conf.get("format"), dict) and conf["format"].get("rate") == 16000 else conf
+             for side, conf in session["audio"].items()}
+    key = "session" if "session" in event else "response"
+    return {**event, key: {**session, "audio": audio}}
 
 
 def pcm16_b64(audio: np.ndarray) -> str:
@@ -37,6 +67,7 @@ class Client:
     async def recv(self, timeout: float = 60) -> dict:
         """The next event, stamped with when it arrived (`received_at`, perf_counter seconds)."""
         event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        check_server_event(event)
         event["received_at"] = time.perf_counter()
         self.events.append(event)
         return event

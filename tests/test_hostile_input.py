@@ -60,8 +60,10 @@ def server(tiny_models):
     body_limits.READ_TIMEOUT_S = 1.0  # a stalled body is cut after a second here (30 s in production)
     llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=256,
                                             max_model_len=512))
-    embedder = AsyncEmbedder.from_spec(EmbeddingSpec(name="minilm", kind="embedding", path=str(get_model_path())), "cpu")
-    app = build_app(LLMState(llm, MODEL, 512, tool_call_parser="hermes"), KEY, Companions(embedding={"minilm": embedder}))
+    spec = EmbeddingSpec(name="minilm", kind="embedding", path=str(get_model_path()))
+    embedder = AsyncEmbedder.from_spec(spec, "cpu")
+    app = build_app(LLMState(llm, MODEL, 512, tool_call_parser="hermes"), KEY,
+                    Companions(embedding={"minilm": embedder}))
     with live_server(app) as url:
         yield url
     llm.shutdown()

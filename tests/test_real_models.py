@@ -9,7 +9,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 import wave
 
 import av
@@ -252,8 +251,9 @@ def test_broken_model_files_are_named_with_the_fix(real_models, tmp_path, run_cl
 
 def test_open_llm_vtuber_defaults_work_unchanged_on_the_demo(demo):
     """Its openai_tts asks for Kokoro-FastAPI's model and voice blend; its Groq ASR for Groq's model names."""
-    import groq
     from concurrent.futures import ThreadPoolExecutor
+
+    import groq
 
     client = openai.OpenAI(base_url=demo + "/v1", api_key=KEY, max_retries=0)
 

@@ -25,7 +25,7 @@ MODEL = "qwen3-demo"
 
 @pytest.fixture(scope="module")
 def stack(demo_models):
-    """configs/demo-tiny.yaml with every engine in this process, so the test can look at the LLM's blocks and the TTS."""
+    """configs/demo-tiny.yaml with every engine in this process, so the test can see the LLM's blocks and the TTS."""
     from budget.planner import plan_stack
     from budget.target import resolve_target
     from orchestrator.run import build_stack_app
@@ -111,8 +111,8 @@ def test_a_spoken_turn_through_the_openai_sdk_gets_events_in_order(stack):
     events = run(main())
     kinds = [e.type for e in events]
     order = ["session.created", "session.updated", "input_audio_buffer.speech_started",
-             "input_audio_buffer.speech_stopped", "input_audio_buffer.committed", "conversation.item.created",
-             "conversation.item.input_audio_transcription.completed", "response.created",
+             "input_audio_buffer.speech_stopped", "input_audio_buffer.committed", "conversation.item.added",
+             "conversation.item.input_audio_transcription.completed", "conversation.item.done", "response.created",
              "response.output_audio.delta", "response.output_audio.done", "response.done"]
     positions = [kinds.index(kind) for kind in order]
     assert positions == sorted(positions), kinds
@@ -149,6 +149,8 @@ def test_speech_during_a_response_cancels_it_and_frees_its_blocks(stack):
             released.wait(30)
 
     tts(stack).before_piece = hold
+    engine = llm(stack).engine
+    eos, engine.eos_token_ids = engine.eos_token_ids, set()  # the random model never ends its answer by itself
 
     async def main() -> tuple[list, list, list, int]:
         client = await Client.connect(stack[2], KEY, MODEL)
@@ -180,6 +182,7 @@ def test_speech_during_a_response_cancels_it_and_frees_its_blocks(stack):
     finally:
         released.set()
         tts(stack).before_piece = None
+        engine.eos_token_ids = eos
     cancelled = next(e for e in rest if e["type"] == "response.done")
     assert cancelled["response"]["status"] == "cancelled"
     assert cancelled["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
@@ -222,7 +225,7 @@ def test_text_mode_answers_without_audio(stack):
 
     events = run(main())
     kinds = types(events)
-    assert kinds[0] == "conversation.item.created" and "response.created" in kinds
+    assert kinds[:2] == ["conversation.item.added", "conversation.item.done"] and "response.created" in kinds
     assert not any("audio" in k for k in kinds)
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert text == next(e for e in events if e["type"] == "response.output_text.done")["text"] != ""
@@ -451,8 +454,55 @@ def test_manual_commit_without_server_vad(stack):
         return events
 
     events = run(main())
-    assert types(events)[:2] == ["input_audio_buffer.committed", "conversation.item.created"]
+    assert types(events)[:2] == ["input_audio_buffer.committed", "conversation.item.added"]
     assert "input_audio_buffer.speech_started" not in types(events)
     done = events[-1]["response"]
     assert done["status"] in ("completed", "incomplete") and done["usage"]["input_tokens"] > 0
     assert base64.b64decode(next(e for e in events if e["type"] == "response.output_audio.delta")["delta"])
+
+
+def test_truncate_retrieve_and_delete_items(stack):
+    """truncate cuts an answer's text at the audio the client played; retrieve and delete; bad ids are errors."""
+    app = stack[0]
+
+    async def main():
+        client = await Client.connect(stack[2], KEY, MODEL)
+        await client.until("session.created")
+        await client.send(type="session.update", session={"max_output_tokens": 64})
+        await client.send(type="conversation.item.create", item={
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]})
+        user_item = (await client.until("conversation.item.done"))[-1]["item"]["id"]
+        await client.send(type="response.create")
+        done = (await client.until("response.done"))[-1]["response"]
+        answer = done["output"][0]["id"]
+        session = next(iter(app.state.realtime_sessions))
+        entry = next(h for h in session.history if h.id == answer)
+        pieces = list(entry.pieces)
+        cut = int(pieces[0][1])  # the end of the first piece's audio
+        await client.send(type="conversation.item.truncate", item_id=answer, content_index=0, audio_end_ms=cut)
+        truncated = (await client.until("conversation.item.truncated"))[-1]
+        kept = entry.text
+        await client.send(type="conversation.item.retrieve", item_id=answer)
+        retrieved = (await client.until("conversation.item.retrieved"))[-1]["item"]
+        errors = []
+        for bad in ({"type": "conversation.item.truncate", "item_id": answer, "audio_end_ms": -5},
+                    {"type": "conversation.item.truncate", "item_id": answer, "audio_end_ms": 10**9},
+                    {"type": "conversation.item.truncate", "item_id": user_item, "audio_end_ms": 0},
+                    {"type": "conversation.item.truncate", "item_id": "item_nope", "audio_end_ms": 0},
+                    {"type": "conversation.item.retrieve", "item_id": "item_nope"},
+                    {"type": "conversation.item.delete", "item_id": "item_nope"}):
+            await client.send(**bad)
+            errors.append((await client.until("error"))[-1]["error"])
+        await client.send(type="conversation.item.delete", item_id=user_item)
+        deleted = (await client.until("conversation.item.deleted"))[-1]
+        left = [h.id for h in session.history]
+        await client.close()
+        return pieces, cut, truncated, kept, retrieved, errors, deleted, left, answer, user_item
+
+    pieces, cut, truncated, kept, retrieved, errors, deleted, left, answer, user_item = run(main())
+    assert truncated["item_id"] == answer and truncated["audio_end_ms"] == cut
+    assert kept == pieces[0][0]  # exactly the audio that was played: the first piece
+    assert retrieved["id"] == answer and retrieved["content"][0]["transcript"] == kept
+    assert [e["param"] for e in errors] == ["audio_end_ms", "audio_end_ms", "item_id", "item_id", "item_id",
+                                            "item_id"]
+    assert deleted["item_id"] == user_item and left == [answer]

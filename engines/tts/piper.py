@@ -75,7 +75,8 @@ class PiperBackend(TTSBackend):
         try:
             session = onnxruntime.InferenceSession(str(self.onnx), sess_options=session_options, providers=providers)
         except Exception as exc:  # onnxruntime's own error for a truncated or foreign file
-            raise ValueError(f"onnxruntime cannot load the Piper voice {self.onnx} ({exc}); download it again") from None
+            raise ValueError(f"onnxruntime cannot load the Piper voice {self.onnx} ({exc}); download it "
+                             "again") from None
         self.piper = PiperVoice(config=PiperConfig.from_dict(self.config), session=session)
         log.info("Piper voice %s on %s (%d Hz, %d voices)", self.onnx.name, self.device, self.sample_rate,
                  len(self._voices))

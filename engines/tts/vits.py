@@ -47,7 +47,8 @@ class VitsBackend(TTSBackend):
     @classmethod
     def from_spec(cls, spec, device: str | None = None) -> VitsBackend:
         """The backend for a stack file's tts entry; a card-only model is refused with the fix."""
-        backend = cls(local_model_dir(spec), spec.dtype, device or spec_device(spec), spec.max_input_chars, spec.speaker)
+        backend = cls(local_model_dir(spec), spec.dtype, device or spec_device(spec), spec.max_input_chars,
+                      spec.speaker)
         backend.set_voice_aliases(spec.voice_aliases)
         return backend
 

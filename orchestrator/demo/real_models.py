@@ -113,7 +113,9 @@ def _verified(folder: Path, assets: tuple[Asset, ...]) -> bool:
         return False
     for asset in assets:
         file = folder / asset.target
-        if not file.is_file() or stamp.get(asset.target) != [asset.sha256, file.stat().st_size, file.stat().st_mtime_ns]:
+        if not file.is_file():
+            return False
+        if stamp.get(asset.target) != [asset.sha256, file.stat().st_size, file.stat().st_mtime_ns]:
             return False
     return True
 

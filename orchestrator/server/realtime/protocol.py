@@ -140,7 +140,25 @@ class ResponseCancel(ClientEvent):
     response_id: str | None = None
 
 
+class ItemTruncate(ClientEvent):
+    type: Literal["conversation.item.truncate"]
+    item_id: str
+    content_index: int = Field(0, ge=0)
+    audio_end_ms: int = Field(ge=0)
+
+
+class ItemRetrieve(ClientEvent):
+    type: Literal["conversation.item.retrieve"]
+    item_id: str
+
+
+class ItemDelete(ClientEvent):
+    type: Literal["conversation.item.delete"]
+    item_id: str
+
+
 AnyClientEvent = Annotated[SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ResponseCreate
-                           | ResponseCancel, Field(discriminator="type")]
+                           | ResponseCancel | ItemTruncate | ItemRetrieve | ItemDelete, Field(discriminator="type")]
 EVENT_TYPES = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-               "conversation.item.create", "response.create", "response.cancel")
+               "conversation.item.create", "conversation.item.truncate", "conversation.item.retrieve",
+               "conversation.item.delete", "response.create", "response.cancel")

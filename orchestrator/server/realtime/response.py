@@ -59,11 +59,14 @@ class Response:
                  params: SamplingParams, reasoning: bool, voice: Voice | None, clock: TurnClock, conversation_id: str,
                  metadata: dict | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")
+        self.previous_item_id: str | None = None  # where the answer joins the conversation
         self.send, self.llm, self.prompt_ids, self.params = send, llm, prompt_ids, params
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
         self.output = ChatOutput(tools=False, reasoning=reasoning)
         self.text = ""                 # the answer as generated (text mode: as sent)
         self.spoken: list[str] = []    # audio mode: pieces whose audio was all sent
+        self.spoken_end_ms: list[float] = []  # where each spoken piece's audio ends, from the answer's start
+        self._audio_ms = 0.0
         self.cancel_reason: str | None = None
         self.status, self.details = "in_progress", None
         self.usage: dict | None = None
@@ -94,8 +97,11 @@ class Response:
         self._started = True
         try:
             await self.send({"type": "response.created", "response": self.resource()})
+            added = item_dict(self.item_id, "assistant", self._part(""), "in_progress")
             await self.send({"type": "response.output_item.added", "response_id": self.id, "output_index": 0,
-                             "item": item_dict(self.item_id, "assistant", self._part(""), "in_progress")})
+                             "item": added})
+            await self.send({"type": "conversation.item.added", "previous_item_id": self.previous_item_id,
+                             "item": added})
             await self.send({"type": "response.content_part.added", **self._where(), "part": self._part("", True)})
             if self.cancel_reason is not None:  # cancelled before it began
                 raise asyncio.CancelledError
@@ -175,9 +181,11 @@ class Response:
                 if self.clock.first_audio is None:
                     self.clock.first_audio = time.perf_counter()
                 await self._send_audio(audio.deltas(chunk.pcm))
+                self._audio_ms += 1000 * len(chunk.pcm) / chunk.sample_rate
         finally:
             await stream.aclose()
         self.spoken.append(piece)
+        self.spoken_end_ms.append(self._audio_ms)
 
     async def _send_audio(self, deltas: list[str]) -> None:
         for delta in deltas:
@@ -195,6 +203,7 @@ class Response:
                          "completed" if self.status == "completed" else "incomplete")
         await self.send({"type": "response.output_item.done", "response_id": self.id, "output_index": 0,
                          "item": item})
+        await self.send({"type": "conversation.item.done", "previous_item_id": self.previous_item_id, "item": item})
         await self.send({"type": "response.done", "response": {**self.resource(), "output": [item]},
                          "latency": self.clock.breakdown()})
 

@@ -34,6 +34,12 @@ class HistoryItem:
     id: str
     role: str
     text: str | None  # None: a user turn still being transcribed
+    part: str = "input_text"   # its content part's type: input_text, input_audio, output_text, output_audio
+    pieces: list[tuple[str, float]] | None = None  # an answer's spoken pieces and where each one's audio ends (ms)
+
+    def as_item(self) -> dict:
+        key = "transcript" if self.part.endswith("audio") else "text"
+        return item_dict(self.id, self.role, {"type": self.part, key: self.text})
 
 
 class RealtimeSession:
@@ -68,7 +74,8 @@ class RealtimeSession:
         """Apply one client event; ClientError goes back to the client as an `error` event."""
         handler = {p.SessionUpdate: self._update, p.AudioAppend: self._append, p.AudioCommit: self._commit_buffer,
                    p.AudioClear: self._clear, p.ItemCreate: self._create_item, p.ResponseCreate: self._create_response,
-                   p.ResponseCancel: self._cancel_response}[type(event)]
+                   p.ResponseCancel: self._cancel_response, p.ItemTruncate: self._truncate_item,
+                   p.ItemRetrieve: self._retrieve_item, p.ItemDelete: self._delete_item}[type(event)]
         try:
             await handler(event)
         except ClientError as error:
@@ -133,11 +140,12 @@ class RealtimeSession:
 
     async def _commit(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
         previous = self.history[-1].id if self.history else None
-        entry = HistoryItem(item_id, "user", None)
+        entry = HistoryItem(item_id, "user", None, "input_audio")
         self.history.append(entry)
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
-        await self.send({"type": "conversation.item.created", "previous_item_id": previous,
-                         "item": item_dict(item_id, "user", {"type": "input_audio", "transcript": None})})
+        await self.send({"type": "conversation.item.added", "previous_item_id": previous,
+                         "item": item_dict(item_id, "user", {"type": "input_audio", "transcript": None},
+                                           "in_progress")})
         self._spawn(self._transcribe(entry, audio, clock, respond), f"asr-{item_id}")
 
     async def _transcribe(self, entry: HistoryItem, audio: np.ndarray, clock: TurnClock, respond: bool) -> None:
@@ -153,12 +161,14 @@ class RealtimeSession:
             await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": entry.id,
                              "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
                                                            "message": str(error)}})
+            await self._item_done(entry)
             return
         entry.text = result.text.strip()
         clock.transcribed = time.perf_counter()
         await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": entry.id,
                          "content_index": 0, "transcript": entry.text,
                          "usage": {"type": "duration", "seconds": round(len(audio) / ENGINE_RATE, 3)}})
+        await self._item_done(entry)
         if respond and self.mic.speech is None:  # the user spoke again meanwhile: answer when that turn ends
             if self.response is not None:
                 await asyncio.gather(self.response.task, return_exceptions=True)
@@ -179,12 +189,60 @@ class RealtimeSession:
             raise ClientError(f"an item with id {item_id!r} is already in the conversation", "invalid_value",
                               "item.id")
         at = self._position(event.previous_item_id)
-        self.history.insert(at, HistoryItem(item_id, item.role, item.text()))
+        entry = HistoryItem(item_id, item.role, item.text(), allowed[0] if item.role != "assistant" else "output_text")
+        self.history.insert(at, entry)
         previous = self.history[at - 1].id if at else None
-        part = {"type": allowed[0], "text": item.text()} if item.role != "assistant" else \
-            {"type": "output_text", "text": item.text()}
-        await self.send({"type": "conversation.item.created", "previous_item_id": previous,
-                         "item": item_dict(item_id, item.role, part)})
+        await self.send({"type": "conversation.item.added", "previous_item_id": previous, "item": entry.as_item()})
+        await self._item_done(entry)
+
+    async def _item_done(self, entry: HistoryItem) -> None:
+        at = next((i for i, h in enumerate(self.history) if h is entry), None)
+        previous = self.history[at - 1].id if at else None
+        await self.send({"type": "conversation.item.done", "previous_item_id": previous, "item": entry.as_item()})
+
+    def _item(self, item_id: str, param: str = "item_id") -> HistoryItem:
+        for entry in self.history:
+            if entry.id == item_id:
+                return entry
+        raise ClientError(f"item {item_id!r} is not in the conversation", "item_not_found", param)
+
+    async def _retrieve_item(self, event: p.ItemRetrieve) -> None:
+        await self.send({"type": "conversation.item.retrieved", "item": self._item(event.item_id).as_item()})
+
+    async def _delete_item(self, event: p.ItemDelete) -> None:
+        self.history.remove(self._item(event.item_id))
+        await self.send({"type": "conversation.item.deleted", "item_id": event.item_id})
+
+    async def _truncate_item(self, event: p.ItemTruncate) -> None:
+        """Cut an answer's transcript at what the client really played: the pieces whose audio ends by then, and
+        the share of the piece playing at that moment (by words); the next turn sees only that."""
+        if self.response is not None and self.response.item_id == event.item_id:
+            await self.response.cancel("client_cancelled")  # the answer still playing: it ends where it is cut
+            await asyncio.sleep(0)  # its done callback puts it in the history
+        entry = self._item(event.item_id)
+        if entry.role != "assistant" or entry.pieces is None:
+            raise ClientError(f"item {event.item_id!r} is a {entry.role} {entry.part} item; only an assistant's audio "
+                              "message can be truncated", "invalid_value", "item_id")
+        if event.content_index != 0:
+            raise ClientError("the item has one content part; content_index must be 0", "invalid_value",
+                              "content_index")
+        total = entry.pieces[-1][1] if entry.pieces else 0.0
+        if event.audio_end_ms > total + 1:
+            raise ClientError(f"audio_end_ms {event.audio_end_ms} is past the end of the item's audio ({total:.0f} ms)",
+                              "invalid_value", "audio_end_ms")
+        kept, start = [], 0.0
+        for text, end in entry.pieces:
+            if end <= event.audio_end_ms:
+                kept.append(text)
+            elif event.audio_end_ms > start:
+                words = text.split()
+                kept.append(" ".join(words[:int(len(words) * (event.audio_end_ms - start) / (end - start))]))
+                break
+            start = end
+        entry.text = " ".join(k for k in kept if k)
+        entry.pieces = [(t, e) for t, e in entry.pieces if e <= event.audio_end_ms]
+        await self.send({"type": "conversation.item.truncated", "item_id": event.item_id, "content_index": 0,
+                         "audio_end_ms": event.audio_end_ms})
 
     def _position(self, previous_item_id: str | None) -> int:
         if previous_item_id is None:
@@ -233,6 +291,7 @@ class RealtimeSession:
         response = Response(self.send, self.engines.llm.llm, prompt_ids, params,
                             self.engines.llm.reasoning_parser is not None, voice, clock, self.conversation_id,
                             options.metadata)
+        response.previous_item_id = self.history[-1].id if self.history and options.conversation == "auto" else None
         self.response = response
         response.task = self._spawn(response.run(), response.id)
         response.task.add_done_callback(lambda _: self._response_done(response, options.conversation == "auto"))
@@ -242,7 +301,9 @@ class RealtimeSession:
         if self.response is response:
             self.response = None
         if remember and response.transcript:
-            self.history.append(HistoryItem(response.item_id, "assistant", response.transcript))
+            pieces = list(zip(response.spoken, response.spoken_end_ms)) if response.audio else None
+            self.history.append(HistoryItem(response.item_id, "assistant", response.transcript,
+                                            "output_audio" if response.audio else "output_text", pieces))
         self.metrics.observe_voice_turn(response.clock.breakdown(), response.status)
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
