@@ -506,3 +506,32 @@ def test_truncate_retrieve_and_delete_items(stack):
     assert [e["param"] for e in errors] == ["audio_end_ms", "audio_end_ms", "item_id", "item_id", "item_id",
                                             "item_id"]
     assert deleted["item_id"] == user_item and left == [answer]
+
+
+def test_an_openai_clients_default_session_update_is_applied(stack):
+    """What a client written for OpenAI sends first: its vendor model name, semantic_vad, tools, tracing, a vendor
+    transcription model and voice. What we can honour is applied; each thing we cannot is named in an error."""
+
+    async def main():
+        client = await Client.connect(stack[2], KEY, MODEL)
+        await client.until("session.created")
+        await client.send(type="session.update", session={
+            "type": "realtime", "model": "gpt-realtime", "instructions": "You are a pirate.", "tracing": "auto",
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
+                                "transcription": {"model": "gpt-4o-transcribe"},
+                                "turn_detection": {"type": "semantic_vad", "eagerness": "high"}},
+                      "output": {"voice": "marin"}},
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+            "tool_choice": "auto"})
+        updated = (await client.until("session.updated"))[-1]["session"]
+        errors = [(await client.until("error"))[-1]["error"] for _ in range(2)]
+        await client.close()
+        return updated, errors
+
+    updated, errors = run(main())
+    assert updated["instructions"] == "You are a pirate." and updated["model"] == MODEL
+    assert updated["audio"]["input"]["turn_detection"] == {"type": "semantic_vad", "eagerness": "high",
+                                                           "create_response": True, "interrupt_response": True}
+    assert updated["audio"]["input"]["transcription"]["model"] == "gpt-4o-transcribe" and updated["tracing"] is None
+    assert sorted(e["param"] for e in errors) == ["session.audio.output.voice", "session.tools"]
+    assert all("the rest of the update was applied" in e["message"] for e in errors)

@@ -5,7 +5,7 @@ so a client never believes a setting took effect when it did not.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,25 @@ class TurnDetection(Wire):
     idle_timeout_ms: None = None
 
 
+# semantic_vad's eagerness as the silence that ends a turn: high answers soonest, low lets the user pause longest.
+# (A judge of whether the words so far are complete is not built yet: the pause alone decides.)
+EAGERNESS_SILENCE_MS = {"high": 300, "medium": 500, "auto": 500, "low": 900}
+
+
+class SemanticVad(Wire):
+    type: Literal["semantic_vad"]
+    eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    threshold: ClassVar[float] = 0.5
+    prefix_padding_ms: ClassVar[int] = 300
+
+    @property
+    def silence_duration_ms(self) -> int:
+        return EAGERNESS_SILENCE_MS[self.eagerness]
+
+
 class InputTranscription(Wire):
     model: str | None = None
     language: str | None = None
@@ -40,7 +59,8 @@ class InputTranscription(Wire):
 class AudioInput(Wire):
     format: AudioFormat = Field(default_factory=AudioFormat)
     transcription: InputTranscription | None = None
-    turn_detection: TurnDetection | None = Field(default_factory=TurnDetection)
+    turn_detection: Annotated[TurnDetection | SemanticVad, Field(discriminator="type")] | None = Field(
+        default_factory=TurnDetection)
     noise_reduction: None = None
 
 
@@ -72,6 +92,7 @@ class SessionConfig(Wire):
     temperature: float = Field(0.8, ge=0, le=2)
     tools: Annotated[list, Field(max_length=0)] = Field(default_factory=list)
     tool_choice: Literal["auto", "none"] = "auto"
+    tracing: None = None  # sessions are not traced: a client's "auto" is taken and shown as null
 
 
 class ContentPart(Wire):

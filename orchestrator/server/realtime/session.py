@@ -85,21 +85,35 @@ class RealtimeSession:
     # -- session.update
 
     async def _update(self, event: p.SessionUpdate) -> None:
-        merged = _merge(self.config.model_dump(), event.session)
-        try:
-            config = p.SessionConfig.model_validate(merged)
-        except ValidationError as error:
-            message, param = validation_message(error, "session")
-            raise ClientError(message, "invalid_value", param) from None
+        """Apply what can be applied; each setting that cannot is named in its own `error`, after session.updated."""
+        update, refused = dict(event.session), []
+        update.pop("tracing", None)  # accepted, not done: session.updated shows tracing null
+        if self.engines.model_matches(update.get("model")):
+            update["model"] = self.config.model  # the vendor's name for the model this session already has
+        while True:
+            try:
+                config = p.SessionConfig.model_validate(_merge(self.config.model_dump(), update))
+                break
+            except ValidationError as error:
+                message, param = validation_message(error, "session")
+                path = error.errors()[0]["loc"]
+                if not _drop(update, path):  # the fault is not in what was sent: refuse the whole update
+                    raise ClientError(message, "invalid_value", param) from None
+                refused.append(ClientError(f"{message}; the rest of the update was applied", "invalid_value", param,
+                                           event.event_id))
         self._check(config)
         if config.audio.output.voice is not None and config.audio.output.voice != self.config.audio.output.voice:
             names = [v.name for v in await self.engines.tts.voices()]
             if config.audio.output.voice not in names:
-                raise ClientError(f"voice {config.audio.output.voice!r} does not exist for this server's TTS model; "
-                                  f"choose one of: {', '.join(names)}", "invalid_value", "session.audio.output.voice")
+                refused.append(ClientError(f"voice {config.audio.output.voice!r} does not exist for this server's "
+                                           f"TTS model; choose one of: {', '.join(names)}; the rest of the update was "
+                                           "applied", "invalid_value", "session.audio.output.voice", event.event_id))
+                config.audio.output.voice = self.config.audio.output.voice
         self.config = config
         await self.mic.configure(config.audio.input.format.rate, config.audio.input.turn_detection)
         await self.send({"type": "session.updated", "session": self.config.model_dump()})
+        for error in refused:
+            await self.send(error_event(error))
 
     def _check(self, config: p.SessionConfig) -> None:
         if config.model != self.config.model:
@@ -325,9 +339,29 @@ class RealtimeSession:
         await self.send(error_event(error))
 
 
+def _drop(update: dict, path: tuple) -> bool:
+    """Remove the setting a validation error points at from the client's update; False if it is not there."""
+    keys = [k for k in path if isinstance(k, str) and not k.startswith(("function-", "literal[", "tagged-union"))]
+    node = update
+    for depth, key in enumerate(keys):
+        if isinstance(node, dict) and key not in node and node.get("type") == key:
+            continue  # a union member's tag (turn_detection's "server_vad"), not a key the client sent
+        if not isinstance(node, dict) or key not in node:
+            return False
+        if depth == len(keys) - 1 or not isinstance(node[key], dict):
+            del node[key]
+            return True
+        node = node[key]
+    return False
+
+
 def _merge(base: dict, update: dict) -> dict:
-    """session.update's partial settings over the current ones, object by object."""
+    """session.update's partial settings over the current ones, object by object; an object of another `type`
+    (semantic_vad for server_vad) replaces the old one whole."""
     out = dict(base)
     for key, value in update.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        old = base.get(key)
+        same_kind = isinstance(old, dict) and isinstance(value, dict) and value.get("type", old.get("type")) == old.get(
+            "type")
+        out[key] = _merge(old, value) if same_kind else value
     return out
