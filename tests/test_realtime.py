@@ -469,14 +469,16 @@ def test_truncate_retrieve_and_delete_items(stack):
         client = await Client.connect(stack[2], KEY, MODEL)
         await client.until("session.created")
         await client.send(type="session.update", session={"max_output_tokens": 64})
-        await client.send(type="conversation.item.create", item={
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]})
-        user_item = (await client.until("conversation.item.done"))[-1]["item"]["id"]
-        await client.send(type="response.create")
-        done = (await client.until("response.done"))[-1]["response"]
-        answer = done["output"][0]["id"]
         session = next(iter(app.state.realtime_sessions))
-        entry = next(h for h in session.history if h.id == answer)
+        for _ in range(6):  # a random-weight answer may hold nothing the tiny voice can say: then ask again
+            await client.send(type="conversation.item.create", item={
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]})
+            user_item = (await client.until("conversation.item.done"))[-1]["item"]["id"]
+            await client.send(type="response.create")
+            answer = (await client.until("response.done"))[-1]["response"]["output"][0]["id"]
+            entry = next((h for h in session.history if h.id == answer), None)  # there before response.done
+            if entry is not None and entry.pieces:
+                break
         pieces = list(entry.pieces)
         cut = int(pieces[0][1])  # the end of the first piece's audio
         await client.send(type="conversation.item.truncate", item_id=answer, content_index=0, audio_end_ms=cut)
@@ -505,7 +507,7 @@ def test_truncate_retrieve_and_delete_items(stack):
     assert retrieved["id"] == answer and retrieved["content"][0]["transcript"] == kept
     assert [e["param"] for e in errors] == ["audio_end_ms", "audio_end_ms", "item_id", "item_id", "item_id",
                                             "item_id"]
-    assert deleted["item_id"] == user_item and left == [answer]
+    assert deleted["item_id"] == user_item and user_item not in left and answer in left
 
 
 def test_an_openai_clients_default_session_update_is_applied(stack):

@@ -53,6 +53,15 @@ class TTSBackend(Engine):
                 return own[candidate]
         raise UnknownVoiceError(f"voice {name!r} does not exist for this model; choose one of: {', '.join(own)}")
 
+    def check_piece(self, text: str, voice: str | None, speed: float) -> int | None:
+        """What every backend checks before synthesising a piece; the voice's speaker id."""
+        check_speed(speed)
+        speaker = self.voice(voice).speaker_id
+        if len(text) > self.max_input_chars:
+            raise EngineInputError(f"a piece is {len(text)} characters, over max_input_chars {self.max_input_chars}; "
+                                   "split the text first (engines.tts.text_split)", "input")
+        return speaker
+
     def set_voice_aliases(self, aliases: dict[str, str]) -> None:
         """The stack's `voice_aliases`; each must name one of the model's voices."""
         for alias, target in aliases.items():

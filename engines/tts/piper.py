@@ -17,7 +17,7 @@ from budget.cards import piper_voice_files
 from budget.estimate import PlanInputError
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError
-from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, check_speed, voice_table
+from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, voice_table
 
 log = logging.getLogger(__name__)
 WARMUP_SAMPLE = "The quick brown fox jumps over the lazy dog. "
@@ -100,11 +100,7 @@ class PiperBackend(TTSBackend):
     def synthesize(self, text: str, voice: str | None, speed: float) -> np.ndarray:
         from piper.config import SynthesisConfig
 
-        check_speed(speed)
-        speaker = self.voice(voice).speaker_id
-        if len(text) > self.max_input_chars:
-            raise EngineInputError(f"a piece is {len(text)} characters, over max_input_chars {self.max_input_chars}; "
-                                   "split the text first (engines.tts.text_split)", "input")
+        speaker = self.check_piece(text, voice, speed)
         config = SynthesisConfig(speaker_id=speaker, length_scale=self.length_scale / speed)
         chunks = [chunk.audio_float_array for chunk in self._loaded().synthesize(text, config)]
         if not chunks:

@@ -10,7 +10,7 @@ import torch
 
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError
-from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, check_speed, voice_table
+from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, voice_table
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ class VitsBackend(TTSBackend):
         return ids if any(i not in silent for i in ids) else []
 
     def synthesize(self, text: str, voice: str | None, speed: float) -> np.ndarray:
-        check_speed(speed)
-        speaker = self.voice(voice).speaker_id
-        if len(text) > self.max_input_chars:
-            raise EngineInputError(f"a piece is {len(text)} characters, over max_input_chars {self.max_input_chars}; "
-                                   "split the text first (engines.tts.text_split)", "input")
+        speaker = self.check_piece(text, voice, speed)
         ids = self._token_ids(text)
         if not ids:
             raise EngineInputError(f"nothing in {text[:60]!r} is speakable by this voice (its characters are not in "

@@ -60,6 +60,7 @@ class Response:
                  metadata: dict | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")
         self.previous_item_id: str | None = None  # where the answer joins the conversation
+        self.before_done: Callable[[Response], None] | None = None  # the session records the answer here
         self.send, self.llm, self.prompt_ids, self.params = send, llm, prompt_ids, params
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
         self.output = ChatOutput(tools=False, reasoning=reasoning)
@@ -204,6 +205,8 @@ class Response:
         await self.send({"type": "response.output_item.done", "response_id": self.id, "output_index": 0,
                          "item": item})
         await self.send({"type": "conversation.item.done", "previous_item_id": self.previous_item_id, "item": item})
+        if self.before_done is not None:  # in the history before the client hears of the end, so it can act on it
+            self.before_done(self)
         await self.send({"type": "response.done", "response": {**self.resource(), "output": [item]},
                          "latency": self.clock.breakdown()})
 

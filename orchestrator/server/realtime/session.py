@@ -232,7 +232,6 @@ class RealtimeSession:
         the share of the piece playing at that moment (by words); the next turn sees only that."""
         if self.response is not None and self.response.item_id == event.item_id:
             await self.response.cancel("client_cancelled")  # the answer still playing: it ends where it is cut
-            await asyncio.sleep(0)  # its done callback puts it in the history
         entry = self._item(event.item_id)
         if entry.role != "assistant" or entry.pieces is None:
             raise ClientError(f"item {event.item_id!r} is a {entry.role} {entry.part} item; only an assistant's audio "
@@ -306,18 +305,22 @@ class RealtimeSession:
                             self.engines.llm.reasoning_parser is not None, voice, clock, self.conversation_id,
                             options.metadata)
         response.previous_item_id = self.history[-1].id if self.history and options.conversation == "auto" else None
+        if options.conversation == "auto":
+            response.before_done = self._remember
         self.response = response
         response.task = self._spawn(response.run(), response.id)
-        response.task.add_done_callback(lambda _: self._response_done(response, options.conversation == "auto"))
+        response.task.add_done_callback(lambda _: self._response_done(response))
 
-    def _response_done(self, response: Response, remember: bool) -> None:
+    def _remember(self, response: Response) -> None:
         """The assistant turn joins the history as far as the user got it (cut short on barge-in)."""
-        if self.response is response:
-            self.response = None
-        if remember and response.transcript:
+        if response.transcript:
             pieces = list(zip(response.spoken, response.spoken_end_ms)) if response.audio else None
             self.history.append(HistoryItem(response.item_id, "assistant", response.transcript,
                                             "output_audio" if response.audio else "output_text", pieces))
+
+    def _response_done(self, response: Response) -> None:
+        if self.response is response:
+            self.response = None
         self.metrics.observe_voice_turn(response.clock.breakdown(), response.status)
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
