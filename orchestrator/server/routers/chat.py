@@ -7,14 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from engines.llm.outputs import RequestOutput
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
+from orchestrator.server.generation import check_n, final_output, off_loop_if_large, sampling_params, start, usage
 from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
@@ -30,7 +29,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state.check_model(body.model)
     check_n(body.n, body.best_of)
     tools_on, forced = _tool_mode(state, body)
-    prompt_ids = await run_in_threadpool(_prompt_ids, state, body, tools_on, forced)  # never on the event loop
+    prompt_ids = await off_loop_if_large(request, _prompt_ids, state, body, tools_on, forced)
     names = frozenset(t.function.name for t in body.tools or ()) if tools_on else frozenset()
     output = ChatOutput(tools_on, state.reasoning_parser is not None, forced, names)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)

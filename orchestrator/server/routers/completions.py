@@ -6,12 +6,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import check_n, final_output, sampling_params, start, usage
+from orchestrator.server.generation import check_n, final_output, off_loop_if_large, sampling_params, start, usage
 from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import CompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
@@ -34,8 +33,8 @@ async def completions(body: CompletionRequest, request: Request):
         if len(prompt) != 1:
             raise OpenAIError(400, "send one prompt per request", "prompt")
         prompt = prompt[0]
-    prompt_ids = await run_in_threadpool(state.llm.tokenizer.encode, prompt, add_special_tokens=False) \
-        if isinstance(prompt, str) else prompt  # tokenizing a long prompt never holds the event loop
+    prompt_ids = await off_loop_if_large(request, state.llm.tokenizer.encode, prompt, add_special_tokens=False) \
+        if isinstance(prompt, str) else prompt
     max_tokens = state.max_tokens(len(prompt_ids), body.max_tokens if body.max_tokens is not None else 16)
     params = sampling_params(body, max_tokens, state.seed, body.logprobs)
     request_id = f"cmpl-{uuid.uuid4().hex}"
