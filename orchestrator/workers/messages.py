@@ -1,7 +1,7 @@
 """Everything that crosses a worker's pipe, typed; pickled dataclasses, so one `match` reads each side.
 
-server → worker: `Call` (one of the kind's declared `RequestType`s), `Cancel`, `AddRequest` / `AbortRequest`
-(the LLM), `Stop`.
+server → worker: `Call` (one of the kind's declared `RequestType`s), `Cancel`, `Stop`, and for the LLM the
+engine's own `AddRequest` / `AbortRequest` (engines/llm/requests.py), which cross as they are.
 worker → server: `Progress`, then `Ready` or `StartFailed`; afterwards `Result`, `Opened` / `Item` / `End`
 for streams, `Failed` for any call's error, and for the LLM one `StepOutputs` per engine step.
 """
@@ -13,7 +13,6 @@ from typing import Any
 
 from engines.errors import ERROR_TYPES, EngineFailedError, rebuild_error
 from engines.llm.outputs import EngineStats, RequestOutput
-from engines.llm.requests import AbortRequest, AddRequest  # noqa: F401  (the LLM's requests cross as they are)
 
 
 class RequestType(StrEnum):
