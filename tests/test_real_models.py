@@ -18,6 +18,7 @@ import openai
 import pytest
 import torch
 from live_server import live_server
+from live_stack import live_stack
 from realtime_client import Client
 from speech import silence, word_errors
 
@@ -116,23 +117,8 @@ def test_qwen_makes_a_real_tool_call_through_the_sdk(engines):
 @pytest.fixture(scope="module")
 def demo(real_models):
     """configs/demo.yaml (the real demo) with every engine in this process, served on a loopback port."""
-    from budget.planner import plan_stack
-    from budget.target import resolve_target
-    from orchestrator.run import build_stack_app
-    from orchestrator.stack_file import load_stack
-    from orchestrator.supervisor import Supervisor
-
-    spec = load_stack(CONFIGS / "demo.yaml")
-    for model in spec.models:
-        model.isolation = "none"
-    total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)
-    supervisor = Supervisor(spec, plan_stack(spec, total, label), "WARNING")
-    supervisor.start(lambda name, stage: None)
-    try:
-        with live_server(build_stack_app(spec, supervisor, KEY)) as url:
-            yield url
-    finally:
-        supervisor.stop()
+    with live_stack(CONFIGS / "demo.yaml", KEY) as (_, _, url):
+        yield url
 
 
 def test_the_demo_llm_answers_a_plain_factual_question(demo):

@@ -13,7 +13,7 @@ import httpx2 as httpx
 import numpy as np
 import openai
 import pytest
-from live_server import live_server
+from live_stack import live_stack
 from realtime_client import Client, decode_deltas, pcm16_b64, types
 from speech import silence, speak
 
@@ -26,23 +26,9 @@ MODEL = "qwen3-demo"
 @pytest.fixture(scope="module")
 def stack(demo_models):
     """configs/demo-tiny.yaml with every engine in this process, so the test can see the LLM's blocks and the TTS."""
-    from budget.planner import plan_stack
-    from budget.target import resolve_target
-    from orchestrator.run import build_stack_app
-    from orchestrator.stack_file import load_stack
-    from orchestrator.supervisor import Supervisor
-
     os.environ["ORCH_DEMO_MODELS"] = str(demo_models)
-    spec = load_stack(CONFIGS / "demo-tiny.yaml")
-    for model in spec.models:
-        model.isolation = "none"
-    total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)
-    supervisor = Supervisor(spec, plan_stack(spec, total, label), "WARNING")
-    supervisor.start(lambda name, stage: None)
-    app = build_stack_app(spec, supervisor, KEY)
-    with live_server(app) as url:
-        yield app, supervisor, url
-    supervisor.stop()
+    with live_stack(CONFIGS / "demo-tiny.yaml", KEY) as started:
+        yield started
 
 
 def llm(stack):

@@ -14,7 +14,7 @@ import wave
 import httpx2 as httpx
 import numpy as np
 import pytest
-from live_server import live_server
+from live_stack import live_stack
 from speech import silence, speak
 
 from engines.errors import ERROR_TYPES, EngineFailedError, EngineInputError, rebuild_error
@@ -27,35 +27,13 @@ from tests.conftest import CONFIGS
 KEY = "seam-key"
 
 
-def _stack(isolation: str):
-    from budget.planner import plan_stack
-    from budget.target import resolve_target
-    from orchestrator.run import build_stack_app
-    from orchestrator.stack_file import load_stack
-    from orchestrator.supervisor import Supervisor
-
-    spec = load_stack(CONFIGS / "demo-tiny.yaml")
-    for model in spec.models:
-        model.isolation = isolation
-    total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)
-    supervisor = Supervisor(spec, plan_stack(spec, total, label), "WARNING")
-    supervisor.start(lambda name, stage: None)
-    return spec, supervisor, build_stack_app(spec, supervisor, KEY)
-
-
 @pytest.fixture(scope="module")
 def stacks(demo_models):
     """{"none": (supervisor, url), "process": (supervisor, url)}: the demo stack in this process and in workers."""
     os.environ["ORCH_DEMO_MODELS"] = str(demo_models)
-    started = {}
-    try:
-        for isolation in ("none", "process"):
-            started[isolation] = _stack(isolation)
-        with live_server(started["none"][2]) as local, live_server(started["process"][2]) as remote:
-            yield {"none": (started["none"][1], local), "process": (started["process"][1], remote)}
-    finally:
-        for _, supervisor, _ in started.values():
-            supervisor.stop()
+    with live_stack(CONFIGS / "demo-tiny.yaml", KEY, "none") as local, \
+            live_stack(CONFIGS / "demo-tiny.yaml", KEY, "process") as remote:
+        yield {"none": local[1:], "process": remote[1:]}
 
 
 def wav_bytes(samples: np.ndarray) -> bytes:

@@ -1,0 +1,31 @@
+"""A stack file started through the Supervisor, as `orchestrator run` starts it, and served on a loopback port."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from live_server import live_server
+
+
+@contextmanager
+def live_stack(stack_file: Path, key: str, isolation: str = "none") -> Iterator[tuple]:
+    """Yield (app, supervisor, url) with every model at `isolation` (none: in this process); stop it all on exit."""
+    from budget.planner import plan_stack
+    from budget.target import resolve_target
+    from orchestrator.run import build_stack_app
+    from orchestrator.stack_file import load_stack
+    from orchestrator.supervisor import Supervisor
+
+    spec = load_stack(stack_file)
+    for model in spec.models:
+        model.isolation = isolation
+    total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)
+    supervisor = Supervisor(spec, plan_stack(spec, total, label), "WARNING")
+    supervisor.start(lambda name, stage: None)
+    try:
+        app = build_stack_app(spec, supervisor, key)
+        with live_server(app) as url:
+            yield app, supervisor, url
+    finally:
+        supervisor.stop()
