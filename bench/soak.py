@@ -18,7 +18,6 @@ import json
 import os
 import random
 import re
-import socket
 import sys
 import time
 from pathlib import Path
@@ -211,11 +210,7 @@ def main() -> None:
     args.duration = min(args.duration, 3600)
     proc = None
     if args.url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = start_stack(args.stack, port, Path("/tmp/soak_stack.log"))
-        args.url = f"http://127.0.0.1:{port}"
+        proc, args.url = start_stack(args.stack, Path("/tmp/soak_stack.log"))
     try:
         result = asyncio.run(soak(args, proc.pid if proc else None))
     finally:

@@ -37,7 +37,11 @@ RATE, CHUNK_MS = 24000, 100
 STAGES = ("vad_ms", "asr_ms", "llm_first_token_ms", "first_audio_ms")
 
 
-def start_stack(stack: Path, port: int, log: Path) -> subprocess.Popen:
+def start_stack(stack: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`orchestrator run STACK` on a free loopback port, its models made or fetched first; (process, base URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     models = Path(os.environ.get("ORCH_DEMO_MODELS", ROOT / ".demo-models"))
     real = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real"))
     if stack.name == "demo-tiny.yaml":
@@ -54,7 +58,7 @@ def start_stack(stack: Path, port: int, log: Path) -> subprocess.Popen:
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
+                return proc, f"http://127.0.0.1:{port}"
         except httpx.TransportError:
             pass
         time.sleep(0.5)
@@ -111,11 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     proc = None
     if args.url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = start_stack(args.stack, port, Path("/tmp/voice_latency_stack.log"))
-        args.url = f"http://127.0.0.1:{port}"
+        proc, args.url = start_stack(args.stack, Path("/tmp/voice_latency_stack.log"))
     try:
         rows = []
         for n in args.sessions:
