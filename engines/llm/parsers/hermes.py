@@ -105,6 +105,13 @@ class HermesParser:
         return ""
 
 
+def forcing_prefix(name: str | None) -> str:
+    """The text that, put after the prompt, makes the model call a tool: the named one, or any (None)."""
+    if name is None:
+        return f'{START}\n{{"name": "'
+    return f'{START}\n{{"name": {json.dumps(name)}, "arguments": '
+
+
 def parse_tool_calls(text: str, tool_names: frozenset[str] = frozenset()) -> tuple[str | None, list[dict]]:
     """Whole output to (content, OpenAI `message.tool_calls`); any malformed call makes it all plain content."""
     parser = HermesParser(tool_names)

@@ -6,7 +6,7 @@ import uuid
 
 from pydantic import TypeAdapter, ValidationError
 
-from orchestrator.server.realtime.protocol import EVENT_TYPES, AnyClientEvent
+from orchestrator.server.realtime.protocol import EVENT_TYPES, ITEM_TYPES, AnyClientEvent
 
 _CLIENT_EVENT = TypeAdapter(AnyClientEvent)
 
@@ -42,8 +42,9 @@ def validation_message(error: ValidationError, root: str, skip: int = 0) -> tupl
 
 
 def _union_member(place: str) -> bool:
-    """Whether a pydantic location names which member of a union failed, not a field."""
-    return place.startswith(("function-", "literal[", "constrained-")) or place in ("int", "str", "float", "bool")
+    """Whether a pydantic location names which member of a union failed (a tag, a type, a model), not a field."""
+    return place[:1].isupper() or place.startswith(("function-", "literal[", "constrained-")) or place in ("int", "str", "float", "bool",
+                                                                                    *ITEM_TYPES)
 
 
 MAX_BRACKETS = 4096  # objects and arrays in one event; a real one has a few dozen (audio travels as base64 text)
@@ -74,11 +75,6 @@ def parse_client_event(text: str):
     except ValidationError as error:
         message, param = validation_message(error, "", skip=1)  # the first place is the event type
         raise ClientError(message, "invalid_value", param, event_id) from None
-
-
-def item_dict(item_id: str, role: str, part: dict, status: str = "completed") -> dict:
-    return {"id": item_id, "type": "message", "object": "realtime.item", "status": status, "role": role,
-            "content": [part]}
 
 
 def usage_dict(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> dict:

@@ -5,9 +5,12 @@ so a client never believes a setting took effect when it did not.
 """
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 INPUT_RATES = (16000, 24000)
 
@@ -75,6 +78,47 @@ class SessionAudio(Wire):
     output: AudioOutput = Field(default_factory=AudioOutput)
 
 
+class FunctionTool(Wire):
+    """A function the model may call: the chat template shows it to the model, the tool parser reads its calls."""
+    type: Literal["function"] = "function"
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _function_tools_only(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("type") == "mcp":
+            raise PydanticCustomError("mcp_unsupported", "MCP tools are not supported here; declare the functions "
+                                                         "as function tools and make the MCP calls in your client")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validator_for(schema).check_schema(schema)
+        except SchemaError as error:
+            raise PydanticCustomError("invalid_schema", "not a valid JSON Schema: {reason}",
+                                      {"reason": error.message}) from None
+        if schema.get("type", "object") != "object":
+            raise PydanticCustomError("invalid_schema", "a function's parameters must be a JSON Schema of type "
+                                                        "object")
+        return schema
+
+    def chat_tool(self) -> dict[str, Any]:
+        """The tool as chat templates take it (the Chat Completions shape)."""
+        function = {"name": self.name, "parameters": self.parameters}
+        return {"type": "function", "function": function | ({"description": self.description}
+                                                            if self.description else {})}
+
+
+class ToolChoiceFunction(Wire):
+    type: Literal["function"]
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
 Modalities = Annotated[list[Literal["text", "audio"]], Field(min_length=1, max_length=2)]
 MaxTokens = Annotated[int, Field(ge=1, le=4096)] | Literal["inf"]
 
@@ -90,8 +134,8 @@ class SessionConfig(Wire):
     audio: SessionAudio = Field(default_factory=SessionAudio)
     max_output_tokens: MaxTokens = "inf"
     temperature: float = Field(0.8, ge=0, le=2)
-    tools: Annotated[list, Field(max_length=0)] = Field(default_factory=list)
-    tool_choice: Literal["auto", "none"] = "auto"
+    tools: Annotated[list[FunctionTool], Field(max_length=128)] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
     tracing: None = None  # sessions are not traced: a client's "auto" is taken and shown as null
 
 
@@ -114,6 +158,33 @@ class MessageItem(Wire):
         return "".join(part.text or part.transcript or "" for part in self.content)
 
 
+class FunctionCallItem(Wire):
+    """A call the model made (a client may add one to the conversation too)."""
+    id: str | None = Field(None, max_length=64)
+    type: Literal["function_call"]
+    object: Literal["realtime.item"] | None = None
+    status: Literal["completed", "incomplete", "in_progress"] | None = None
+    call_id: str | None = Field(None, max_length=64)
+    name: str
+    arguments: str
+
+
+class FunctionCallOutputItem(Wire):
+    """What the client's function returned, for the call with this call_id."""
+    id: str | None = Field(None, max_length=64)
+    type: Literal["function_call_output"]
+    object: Literal["realtime.item"] | None = None
+    status: Literal["completed", "incomplete", "in_progress"] | None = None
+    call_id: str
+    output: str
+
+
+ITEM_TYPES = ("message", "function_call", "function_call_output")
+Item = Annotated[Annotated[MessageItem, Tag("message")] | Annotated[FunctionCallItem, Tag("function_call")]
+                 | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+                 Discriminator(lambda item: item.get("type", "message") if isinstance(item, dict) else item.type)]
+
+
 class ResponseOptions(Wire):
     """response.create's per-response overrides."""
     instructions: str | None = None
@@ -121,6 +192,8 @@ class ResponseOptions(Wire):
     max_output_tokens: MaxTokens | None = None
     conversation: Literal["auto", "none"] = "auto"
     metadata: dict[str, str] | None = None
+    tools: Annotated[list[FunctionTool], Field(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
 
 
 class ClientEvent(Wire):
@@ -148,7 +221,7 @@ class AudioClear(ClientEvent):
 class ItemCreate(ClientEvent):
     type: Literal["conversation.item.create"]
     previous_item_id: str | None = None
-    item: MessageItem
+    item: Item
 
 
 class ResponseCreate(ClientEvent):

@@ -20,7 +20,8 @@ from engines.protocols import LLMProtocol, TTSProtocol
 from engines.tts.text_split import SentenceSplitter
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.realtime.audio import OutputAudio
-from orchestrator.server.realtime.events import item_dict, new_id, usage_dict
+from orchestrator.server.realtime.conversation import CALL, HistoryItem, item_dict
+from orchestrator.server.realtime.events import new_id, usage_dict
 
 log = logging.getLogger(__name__)
 MAX_PIECE_CHARS = 200
@@ -54,25 +55,52 @@ class Voice:
     out_rate: int
 
 
+@dataclass(slots=True)
+class ToolMode:
+    """What a response may call: the tools as chat templates take them, their names, and text forcing a call."""
+    tools: list[dict]
+    names: frozenset[str]
+    forced: str = ""
+
+
+@dataclass(slots=True)
+class Call:
+    """A function call the model is making: one output item of the response."""
+    item_id: str
+    call_id: str
+    name: str
+    output_index: int
+    arguments: str = ""
+    status: str | None = None  # set once the call is done (completed, or incomplete when cut off)
+
+    def item(self) -> dict:
+        return HistoryItem(self.item_id, "assistant", self.arguments, type=CALL, call_id=self.call_id, name=self.name,
+                           status=self.status or "in_progress").as_item()
+
+
 class Response:
     def __init__(self, send: Callable[[dict], Awaitable[None]], llm: LLMProtocol, prompt_ids: list[int],
                  params: SamplingParams, reasoning: bool, voice: Voice | None, clock: TurnClock, conversation_id: str,
-                 metadata: dict | None = None) -> None:
-        self.id, self.item_id = new_id("resp"), new_id("item")
-        self.previous_item_id: str | None = None  # where the answer joins the conversation
-        self.before_done: Callable[[Response], None] | None = None  # the session records the answer here
+                 metadata: dict | None = None, tools: ToolMode | None = None) -> None:
+        self.id, self.item_id = new_id("resp"), new_id("item")  # item_id: the spoken or written message's
+        self.previous_item_id: str | None = None  # where the answer joins the conversation (None: out of band)
+        self.before_done: Callable[[Response], None] | None = None  # in the conversation: the session records it here
         self.send, self.llm, self.prompt_ids, self.params = send, llm, prompt_ids, params
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
-        self.output = ChatOutput(tools=False, reasoning=reasoning)
+        self.output = ChatOutput(tools is not None, reasoning, tools.forced if tools else "",
+                                 tools.names if tools else frozenset())
         self.text = ""                 # the answer as generated (text mode: as sent)
         self.spoken: list[str] = []    # audio mode: pieces whose audio was all sent
         self.spoken_end_ms: list[float] = []  # where each spoken piece's audio ends, from the answer's start
+        self.calls: list[Call] = []
+        self.message_index: int | None = None  # the message's output index, once it has begun
         self._audio_ms = 0.0
         self.cancel_reason: str | None = None
         self.status, self.details = "in_progress", None
         self.usage: dict | None = None
         self._finish_reason: str | None = None
         self._started = False
+        self._last_item: str | None = None
         self.task: asyncio.Task | None = None
 
     @property
@@ -83,6 +111,16 @@ class Response:
     def transcript(self) -> str:
         """What the user was given: the spoken pieces (audio) or the text sent."""
         return " ".join(self.spoken) if self.audio else self.text
+
+    def items(self) -> list[HistoryItem]:
+        """What the response adds to the conversation, in output order: its message (if any was given) and calls."""
+        out = [(call.output_index, HistoryItem(call.item_id, "assistant", call.arguments, type=CALL,
+                                               call_id=call.call_id, name=call.name)) for call in self.calls]
+        if self.message_index is not None and self.transcript:
+            pieces = list(zip(self.spoken, self.spoken_end_ms)) if self.audio else None
+            out.append((self.message_index, HistoryItem(self.item_id, "assistant", self.transcript,
+                                                        "output_audio" if self.audio else "output_text", pieces)))
+        return [item for _, item in sorted(out, key=lambda pair: pair[0])]
 
     async def cancel(self, reason: str) -> None:
         """Stop the response, and wait until its done events are sent."""
@@ -96,14 +134,9 @@ class Response:
     async def run(self) -> None:
         """Stream the response and end it with response.done; run as the task that cancel() stops."""
         self._started = True
+        self._last_item = self.previous_item_id
         try:
             await self.send({"type": "response.created", "response": self.resource()})
-            added = item_dict(self.item_id, "assistant", self._part(""), "in_progress")
-            await self.send({"type": "response.output_item.added", "response_id": self.id, "output_index": 0,
-                             "item": added})
-            await self.send({"type": "conversation.item.added", "previous_item_id": self.previous_item_id,
-                             "item": added})
-            await self.send({"type": "response.content_part.added", **self._where(), "part": self._part("", True)})
             if self.cancel_reason is not None:  # cancelled before it began
                 raise asyncio.CancelledError
             await (self._speak() if self.audio else self._write())
@@ -121,9 +154,40 @@ class Response:
                                                                                  "message": str(error)}}
         await self._finish()
 
+    async def _added(self, output_index: int, item: dict) -> None:
+        """A new output item: to the response, and (in the conversation) after the one before it."""
+        await self.send({"type": "response.output_item.added", "response_id": self.id, "output_index": output_index,
+                         "item": item})
+        if self.before_done is not None:
+            await self.send({"type": "conversation.item.added", "previous_item_id": self._last_item, "item": item})
+            self._last_item = item["id"]
+
+    async def _done(self, output_index: int, item: dict) -> None:
+        await self.send({"type": "response.output_item.done", "response_id": self.id, "output_index": output_index,
+                         "item": item})
+        if self.before_done is not None:
+            at = next(i for i, c in enumerate(self._order()) if c == item["id"])
+            previous = self._order()[at - 1] if at else self.previous_item_id
+            await self.send({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+
+    def _order(self) -> list[str]:
+        ids = [(call.output_index, call.item_id) for call in self.calls]
+        if self.message_index is not None:
+            ids.append((self.message_index, self.item_id))
+        return [item_id for _, item_id in sorted(ids)]
+
+    async def _open_message(self) -> None:
+        """The spoken or written message begins with its first words (a response may be calls alone)."""
+        if self.message_index is not None:
+            return
+        self.message_index = len(self.calls)
+        await self._added(self.message_index, item_dict(self.item_id, "assistant", self._part(""), "in_progress"))
+        await self.send({"type": "response.content_part.added", **self._where(), "part": self._part("", True)})
+
     async def _write(self) -> None:
         async with aclosing(self._answer()) as answer:
             async for delta in answer:
+                await self._open_message()
                 self.text += delta
                 await self.send({"type": "response.output_text.delta", **self._where(), "delta": delta})
 
@@ -135,7 +199,8 @@ class Response:
             while (piece := await pieces.get()) is not None:
                 await self._say(piece, audio)
             await producer  # its error, if it had one
-            await self._send_audio(audio.deltas(None))
+            if self.message_index is not None:
+                await self._send_audio(audio.deltas(None))
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
@@ -155,7 +220,8 @@ class Response:
             pieces.put_nowait(None)
 
     async def _answer(self):
-        """The answer's text deltas (reasoning left out); closing the stream aborts the request in the engine."""
+        """The answer's text deltas (reasoning left out, calls sent as their own items); closing the stream aborts
+        the request in the engine."""
         stream = self.llm.generate(self.prompt_ids, self.params, priority=Priority.INTERACTIVE)
         try:
             async for out in stream:
@@ -163,11 +229,40 @@ class Response:
                     self.clock.first_token = time.perf_counter()
                 self.usage = usage_dict(out.num_prompt_tokens, out.num_cached_tokens, out.num_output_tokens)
                 self._finish_reason = out.finish_reason
-                delta = self.output.update(out.delta_text, out.finished).get("content", "")
-                if delta:
-                    yield delta
+                delta = self.output.update(out.delta_text, out.finished)
+                if "tool_calls" in delta:
+                    await self._calling(delta["tool_calls"])
+                if delta.get("content"):
+                    yield delta["content"]
         finally:
             await stream.aclose()
+        await self._end_calls("incomplete" if self._finish_reason == "length" else "completed")
+
+    async def _calling(self, deltas: list[dict]) -> None:
+        """Tool-call deltas from the parser: a new call is a new output item, the rest stream its arguments."""
+        for delta in deltas:
+            if "id" in delta:
+                index = len(self.calls) + (self.message_index is not None)
+                call = Call(new_id("item"), delta["id"], delta["function"]["name"], index)
+                self.calls.append(call)
+                await self._added(index, call.item())
+                continue
+            call = self.calls[delta["index"]]
+            piece = delta["function"]["arguments"]
+            call.arguments += piece
+            await self.send({"type": "response.function_call_arguments.delta", "response_id": self.id,
+                             "item_id": call.item_id, "output_index": call.output_index, "call_id": call.call_id,
+                             "delta": piece})
+
+    async def _end_calls(self, status: str) -> None:
+        """Each call's arguments are final: done events now, so the client can run them while the answer plays."""
+        for call in self.calls:
+            if call.status is None:
+                call.status = status
+                await self.send({"type": "response.function_call_arguments.done", "response_id": self.id,
+                                 "item_id": call.item_id, "output_index": call.output_index,
+                                 "call_id": call.call_id, "name": call.name, "arguments": call.arguments})
+                await self._done(call.output_index, call.item())
 
     async def _say(self, piece: str, audio: OutputAudio) -> None:
         try:
@@ -176,6 +271,7 @@ class Response:
             log.debug("skipped an unspeakable piece %r: %s", piece, error)
             return
         try:
+            await self._open_message()
             delta = piece if not self.spoken else " " + piece
             await self.send({"type": "response.output_audio_transcript.delta", **self._where(), "delta": delta})
             async for chunk in stream:
@@ -193,21 +289,25 @@ class Response:
             await self.send({"type": "response.output_audio.delta", **self._where(), "delta": delta})
 
     async def _finish(self) -> None:
-        where, final = self._where(), self.transcript
-        if self.audio:
-            await self.send({"type": "response.output_audio.done", **where})
-            await self.send({"type": "response.output_audio_transcript.done", **where, "transcript": final})
-        else:
-            await self.send({"type": "response.output_text.done", **where, "text": final})
-        await self.send({"type": "response.content_part.done", **where, "part": self._part(final, True)})
-        item = item_dict(self.item_id, "assistant", self._part(final),
-                         "completed" if self.status == "completed" else "incomplete")
-        await self.send({"type": "response.output_item.done", "response_id": self.id, "output_index": 0,
-                         "item": item})
-        await self.send({"type": "conversation.item.done", "previous_item_id": self.previous_item_id, "item": item})
+        await self._end_calls("incomplete")  # calls still open were cut off
+        if self.message_index is None and not self.calls:
+            await self._open_message()  # an empty answer is still an (empty) message
+        output = [call.item() for call in self.calls]
+        if self.message_index is not None:
+            where, final = self._where(), self.transcript
+            if self.audio:
+                await self.send({"type": "response.output_audio.done", **where})
+                await self.send({"type": "response.output_audio_transcript.done", **where, "transcript": final})
+            else:
+                await self.send({"type": "response.output_text.done", **where, "text": final})
+            await self.send({"type": "response.content_part.done", **where, "part": self._part(final, True)})
+            item = item_dict(self.item_id, "assistant", self._part(final),
+                             "completed" if self.status == "completed" else "incomplete")
+            await self._done(self.message_index, item)
+            output.insert(self.message_index, item)
         if self.before_done is not None:  # in the history before the client hears of the end, so it can act on it
             self.before_done(self)
-        await self.send({"type": "response.done", "response": {**self.resource(), "output": [item]},
+        await self.send({"type": "response.done", "response": {**self.resource(), "output": output},
                          "latency": self.clock.breakdown()})
 
     def resource(self) -> dict:
@@ -220,7 +320,8 @@ class Response:
                 if voice else None, "usage": self.usage, "metadata": self.metadata}
 
     def _where(self) -> dict:
-        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
+        return {"response_id": self.id, "item_id": self.item_id, "output_index": self.message_index,
+                "content_index": 0}
 
     def _part(self, text: str, event: bool = False) -> dict:
         """The content part: item content says output_audio/output_text, part events say audio/text."""

@@ -9,8 +9,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
 import numpy as np
 from pydantic import ValidationError
 
@@ -20,26 +18,15 @@ from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.metrics import Metrics
 from orchestrator.server.realtime import protocol as p
 from orchestrator.server.realtime.audio import ENGINE_RATE
-from orchestrator.server.realtime.events import ClientError, error_event, item_dict, new_id, validation_message
+from engines.llm.parsers.hermes import forcing_prefix
+from orchestrator.server.realtime.conversation import CALL, CALL_OUTPUT, HistoryItem, chat_messages, item_dict
+from orchestrator.server.realtime.events import ClientError, error_event, new_id, validation_message
 from orchestrator.server.realtime.microphone import Microphone
 from orchestrator.server.realtime.prompt import render_prompt
-from orchestrator.server.realtime.response import Response, TurnClock, Voice
+from orchestrator.server.realtime.response import Response, ToolMode, TurnClock, Voice
 from orchestrator.server.realtime.voice import VoiceEngines
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class HistoryItem:
-    id: str
-    role: str
-    text: str | None  # None: a user turn still being transcribed
-    part: str = "input_text"   # its content part's type: input_text, input_audio, output_text, output_audio
-    pieces: list[tuple[str, float]] | None = None  # an answer's spoken pieces and where each one's audio ends (ms)
-
-    def as_item(self) -> dict:
-        key = "transcript" if self.part.endswith("audio") else "text"
-        return item_dict(self.id, self.role, {"type": self.part, key: self.text})
 
 
 class RealtimeSession:
@@ -109,6 +96,10 @@ class RealtimeSession:
                                            f"TTS model; choose one of: {', '.join(names)}; the rest of the update was "
                                            "applied", "invalid_value", "session.audio.output.voice", event.event_id))
                 config.audio.output.voice = self.config.audio.output.voice
+        for problem in self._tool_problems(config.tools, config.tool_choice, "session"):
+            refused.append(ClientError(f"{problem.message}; the rest of the update was applied", "invalid_value",
+                                       problem.param, event.event_id))
+            config.tools, config.tool_choice = self.config.tools, self.config.tool_choice
         self.config = config
         await self.mic.configure(config.audio.input.format.rate, config.audio.input.turn_detection)
         await self.send({"type": "session.updated", "session": self.config.model_dump()})
@@ -128,6 +119,21 @@ class RealtimeSession:
             raise ClientError("this server's stack has no VAD and speech-to-text model for server_vad; set "
                               "turn_detection to null and send text items", "invalid_value",
                               "session.audio.input.turn_detection")
+
+    def _tool_problems(self, tools: list[p.FunctionTool], choice: p.ToolChoice, where: str) -> list[ClientError]:
+        """What stops these tools from reaching the model: no tool parser in the stack, a choice naming no tool."""
+        if tools and not self.engines.llm.tool_call_parser:
+            return [ClientError(f"model {self.engines.llm.served_name!r} cannot call tools: the stack sets no "
+                                "tool_call_parser for it (set tool_call_parser: hermes)", "invalid_value",
+                                f"{where}.tools")]
+        names = [t.name for t in tools]
+        if isinstance(choice, p.ToolChoiceFunction) and choice.name not in names:
+            return [ClientError(f"tool_choice names {choice.name!r}, which is not among the tools "
+                                f"({', '.join(names) or 'none'})", "invalid_value", f"{where}.tool_choice")]
+        if choice == "required" and not tools:
+            return [ClientError("tool_choice 'required' needs at least one tool", "invalid_value",
+                                f"{where}.tool_choice")]
+        return []
 
     async def _default_voice(self) -> str:
         names = [v.name for v in await self.engines.tts.voices()]
@@ -192,18 +198,28 @@ class RealtimeSession:
 
     async def _create_item(self, event: p.ItemCreate) -> None:
         item = event.item
-        allowed = {"user": ("input_text",), "system": ("input_text",),
-                   "assistant": ("output_text", "text", "output_audio")}[item.role]
-        for i, part in enumerate(item.content):
-            if part.type not in allowed:
-                raise ClientError(f"a {item.role} message cannot hold parts of type {part.type}; use "
-                                  f"{' or '.join(allowed)}", "invalid_value", f"item.content.{i}.type")
         item_id = item.id or new_id("item")
         if any(h.id == item_id for h in self.history):
             raise ClientError(f"an item with id {item_id!r} is already in the conversation", "invalid_value",
                               "item.id")
+        if isinstance(item, p.FunctionCallItem):
+            entry = HistoryItem(item_id, "assistant", item.arguments, type=CALL, call_id=item.call_id or new_id("call"),
+                                name=item.name)
+        elif isinstance(item, p.FunctionCallOutputItem):
+            if not any(h.type == CALL and h.call_id == item.call_id for h in self.history):
+                raise ClientError(f"no function call with call_id {item.call_id!r} is in the conversation; send the "
+                                  "call_id of a function_call item", "invalid_value", "item.call_id")
+            entry = HistoryItem(item_id, "tool", item.output, type=CALL_OUTPUT, call_id=item.call_id)
+        else:
+            allowed = {"user": ("input_text",), "system": ("input_text",),
+                       "assistant": ("output_text", "text", "output_audio")}[item.role]
+            for i, part in enumerate(item.content):
+                if part.type not in allowed:
+                    raise ClientError(f"a {item.role} message cannot hold parts of type {part.type}; use "
+                                      f"{' or '.join(allowed)}", "invalid_value", f"item.content.{i}.type")
+            entry = HistoryItem(item_id, item.role, item.text(),
+                                allowed[0] if item.role != "assistant" else "output_text")
         at = self._position(event.previous_item_id)
-        entry = HistoryItem(item_id, item.role, item.text(), allowed[0] if item.role != "assistant" else "output_text")
         self.history.insert(at, entry)
         previous = self.history[at - 1].id if at else None
         await self.send({"type": "conversation.item.added", "previous_item_id": previous, "item": entry.as_item()})
@@ -234,8 +250,9 @@ class RealtimeSession:
             await self.response.cancel("client_cancelled")  # the answer still playing: it ends where it is cut
         entry = self._item(event.item_id)
         if entry.role != "assistant" or entry.pieces is None:
-            raise ClientError(f"item {event.item_id!r} is a {entry.role} {entry.part} item; only an assistant's audio "
-                              "message can be truncated", "invalid_value", "item_id")
+            kind = f"{entry.role} {entry.part}" if entry.type == "message" else entry.type
+            raise ClientError(f"item {event.item_id!r} is a {kind} item; only an assistant's audio message can be "
+                              "truncated", "invalid_value", "item_id")
         if event.content_index != 0:
             raise ClientError("the item has one content part; content_index must be 0", "invalid_value",
                               "content_index")
@@ -291,8 +308,9 @@ class RealtimeSession:
         history = self.history if options.conversation == "auto" else []
         asked = options.max_output_tokens or config.max_output_tokens
         instructions = options.instructions or config.instructions or self.engines.system_prompt
-        prompt_ids, room = await render_prompt(self.engines.llm, instructions, [(h.role, h.text or "")
-                                                                                for h in history])
+        tools = self._tool_mode(options)
+        prompt_ids, room = await render_prompt(self.engines.llm, instructions, chat_messages(history),
+                                               tools.tools if tools else None, tools.forced if tools else "")
         params = SamplingParams(temperature=config.temperature, max_tokens=room if asked == "inf" else min(asked, room),
                                 seed=self.engines.llm.seed)
         out = config.audio.output
@@ -303,7 +321,7 @@ class RealtimeSession:
         clock.response_start = time.perf_counter()
         response = Response(self.send, self.engines.llm.llm, prompt_ids, params,
                             self.engines.llm.reasoning_parser is not None, voice, clock, self.conversation_id,
-                            options.metadata)
+                            options.metadata, tools)
         response.previous_item_id = self.history[-1].id if self.history and options.conversation == "auto" else None
         if options.conversation == "auto":
             response.before_done = self._remember
@@ -311,12 +329,21 @@ class RealtimeSession:
         response.task = self._spawn(response.run(), response.id)
         response.task.add_done_callback(lambda _: self._response_done(response))
 
+    def _tool_mode(self, options: p.ResponseOptions) -> ToolMode | None:
+        """The response's tools (its own, or the session's) and choice, or None when no call may be made."""
+        tools = self.config.tools if options.tools is None else options.tools
+        choice = options.tool_choice or self.config.tool_choice
+        for problem in self._tool_problems(tools, choice, "response"):
+            raise problem
+        if not tools or choice == "none":
+            return None
+        named = choice.name if isinstance(choice, p.ToolChoiceFunction) else None
+        forced = forcing_prefix(named) if named or choice == "required" else ""
+        return ToolMode([t.chat_tool() for t in tools], frozenset(t.name for t in tools), forced)
+
     def _remember(self, response: Response) -> None:
-        """The assistant turn joins the history as far as the user got it (cut short on barge-in)."""
-        if response.transcript:
-            pieces = list(zip(response.spoken, response.spoken_end_ms)) if response.audio else None
-            self.history.append(HistoryItem(response.item_id, "assistant", response.transcript,
-                                            "output_audio" if response.audio else "output_text", pieces))
+        """The assistant's message (as far as the user got it: cut short on barge-in) and calls join the history."""
+        self.history.extend(response.items())
 
     def _response_done(self, response: Response) -> None:
         if self.response is response:
@@ -344,7 +371,8 @@ class RealtimeSession:
 
 def _drop(update: dict, path: tuple) -> bool:
     """Remove the setting a validation error points at from the client's update; False if it is not there."""
-    keys = [k for k in path if isinstance(k, str) and not k.startswith(("function-", "literal[", "tagged-union"))]
+    keys = [k for k in path if isinstance(k, str) and not k.startswith(("function-", "literal[", "tagged-union"))
+            and not k[:1].isupper()]
     node = update
     for depth, key in enumerate(keys):
         if isinstance(node, dict) and key not in node and node.get("type") == key:

@@ -1,7 +1,6 @@
 """POST /v1/chat/completions, streamed (SSE) and not."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Request
 
 from engines.llm.outputs import RequestOutput
+from engines.llm.parsers.hermes import forcing_prefix
 from orchestrator.server.auth import require_api_key
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
@@ -71,13 +71,13 @@ def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]
     if choice == "none":
         return False, ""
     if choice == "required":
-        return True, '<tool_call>\n{"name": "'
+        return True, forcing_prefix(None)
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = (choice.get("function") or {}).get("name")
         if name not in names:
             raise OpenAIError(400, f"tool_choice names {name!r}, which is not among the tools ({', '.join(map(str, names))})",
                               "tool_choice")
-        return True, f'<tool_call>\n{{"name": {json.dumps(name)}, "arguments": '
+        return True, forcing_prefix(name)
     raise OpenAIError(400, "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", "
                            "\"function\": {\"name\": ...}}", "tool_choice")
 
