@@ -9,6 +9,7 @@ import httpx2 as httpx  # the HTTP client the openai SDK itself is built on
 import openai
 import pytest
 from live_server import live_server
+from scripted import scripted as scripted_sampler
 
 from engines.llm import AsyncLLM, EngineConfig
 from orchestrator.server.app import build_app
@@ -91,30 +92,11 @@ TOOL = {"type": "function", "function": {"name": "get_time", "description": "the
 TOOL_REPLY = 'Let me check.<tool_call>\n{"name": "get_time", "arguments": {"tz": "Europe/Paris"}}\n</tool_call>'
 
 
-class ScriptedSampler:
-    """Stands in for the model's choice: each sequence emits the script's tokens, then EOS."""
-
-    def __init__(self, real, eos: int) -> None:
-        self.real, self.eos, self.script = real, eos, None
-
-    def __call__(self, logits, seqs):
-        from engines.llm.sampler import SampledToken
-
-        if self.script is None:
-            return self.real(logits, seqs)
-        return [SampledToken(self.script[s.num_output_tokens] if s.num_output_tokens < len(self.script) else self.eos)
-                for s in seqs]
-
-
 @pytest.fixture
 def scripted(server):
     """Set `.script` to the token ids every request will produce: real token boundaries through the real stack."""
-    llm = server[1]
-    runner = llm.engine.runner
-    sampler = ScriptedSampler(runner.sampler, llm.tokenizer.eos_token_id)
-    runner.sampler = sampler
-    yield sampler
-    runner.sampler = sampler.real
+    with scripted_sampler(server[1]) as sampler:
+        yield sampler
 
 
 def byte_tokens(tokenizer, text: str) -> list[int]:

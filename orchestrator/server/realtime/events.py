@@ -6,7 +6,11 @@ import uuid
 
 from pydantic import TypeAdapter, ValidationError
 
-from orchestrator.server.realtime.protocol import EVENT_TYPES, ITEM_TYPES, AnyClientEvent
+from orchestrator.server.realtime.protocol import (
+    EVENT_TYPES,
+    ITEM_TYPES,
+    AnyClientEvent,
+)
 
 _CLIENT_EVENT = TypeAdapter(AnyClientEvent)
 

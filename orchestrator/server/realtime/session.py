@@ -9,18 +9,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+
 import numpy as np
 from pydantic import ValidationError
 
 from engines.asr.outputs import TranscribeOptions
 from engines.errors import EngineBusyError, EngineDeadError
+from engines.llm.parsers.hermes import forcing_prefix
 from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.metrics import Metrics
 from orchestrator.server.realtime import protocol as p
 from orchestrator.server.realtime.audio import ENGINE_RATE
-from engines.llm.parsers.hermes import forcing_prefix
-from orchestrator.server.realtime.conversation import CALL, CALL_OUTPUT, HistoryItem, chat_messages, item_dict
-from orchestrator.server.realtime.events import ClientError, error_event, new_id, validation_message
+from orchestrator.server.realtime.conversation import (
+    CALL,
+    CALL_OUTPUT,
+    HistoryItem,
+    chat_messages,
+    item_dict,
+)
+from orchestrator.server.realtime.events import (
+    ClientError,
+    error_event,
+    new_id,
+    validation_message,
+)
 from orchestrator.server.realtime.microphone import Microphone
 from orchestrator.server.realtime.prompt import render_prompt
 from orchestrator.server.realtime.response import Response, ToolMode, TurnClock, Voice
@@ -96,10 +108,13 @@ class RealtimeSession:
                                            f"TTS model; choose one of: {', '.join(names)}; the rest of the update was "
                                            "applied", "invalid_value", "session.audio.output.voice", event.event_id))
                 config.audio.output.voice = self.config.audio.output.voice
-        for problem in self._tool_problems(config.tools, config.tool_choice, "session"):
-            refused.append(ClientError(f"{problem.message}; the rest of the update was applied", "invalid_value",
-                                       problem.param, event.event_id))
-            config.tools, config.tool_choice = self.config.tools, self.config.tool_choice
+        while problems := self._tool_problems(config.tools, config.tool_choice, "session"):
+            refused.append(ClientError(f"{problems[0].message}; the rest of the update was applied", "invalid_value",
+                                       problems[0].param, event.event_id))
+            if problems[0].param.endswith(".tools"):
+                config.tools = self.config.tools  # the old ones passed this check (or there were none)
+            else:
+                config.tool_choice = "auto"
         self.config = config
         await self.mic.configure(config.audio.input.format.rate, config.audio.input.turn_detection)
         await self.send({"type": "session.updated", "session": self.config.model_dump()})
