@@ -44,6 +44,9 @@ class Metrics:
                                      ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.voice_responses = Counter("orchestrator_voice_responses", "realtime responses by how they ended",
                                        ["status"], registry=self.registry)
+        self.voice_preemptive = Counter("orchestrator_voice_preemptive_answers", "answers started on a pause before "
+                                        "the turn ended: used (the pause ended it), cancelled (the user went on), "
+                                        "stale (the prompt changed meanwhile)", ["outcome"], registry=self.registry)
         self.realtime_sessions_opened = Counter("orchestrator_realtime_sessions_opened", "realtime sessions accepted",
                                                 registry=self.registry)
         self.realtime_live: Callable[[], tuple[int, int]] = lambda: (0, 0)  # (open sessions, their running tasks)

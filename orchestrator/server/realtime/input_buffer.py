@@ -42,12 +42,16 @@ class InputBuffer:
 
     def take(self, start: int | None = None, end: int | None = None) -> np.ndarray:
         """The audio from start to end (default: all held), dropping everything before end."""
+        out = self.peek(start, end)
+        self.drop_before(self.end if end is None else min(end, self.end))
+        return out
+
+    def peek(self, start: int | None = None, end: int | None = None) -> np.ndarray:
+        """The audio from start to end (default: all held), keeping it."""
         start = self.start if start is None else max(start, self.start)
         end = self.end if end is None else min(end, self.end)
         held = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
-        out = held[start - self.start:max(end, start) - self.start].copy()
-        self.drop_before(end)
-        return out
+        return held[start - self.start:max(end, start) - self.start].copy()
 
     def drop_before(self, sample: int) -> None:
         """Forget audio before this absolute sample (what no turn can need any more)."""

@@ -41,13 +41,20 @@ class TurnDetection(Wire):
     interrupt_response: bool = True
     idle_timeout_ms: None = None
 
+    judges_words: ClassVar[bool] = False
 
-# semantic_vad's eagerness as the silence that ends a turn: high answers soonest, low lets the user pause longest.
-# (A judge of whether the words so far are complete is not built yet: the pause alone decides.)
-EAGERNESS_SILENCE_MS = {"high": 300, "medium": 500, "auto": 500, "low": 900}
+    def wait_ms(self, complete: bool | None) -> int:
+        """The silence after the last voiced sample that ends the turn; server_vad does not read the words."""
+        return self.silence_duration_ms
+
+
+# semantic_vad's eagerness as the silence that ends a turn: (the words so far are complete, they are not or are not
+# judged yet). The second is OpenAI's documented longest wait: 8 s, 4 s and 2 s for low, medium, high (auto: medium).
+EAGERNESS_WAIT_MS = {"high": (160, 2000), "medium": (250, 4000), "auto": (250, 4000), "low": (600, 8000)}
 
 
 class SemanticVad(Wire):
+    """End the turn as soon as the words make a complete utterance (read from the pause's transcript)."""
     type: Literal["semantic_vad"]
     eagerness: Literal["low", "medium", "high", "auto"] = "auto"
     create_response: bool = True
@@ -55,10 +62,11 @@ class SemanticVad(Wire):
 
     threshold: ClassVar[float] = 0.5
     prefix_padding_ms: ClassVar[int] = 300
+    judges_words: ClassVar[bool] = True
 
-    @property
-    def silence_duration_ms(self) -> int:
-        return EAGERNESS_SILENCE_MS[self.eagerness]
+    def wait_ms(self, complete: bool | None) -> int:
+        done, going_on = EAGERNESS_WAIT_MS[self.eagerness]
+        return done if complete else going_on
 
 
 class InputTranscription(Wire):

@@ -21,6 +21,7 @@ from engines.tts.text_split import SentenceSplitter
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.realtime.audio import OutputAudio
 from orchestrator.server.realtime.conversation import CALL, HistoryItem, item_dict
+from orchestrator.server.realtime.draft import Prefetch
 from orchestrator.server.realtime.events import new_id, usage_dict
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,12 @@ class Call:
 class Response:
     def __init__(self, send: Callable[[dict], Awaitable[None]], llm: LLMProtocol, prompt_ids: list[int],
                  params: SamplingParams, reasoning: bool, voice: Voice | None, clock: TurnClock, conversation_id: str,
-                 metadata: dict | None = None, tools: ToolMode | None = None) -> None:
+                 metadata: dict | None = None, tools: ToolMode | None = None, prefetch: Prefetch | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")  # item_id: the spoken or written message's
         self.previous_item_id: str | None = None  # where the answer joins the conversation (None: out of band)
         self.before_done: Callable[[Response], None] | None = None  # in the conversation: the session records it here
         self.send, self.llm, self.prompt_ids, self.params = send, llm, prompt_ids, params
+        self.prefetch = prefetch  # the answer started on the pause that ended the turn, if it was
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
         self.output = ChatOutput(tools is not None, reasoning, tools.forced if tools else "",
                                  tools.names if tools else frozenset())
@@ -152,6 +154,9 @@ class Response:
             code = "engine_busy" if isinstance(error, EngineBusyError) else "server_error"
             self.status, self.details = "failed", {"type": "failed", "error": {"type": "server_error", "code": code,
                                                                                  "message": str(error)}}
+        finally:
+            if self.prefetch is not None:  # aborted if it was never read to its end
+                await self.prefetch.aclose()
         await self._finish()
 
     async def _added(self, output_index: int, item: dict) -> None:
@@ -222,7 +227,8 @@ class Response:
     async def _answer(self):
         """The answer's text deltas (reasoning left out, calls sent as their own items); closing the stream aborts
         the request in the engine."""
-        stream = self.llm.generate(self.prompt_ids, self.params, priority=Priority.INTERACTIVE)
+        stream = self.prefetch.outputs() if self.prefetch is not None else self.llm.generate(
+            self.prompt_ids, self.params, priority=Priority.INTERACTIVE)
         try:
             async for out in stream:
                 if self.clock.first_token is None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 from pydantic import ValidationError
 
-from engines.asr.outputs import TranscribeOptions
+from engines.asr.outputs import TranscribeOptions, Transcription
 from engines.errors import EngineBusyError, EngineDeadError
 from engines.llm.parsers.hermes import forcing_prefix
 from engines.llm.sampling_params import SamplingParams
@@ -27,6 +27,8 @@ from orchestrator.server.realtime.conversation import (
     chat_messages,
     item_dict,
 )
+from orchestrator.server.realtime.draft import Draft, Prefetch
+from orchestrator.server.realtime.end_of_turn import utterance_complete
 from orchestrator.server.realtime.events import (
     ClientError,
     error_event,
@@ -52,8 +54,10 @@ class RealtimeSession:
                                       output_modalities=["audio"] if engines.tts is not None else ["text"],
                                       audio=p.SessionAudio(input=input_audio))
         self.history: list[HistoryItem] = []
-        self.mic = Microphone(engines.vad, engines.limits.max_buffered_audio_s, send, self._barge_in, self._commit)
+        self.mic = Microphone(engines.vad, engines.limits.max_buffered_audio_s, send, self._barge_in, self._commit,
+                              self._paused, self._resumed)
         self.response: Response | None = None
+        self.draft: Draft | None = None  # the work begun on the current pause
         self.tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -63,10 +67,11 @@ class RealtimeSession:
         await self.send({"type": "session.created", "session": self.config.model_dump()})
 
     async def close(self) -> None:
-        """End every task (an open response is aborted, freeing its KV blocks) and the VAD stream."""
+        """End every task (an open response or draft is aborted, freeing its KV blocks) and the VAD stream."""
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._drop_draft()
         await self.mic.close()
 
     async def handle(self, event) -> None:
@@ -173,7 +178,47 @@ class RealtimeSession:
         if self.response is not None:
             await self.response.cancel("turn_detected")
 
+    async def _paused(self, audio: np.ndarray, item_id: str) -> None:
+        """A pause that may end the turn: transcribe what was said and, when the session may answer, start it."""
+        await self._drop_draft()
+        self.draft = draft = Draft(item_id, len(audio))
+        draft.task = self._spawn(self._prepare(draft, audio), f"draft-{item_id}")
+
+    async def _prepare(self, draft: Draft, audio: np.ndarray) -> None:
+        try:
+            result = await self._recognise(audio)
+        except (EngineBusyError, EngineDeadError, ValueError) as error:
+            draft.transcription.set_exception(error)
+            return
+        draft.transcription.set_result(result)
+        text = result.text.strip()
+        detection = self.config.audio.input.turn_detection
+        if text and detection is not None and detection.create_response and self.response is None:
+            turn = HistoryItem(draft.item_id, "user", text, "input_audio")
+            try:
+                prompt_ids, params, _ = await self._prompt(p.ResponseOptions(), [*self.history, turn])
+            except ClientError:  # the turn's own response will say what is wrong, if the turn ends here
+                prompt_ids = None
+            if prompt_ids is not None:
+                draft.prefetch = Prefetch(self.engines.llm.llm, prompt_ids, params)
+        if detection is not None and detection.judges_words:
+            await self.mic.decide(draft.item_id, detection.wait_ms(utterance_complete(text)))
+
+    async def _resumed(self, item_id: str) -> None:
+        """The user went on after a pause: what was begun on it is thrown away."""
+        if self.draft is not None and self.draft.item_id == item_id:
+            await self._drop_draft()
+
+    async def _drop_draft(self) -> None:
+        draft, self.draft = self.draft, None
+        if draft is not None and await draft.cancel():
+            self.metrics.voice_preemptive.labels("cancelled").inc()
+
     async def _commit(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
+        draft = self.draft if self.draft is not None and self.draft.covers(item_id, len(audio)) else None
+        if draft is None:
+            await self._drop_draft()
+        self.draft = None
         previous = self.history[-1].id if self.history else None
         entry = HistoryItem(item_id, "user", None, "input_audio")
         self.history.append(entry)
@@ -181,33 +226,46 @@ class RealtimeSession:
         await self.send({"type": "conversation.item.added", "previous_item_id": previous,
                          "item": item_dict(item_id, "user", {"type": "input_audio", "transcript": None},
                                            "in_progress")})
-        self._spawn(self._transcribe(entry, audio, clock, respond), f"asr-{item_id}")
+        self._spawn(self._transcribe(entry, audio, clock, respond, draft), f"asr-{item_id}")
 
-    async def _transcribe(self, entry: HistoryItem, audio: np.ndarray, clock: TurnClock, respond: bool) -> None:
+    async def _recognise(self, audio: np.ndarray) -> Transcription:
         settings = self.config.audio.input.transcription
         # One decoding pass at temperature 0: Whisper's fallback ladder can decode up to six times, which a
         # voice turn cannot wait for (on the random demo Whisper it made ASR 13x slower).
         options = TranscribeOptions(language=settings.language if settings else None,
                                     prompt=settings.prompt if settings else None, temperature=0.0)
+        return await self.engines.asr.transcribe(audio, options)
+
+    async def _transcribe(self, entry: HistoryItem, audio: np.ndarray, clock: TurnClock, respond: bool,
+                          draft: Draft | None) -> None:
+        """The turn's words (already heard by the pause's draft, or recognised now), then its answer."""
         try:
-            result = await self.engines.asr.transcribe(audio, options)
-        except (EngineBusyError, EngineDeadError, ValueError) as error:
-            entry.text = ""
-            await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": entry.id,
-                             "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
-                                                           "message": str(error)}})
+            try:
+                result = await (asyncio.shield(draft.transcription) if draft else self._recognise(audio))
+            except (EngineBusyError, EngineDeadError, ValueError) as error:
+                entry.text = ""
+                await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": entry.id,
+                                 "content_index": 0, "error": {"type": "server_error", "code": "transcription_failed",
+                                                               "message": str(error)}})
+                await self._item_done(entry)
+                return
+            entry.text = result.text.strip()
+            clock.transcribed = time.perf_counter()
+            for segment in result.segments:  # one delta per Whisper segment, as OpenAI's whisper-1 sends them
+                if segment.text.strip():
+                    await self.send({"type": "conversation.item.input_audio_transcription.delta", "item_id": entry.id,
+                                     "content_index": 0, "delta": segment.text})
+            await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": entry.id,
+                             "content_index": 0, "transcript": entry.text,
+                             "usage": {"type": "duration", "seconds": round(len(audio) / ENGINE_RATE, 3)}})
             await self._item_done(entry)
-            return
-        entry.text = result.text.strip()
-        clock.transcribed = time.perf_counter()
-        await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": entry.id,
-                         "content_index": 0, "transcript": entry.text,
-                         "usage": {"type": "duration", "seconds": round(len(audio) / ENGINE_RATE, 3)}})
-        await self._item_done(entry)
-        if respond and self.mic.speech is None:  # the user spoke again meanwhile: answer when that turn ends
-            if self.response is not None:
-                await asyncio.gather(self.response.task, return_exceptions=True)
-            await self._start_response(p.ResponseOptions(), clock)
+            if respond and self.mic.speech is None:  # the user spoke again meanwhile: answer when that turn ends
+                if self.response is not None:
+                    await asyncio.gather(self.response.task, return_exceptions=True)
+                await self._start_response(p.ResponseOptions(), clock, draft)
+        finally:
+            if draft is not None and await draft.cancel():  # an early answer nobody took
+                self.metrics.voice_preemptive.labels("stale").inc()
 
     # -- conversation and responses
 
@@ -314,13 +372,11 @@ class RealtimeSession:
             raise ClientError(message, "response_cancel_not_active")
         await response.cancel("client_cancelled")
 
-    async def _start_response(self, options: p.ResponseOptions, clock: TurnClock) -> None:
+    async def _prompt(self, options: p.ResponseOptions, history: list[HistoryItem]
+                      ) -> tuple[list[int], SamplingParams, ToolMode | None]:
+        """The response's prompt (the conversation through the chat template), sampling and tools."""
         config = self.config
-        modalities = options.output_modalities or config.output_modalities
-        if "audio" in modalities and self.engines.tts is None:
-            raise ClientError("this server's stack has no text-to-speech model; ask for output_modalities ['text']",
-                              "invalid_value", "response.output_modalities")
-        history = self.history if options.conversation == "auto" else []
+        history = history if options.conversation == "auto" else []
         asked = options.max_output_tokens or config.max_output_tokens
         instructions = options.instructions or config.instructions or self.engines.system_prompt
         tools = self._tool_mode(options)
@@ -328,15 +384,27 @@ class RealtimeSession:
                                                tools.tools if tools else None, tools.forced if tools else "")
         params = SamplingParams(temperature=config.temperature, max_tokens=room if asked == "inf" else min(asked, room),
                                 seed=self.engines.llm.seed)
+        return prompt_ids, params, tools
+
+    async def _start_response(self, options: p.ResponseOptions, clock: TurnClock, draft: Draft | None = None) -> None:
+        config = self.config
+        modalities = options.output_modalities or config.output_modalities
+        if "audio" in modalities and self.engines.tts is None:
+            raise ClientError("this server's stack has no text-to-speech model; ask for output_modalities ['text']",
+                              "invalid_value", "response.output_modalities")
+        prompt_ids, params, tools = await self._prompt(options, self.history)
         out = config.audio.output
         voice = Voice(self.engines.tts, out.voice, out.speed, out.format.rate) if "audio" in modalities else None
         if self.response is not None:  # another turn started one while this prompt was rendered
             raise ClientError("the conversation already has an active response",
                               "conversation_already_has_active_response")
+        prefetch = await draft.take(prompt_ids, params) if draft is not None else None
+        if prefetch is not None:
+            self.metrics.voice_preemptive.labels("used").inc()
         clock.response_start = time.perf_counter()
         response = Response(self.send, self.engines.llm.llm, prompt_ids, params,
                             self.engines.llm.reasoning_parser is not None, voice, clock, self.conversation_id,
-                            options.metadata, tools)
+                            options.metadata, tools, prefetch)
         response.previous_item_id = self.history[-1].id if self.history and options.conversation == "auto" else None
         if options.conversation == "auto":
             response.before_done = self._remember
