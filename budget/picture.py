@@ -6,11 +6,12 @@ from pathlib import Path
 from budget.planner import Plan
 from budget.units import GiB
 
-_PARTS = (("weights", 1.0, None), ("activations", 0.75, "//"), ("context + graphs", 0.55, ".."),
-          ("KV cache", 0.4, "xx"), ("margin", 0.2, None))
+# (part, alpha, hatch): the browser playground draws its bar with these too.
+PARTS = (("weights", 1.0, None), ("activations", 0.75, "//"), ("context + graphs", 0.55, ".."),
+         ("KV cache", 0.4, "xx"), ("margin", 0.2, None))
 
 
-def _segments(plan: Plan) -> list[tuple[str, str, float]]:
+def segments(plan: Plan) -> list[tuple[str, str, float]]:
     """(model, part, GiB) in card order, then reserve and unassigned memory."""
     out = []
     for mp in plan.models:
@@ -19,7 +20,7 @@ def _segments(plan: Plan) -> list[tuple[str, str, float]]:
         e = mp.estimate
         values = (e.weights_bytes, e.activation_bytes, e.context_bytes + e.graph_bytes, mp.kv_bytes,
                   max(mp.margin_bytes, 0))
-        out += [(e.name, part, v / GiB) for (part, _, _), v in zip(_PARTS, values) if v > 0]
+        out += [(e.name, part, v / GiB) for (part, _, _), v in zip(PARTS, values) if v > 0]
     assigned = sum(mp.share_bytes for mp in plan.models if mp.on_card)
     out.append(("reserve", "reserve", plan.reserve_bytes / GiB))
     free = plan.total_bytes - plan.reserve_bytes - assigned
@@ -40,10 +41,10 @@ def save_png(plan: Plan, path: Path) -> None:
     palette = plt.get_cmap("tab10")
     colour = {name: palette(i % 10) for i, name in enumerate(models)}
     colour |= {"reserve": (0.35, 0.35, 0.35, 1), "unassigned": (0.85, 0.85, 0.85, 1)}
-    style = {part: (alpha, hatch) for part, alpha, hatch in _PARTS}
+    style = {part: (alpha, hatch) for part, alpha, hatch in PARTS}
     fig, ax = plt.subplots(figsize=(12, 3.2))
     left = 0.0
-    for model, part, size in _segments(plan):
+    for model, part, size in segments(plan):
         alpha, hatch = style.get(part, (1.0, None))
         ax.barh(0, size, left=left, color=colour[model], alpha=alpha, hatch=hatch, edgecolor="white", linewidth=0.6)
         if size > plan.total_bytes / GiB * 0.06 and part in ("weights", "KV cache", "reserve", "free"):
@@ -57,7 +58,7 @@ def save_png(plan: Plan, path: Path) -> None:
     status = "fits" if plan.fits else f"does not fit{f' ({over:.1f} GiB over)' if over > 0 else ''}"
     ax.set_title(f"{plan.device_label}: {status}", loc="left", fontsize=10)
     handles = [Patch(color=colour[m], label=m) for m in models + ["reserve", "unassigned"]]
-    handles += [Patch(facecolor="white", edgecolor="black", hatch=h, label=p) for p, _, h in _PARTS if h]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=h, label=p) for p, _, h in PARTS if h]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=min(len(handles), 9),
               fontsize=8, frameon=False)
     fig.tight_layout()

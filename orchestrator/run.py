@@ -108,7 +108,9 @@ def build_stack_app(stack, supervisor, api_key: str | None):
             companions.add(spec.kind, spec.name, client, spec.aliases)
     metrics = Metrics()
     metrics.status = lambda: list(supervisor.status.values())
-    return build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))
+    app = build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))
+    app.state.plan = supervisor.plan  # /health/plan: the card the playground draws
+    return app
 
 
 def voice_engines(stack, supervisor, llm_state):

@@ -15,13 +15,19 @@ quiet_pip() {
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PY" -m venv "$VENV"
 fi
-# espeak-ng speaks the real test audio (VAD, ASR plumbing); a Debian package, installed once.
-if ! command -v espeak-ng >/dev/null 2>&1; then
-    SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo -n"
-    echo "installing espeak-ng (Debian package)..." >&2
-    $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null \
-        || echo "warning: could not install espeak-ng; the speech tests will be skipped" >&2
-fi
+apt_install() {
+    # A Debian package, installed once when its command is missing; without apt (or root) a warning, and on we go.
+    local package="$1" command="$2" skipped="$3"
+    command -v "$command" >/dev/null 2>&1 && return 0
+    local sudo=""; [[ "$(id -u)" != 0 ]] && sudo="sudo -n"
+    echo "installing $package (Debian package)..." >&2
+    { $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null; } \
+        || echo "warning: could not install $package; $skipped will be skipped" >&2
+}
+# espeak-ng speaks the real test audio (VAD, ASR plumbing); Chromium runs the playground's browser tests (Playwright
+# drives Debian's build: no browser is downloaded).
+apt_install espeak-ng espeak-ng "the speech tests"
+apt_install chromium chromium "the playground's browser tests"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
     exit 0
 fi

@@ -9,8 +9,9 @@ from live_server import live_server
 
 
 @contextmanager
-def live_stack(stack_file: Path, key: str, isolation: str = "none") -> Iterator[tuple]:
-    """Yield (app, supervisor, url) with every model at `isolation` (none: in this process); stop it all on exit."""
+def live_stack(stack_file: Path, key: str, isolation: str | None = "none") -> Iterator[tuple]:
+    """Yield (app, supervisor, url) with every model at `isolation` (none: in this process; None: as the stack file
+    says, as `orchestrator run` starts it); stop it all on exit."""
     from budget.planner import plan_stack
     from budget.target import resolve_target
     from orchestrator.run import build_stack_app
@@ -19,7 +20,7 @@ def live_stack(stack_file: Path, key: str, isolation: str = "none") -> Iterator[
 
     spec = load_stack(stack_file)
     for model in spec.models:
-        model.isolation = isolation
+        model.isolation = isolation or model.isolation
     total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)
     supervisor = Supervisor(spec, plan_stack(spec, total, label), "WARNING")
     supervisor.start(lambda name, stage: None)

@@ -12,7 +12,8 @@ from orchestrator.server.docs import install_docs
 from orchestrator.server.errors import install_error_handlers
 from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
 from orchestrator.server.realtime.voice import VoiceEngines
-from orchestrator.server.routers import chat, completions, embeddings, health, models, realtime, speech, transcriptions
+from orchestrator.server.routers import (chat, completions, embeddings, health, models, playground, realtime, speech,
+                                         transcriptions)
 from orchestrator.server.state import LLMState
 
 
@@ -48,6 +49,6 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
     install_error_handlers(app)
     install_docs(app)
     for router in (models.router, health.router, chat.router, completions.router, transcriptions.router, speech.router,
-                   embeddings.router, realtime.router):
+                   embeddings.router, realtime.router, playground.router):
         app.include_router(router)
     return app

@@ -1,0 +1,167 @@
+"""The browser playground (GET /) in Debian's Chromium, driven by Playwright, against the real demo stack: a spoken
+turn from a fake microphone playing a real spoken question, a typed turn, the card through a worker's death, and the
+key prompt. No browser is downloaded: Playwright drives /usr/bin/chromium."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from live_stack import live_stack
+from speech import silence, speak, word_errors
+
+from tests.conftest import CONFIGS, ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
+                                "(scripts/setup.sh installs it: apt-get install chromium)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the `test` extra)")
+
+log = logging.getLogger(__name__)
+KEY = "playground-key"
+QUESTION = "What is the capital of Italy?"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+STAGES = {"vad", "asr", "llm_first_token", "first_audio"}
+TURN_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def stack(real_models):
+    """The demo stack as `orchestrator run` starts it (workers; VAD in the server), behind a key."""
+    with live_stack(CONFIGS / "demo.yaml", KEY, isolation=None) as (_, supervisor, url):
+        yield url, supervisor
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory) -> Path:
+    """The spoken question with silence around it, as the fake microphone's file (played once, then silence)."""
+    rate = 16000
+    audio = np.concatenate([silence(0.5, rate), speak(QUESTION, rate), silence(2.0, rate)])
+    path = tmp_path_factory.mktemp("mic") / "question.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(question_wav):
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={question_wav}%noloop"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, url: str, key: str | None = KEY):
+    """A fresh browser context (its own storage) on the playground, with the key already given once when `key`."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.on("console", lambda m: log.info("browser %s: %s", m.type, m.text))
+    page.on("response", lambda r: r.status >= 400 and log.info("browser got %d for %s", r.status, r.url))
+    page.raised = []
+    page.on("pageerror", lambda error: page.raised.append(str(error)))
+    page.goto(url + "/")
+    if key:
+        page.fill("#key-input", key)
+        page.click("#key-form button[type=submit]")
+    return page
+
+
+def close(page) -> None:
+    """Close the page's context; whatever its scripts raised fails the test."""
+    page.context.close()
+    assert not page.raised, f"the page raised: {page.raised}"
+
+
+def state(page) -> dict:
+    return page.evaluate("() => window.playground.state")
+
+
+def texts(page, role: str) -> list[str]:
+    return page.locator(f'#transcript li[data-role="{role}"] .text').all_inner_texts()
+
+
+def test_a_spoken_question_is_heard_answered_and_played(browser, stack):
+    url, _ = stack
+    page = open_page(browser, url)
+    page.click(".settings summary")
+    page.fill("#temperature", "0")  # greedy: the demo's seeded SmolLM2 then knows this one
+    page.click("#mic")
+    page.wait_for_function("() => { const s = window.playground.state; return s.turns >= 1 && "
+                           "s.audioChunksReceived > 0 && s.audioChunksPlayed === s.audioChunksReceived; }",
+                           timeout=TURN_TIMEOUT_MS)
+    (heard,), (answer,) = texts(page, "user"), texts(page, "assistant")
+    log.info("heard %r, answered %r", heard, answer)
+    errors, length = word_errors(QUESTION, heard)
+    assert errors <= 1, f"Whisper heard {heard!r} for {QUESTION!r}"
+    assert "rome" in answer.lower(), answer
+    seen = state(page)
+    assert seen["piecesSent"] >= 20 and seen["errors"] == [], seen  # 100 ms pieces, at least the question's length
+    assert set(seen["lastLatency"]) >= {f"{s}_ms" for s in STAGES}
+    shown = page.locator("#latency li:first-child .stage").evaluate_all("spans => spans.map(s => s.dataset.stage)")
+    assert set(shown) == STAGES
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_selector("#models tbody tr")
+    page.screenshot(path=ARTIFACTS / "playground.png", full_page=True)
+    close(page)
+
+
+def test_a_typed_message_is_answered_in_text_and_audio(browser, stack):
+    url, _ = stack
+    page = open_page(browser, url)
+    page.fill("#type-input", "Say hello to me.")
+    page.press("#type-input", "Enter")
+    page.wait_for_function("() => window.playground.state.turns >= 1 && "
+                           "window.playground.state.audioChunksPlayed > 0", timeout=TURN_TIMEOUT_MS)
+    assert texts(page, "user") == ["Say hello to me."]
+    (answer,) = texts(page, "assistant")
+    assert answer.strip()
+    shown = page.locator("#latency li:first-child .stage").evaluate_all("spans => spans.map(s => s.dataset.stage)")
+    assert set(shown) == {"llm_first_token", "first_audio"}  # nothing was heard or transcribed
+    close(page)
+
+
+def test_without_the_key_the_page_asks_for_it_and_names_a_wrong_one(browser, stack):
+    url, _ = stack
+    page = open_page(browser, url, key=None)
+    page.wait_for_selector("#key-form", state="visible")
+    assert "needs an API key" in page.inner_text("#key-form h2")
+    assert page.is_hidden("#main") and page.is_hidden("#key-error")
+    page.fill("#key-input", "not-the-key")
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#key-error", state="visible")
+    assert "Wrong API key" in page.inner_text("#key-error")
+    page.fill("#key-input", KEY)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#main", state="visible")
+    page.reload()  # asked once: the key is kept
+    page.wait_for_selector("#main", state="visible")
+    close(page)
+
+
+def test_the_card_shows_every_model_and_a_killed_one_restarting_then_ready(browser, stack):
+    url, supervisor = stack
+    page = open_page(browser, url)
+    page.wait_for_selector("#models tbody tr")
+    rows = {row.get_attribute("data-model"): row for row in page.locator("#models tbody tr").all()}
+    assert set(rows) == {"smollm2", "whisper-base", "voice", "minilm", "vad"}
+    for name, row in rows.items():
+        status = supervisor.status[name]
+        assert row.locator('[data-field="share"]').inner_text().endswith(("MiB", "GiB")), name
+        actual = row.locator('[data-field="actual"]').inner_text()
+        assert actual == "in server" if status.actual_bytes is None else actual.endswith(("MiB", "GiB")), name
+        assert row.locator('[data-field="state"]').inner_text() == "ready"
+    assert page.locator("#plan-bar .segment").count() >= 6  # each model's parts, the reserve, the unassigned rest
+    assert page.locator("#actual-bar .segment").count() == 4  # the four workers; VAD is in the server
+    os.kill(supervisor.status["minilm"].pid, signal.SIGKILL)
+    minilm = '#models tr[data-model="minilm"] [data-field="state"]'
+    page.wait_for_function(f"() => document.querySelector('{minilm}').textContent === 'restarting'", timeout=30_000)
+    page.wait_for_function(f"() => document.querySelector('{minilm}').textContent === 'ready'", timeout=120_000)
+    assert page.locator('#models tr[data-model="minilm"] td').last.inner_text() == "1"  # one restart
+    close(page)
