@@ -36,12 +36,10 @@ def stack(real_models):
         yield url, supervisor
 
 
-@pytest.fixture(scope="module")
-def question_wav(tmp_path_factory) -> Path:
-    """The spoken question with silence around it, as the fake microphone's file (played once, then silence)."""
+def microphone_file(path: Path, *parts: str | float) -> Path:
+    """A wav for Chromium's fake microphone: each part spoken (a str) or silent (seconds); played once, then silence."""
     rate = 16000
-    audio = np.concatenate([silence(0.5, rate), speak(QUESTION, rate), silence(2.0, rate)])
-    path = tmp_path_factory.mktemp("mic") / "question.wav"
+    audio = np.concatenate([silence(part, rate) if isinstance(part, float) else speak(part, rate) for part in parts])
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
@@ -49,13 +47,23 @@ def question_wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(question_wav):
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={question_wav}%noloop"])
-        yield chromium
-        chromium.close()
+def playwright():
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+def launch(playwright, microphone: Path):
+    """Debian's Chromium, headless, with `microphone` as the microphone every page gets (no permission prompt)."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}%noloop"])
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, tmp_path_factory):
+    chromium = launch(playwright, microphone_file(tmp_path_factory.mktemp("mic") / "question.wav", 0.5, QUESTION, 2.0))
+    yield chromium
+    chromium.close()
 
 
 def open_page(browser, url: str, key: str | None = KEY):
@@ -77,6 +85,12 @@ def close(page) -> None:
     """Close the page's context; whatever its scripts raised fails the test."""
     page.context.close()
     assert not page.raised, f"the page raised: {page.raised}"
+
+
+def screenshot(page, name: str) -> None:
+    """The whole page as a test artifact (tests/artifacts/, not committed), for a person to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / name, full_page=True)
 
 
 def state(page) -> dict:
@@ -106,9 +120,8 @@ def test_a_spoken_question_is_heard_answered_and_played(browser, stack):
     assert set(seen["lastLatency"]) >= {f"{s}_ms" for s in STAGES}
     shown = page.locator("#latency li:first-child .stage").evaluate_all("spans => spans.map(s => s.dataset.stage)")
     assert set(shown) == STAGES
-    ARTIFACTS.mkdir(exist_ok=True)
     page.wait_for_selector("#models tbody tr")
-    page.screenshot(path=ARTIFACTS / "playground.png", full_page=True)
+    screenshot(page, "playground.png")
     close(page)
 
 
@@ -125,6 +138,37 @@ def test_a_typed_message_is_answered_in_text_and_audio(browser, stack):
     shown = page.locator("#latency li:first-child .stage").evaluate_all("spans => spans.map(s => s.dataset.stage)")
     assert set(shown) == {"llm_first_token", "first_audio"}  # nothing was heard or transcribed
     close(page)
+
+
+def test_talking_over_the_answer_stops_it_and_cuts_it_where_it_was_heard(playwright, stack, tmp_path):
+    url, _ = stack
+    chromium = launch(playwright, microphone_file(tmp_path / "interrupt.wav", 0.5, "Tell me a long story about the sea.",
+                                                  4.5, "Stop, stop please.", 2.0))
+    try:
+        page = open_page(chromium, url)
+        page.click(".settings summary")
+        page.fill("#instructions", "You tell long, detailed stories of many sentences.")
+        page.fill("#temperature", "0")
+        page.click("#mic")
+        page.wait_for_function("() => window.playground.state.events['conversation.item.retrieved'] >= 1",
+                               timeout=TURN_TIMEOUT_MS)  # cut, then read back as the model will remember it
+        seen = state(page)
+        (cut,) = seen["truncations"]
+        heard_s = cut["audioEndMs"] / 1000
+        log.info("cut after %.2f s heard; %d of %d pieces played", heard_s, seen["audioChunksPlayed"],
+                 seen["audioChunksReceived"])
+        assert 0 < heard_s < seen["audioSecondsReceived"] - 1, seen  # cut in the middle...
+        assert seen["audioChunksPlayed"] < seen["audioChunksReceived"]  # ...and the rest silenced, not played
+        item = cut["itemId"]
+        note = page.locator(f'#transcript li[data-item="{item}"] .note').inner_text()
+        assert note == f"interrupted after {heard_s:.1f} s"
+        bubble = page.locator(f'#transcript li[data-item="{item}"] .text')
+        unheard = bubble.locator(".unheard").inner_text()
+        assert unheard.strip() and bubble.inner_text().removesuffix(unheard).strip(), bubble.inner_text()
+        screenshot(page, "playground-interrupted.png")
+        close(page)
+    finally:
+        chromium.close()
 
 
 def test_without_the_key_the_page_asks_for_it_and_names_a_wrong_one(browser, stack):

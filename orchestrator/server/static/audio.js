@@ -60,9 +60,10 @@ export class Player {
     return this.live.size > 0;
   }
 
+  // Schedules one delta right after the last; returns its length in seconds.
   enqueue(itemId, base64, rate = RATE) {
     const pcm = fromBase64(base64);
-    if (!pcm.length) return;
+    if (!pcm.length) return 0;
     if (itemId !== this.itemId) {
       this.itemId = itemId;
       this.spans = [];
@@ -84,6 +85,7 @@ export class Player {
       if (!source.cut) this.played += 1;
       this.onChange();
     };
+    return buffer.duration;
   }
 
   // Milliseconds of the current item heard so far.

@@ -105,8 +105,8 @@ export class Card {
     const rows = engines.map((e) => {
       const tr = document.createElement("tr");
       tr.dataset.model = e.name;
-      const ratio = e.actual_bytes != null && e.planned_bytes ? `${Math.round((e.actual_bytes / e.planned_bytes) * 100)}%`
-        : "";
+      const held = e.actual_bytes != null && e.planned_bytes;
+      const ratio = held ? `${Math.round((e.actual_bytes / e.planned_bytes) * 100)}%` : "";
       const cells = [e.name, e.kind, e.state, human(e.planned_bytes),
         e.actual_bytes == null ? "in server" : human(e.actual_bytes), ratio, String(e.restarts)];
       for (const [i, text] of cells.entries()) {

@@ -43,6 +43,27 @@ export class Transcript {
     li.scrollIntoView({ block: "nearest" });
   }
 
+  // Removes the item's bubble when it holds no text; true when it was empty (or never shown).
+  dropIfEmpty(itemId) {
+    const li = this.bubbles.get(itemId);
+    if (li && li.querySelector(".text").textContent) return false;
+    li?.remove();
+    this.bubbles.delete(itemId);
+    return true;
+  }
+
+  // After a cut: the words the server kept stay, the rest (never heard) is shown struck through.
+  keepWords(itemId, kept) {
+    const text = this.bubbles.get(itemId)?.querySelector(".text");
+    if (!text) return;
+    const words = text.textContent.trimStart().split(/(\s+)/); // words and the spaces between them
+    const keep = 2 * kept.split(/\s+/).filter(Boolean).length;
+    const unheard = document.createElement("s");
+    unheard.className = "unheard";
+    unheard.textContent = words.slice(keep).join("");
+    text.replaceChildren(words.slice(0, keep).join(""), unheard);
+  }
+
   note(itemId, text) {
     const li = this.bubbles.get(itemId);
     if (!li) return;

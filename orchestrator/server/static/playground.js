@@ -11,8 +11,8 @@ const LOG_LIMIT = 200;
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  audioChunksReceived: 0, audioChunksPlayed: 0, piecesSent: 0, turns: 0, lastLatency: null,
-  events: {}, unknownEvents: [], errors: [], session: null,
+  audioChunksReceived: 0, audioSecondsReceived: 0, audioChunksPlayed: 0, piecesSent: 0, turns: 0,
+  lastLatency: null, events: {}, unknownTypes: [], errors: [], session: null, truncations: [],
 };
 const api = new Api();
 const transcript = new Transcript($("transcript"));
@@ -20,6 +20,7 @@ const card = new Card(api, (error) => (error instanceof KeyRefused ? askForKey(e
 const realtime = new Realtime(api, onEvent, (kind, text) => {
   $("status").dataset.state = kind;
   $("status").textContent = text;
+  if (kind === "closed") stopMicrophone(); // a microphone sending nowhere would mislead
 });
 let context = null, player = null, microphone = null, refresher = null;
 let responding = false;       // a response is in progress on the server
@@ -80,6 +81,7 @@ function sendCut() {
   const { itemId, audioEndMs } = pendingCut;
   pendingCut = null;
   realtime.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: audioEndMs });
+  state.truncations.push({ itemId, audioEndMs });
 }
 
 function itemText(item) {
@@ -97,11 +99,11 @@ const handlers = {
     bargeIn();
   },
   "input_audio_buffer.speech_stopped": () => ($("status").textContent = "thinking…"),
-  "input_audio_buffer.committed": (e) => transcript.set(e.item_id, "user", "…", true),
+  "input_audio_buffer.committed": (e) => transcript.set(e.item_id, "user", "", true),
   "conversation.item.added": (e) => {
     const role = e.item.role === "user" ? "user" : "assistant";
     if (e.item.type === "message" && !transcript.bubbles.has(e.item.id)) {
-      transcript.set(e.item.id, role, itemText(e.item) || "…", !itemText(e.item));
+      transcript.set(e.item.id, role, itemText(e.item), !itemText(e.item));
     }
   },
   "conversation.item.done": (e) => finishedItems.add(e.item.id),
@@ -109,8 +111,11 @@ const handlers = {
   "conversation.item.input_audio_transcription.completed": (e) => transcript.set(e.item_id, "user", e.transcript),
   "conversation.item.input_audio_transcription.failed": (e) =>
     transcript.set(e.item_id, "user", `(not transcribed: ${e.error?.message || "unknown error"})`),
-  "conversation.item.truncated": (e) => transcript.note(e.item_id, `interrupted after ${(e.audio_end_ms / 1000)
-    .toFixed(1)} s`),
+  "conversation.item.truncated": (e) => {
+    transcript.note(e.item_id, `interrupted after ${(e.audio_end_ms / 1000).toFixed(1)} s`);
+    realtime.send({ type: "conversation.item.retrieve", item_id: e.item_id }); // what the model will remember
+  },
+  "conversation.item.retrieved": (e) => e.item.role === "assistant" && transcript.keepWords(e.item.id, itemText(e.item)),
   "response.created": () => (responding = true),
   "response.output_item.added": (e) => e.item.type === "message" && transcript.set(e.item.id, "assistant", "", true),
   "response.output_item.done": (e) => e.item.type === "function_call" &&
@@ -121,15 +126,19 @@ const handlers = {
   "response.output_text.done": (e) => transcript.set(e.item_id, "assistant", e.text),
   "response.output_audio.delta": (e) => {
     state.audioChunksReceived += 1;
-    player?.enqueue(e.item_id, e.delta, state.session?.audio?.output?.format?.rate || RATE);
+    const rate = state.session?.audio?.output?.format?.rate || RATE;
+    state.audioSecondsReceived += player.enqueue(e.item_id, e.delta, rate); // the socket opens after audio()
   },
   "response.done": (e) => {
     responding = false;
     const { status, status_details: details, output = [] } = e.response;
     for (const item of output) finishedItems.add(item.id);
     if (pendingCut && finishedItems.has(pendingCut.itemId)) sendCut();
-    if (status === "cancelled") output.forEach((item) => transcript.note(item.id, "interrupted"));
     if (status === "failed") notice(`The answer failed: ${details?.error?.message || "see the server log"}`);
+    // An answer cancelled before it said anything (the user went on talking) leaves no trace.
+    const said = output.filter((item) => !transcript.dropIfEmpty(item.id));
+    if (status === "cancelled") said.forEach((item) => transcript.note(item.id, "interrupted"));
+    if (!said.length && status === "cancelled") return;
     state.turns += 1;
     state.lastLatency = e.latency || null;
     if (e.latency) showLatency($("latency"), e.latency, status);
@@ -146,19 +155,21 @@ function onEvent(event) {
   logEvent(event);
   const handle = handlers[event.type];
   if (handle) handle(event);
-  else state.unknownEvents.push(event.type); // newer servers send more; nothing here depends on them
+  else if (!state.unknownTypes.includes(event.type)) state.unknownTypes.push(event.type); // newer servers send more
+}
+
+function stopMicrophone() {
+  if (!microphone) return;
+  microphone.close();
+  microphone = null;
+  $("mic").textContent = "Start talking";
+  $("mic").setAttribute("aria-pressed", "false");
+  if (realtime.open) realtime.send({ type: "input_audio_buffer.clear" });
 }
 
 async function toggleMicrophone() {
   const button = $("mic");
-  if (microphone) {
-    microphone.close();
-    microphone = null;
-    button.textContent = "Start talking";
-    button.setAttribute("aria-pressed", "false");
-    if (realtime.open) realtime.send({ type: "input_audio_buffer.clear" });
-    return;
-  }
+  if (microphone) return stopMicrophone();
   button.disabled = true;
   try {
     const [audioContext] = await Promise.all([audio(), session()]);
