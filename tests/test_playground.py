@@ -127,6 +127,9 @@ def test_a_spoken_question_is_heard_answered_and_played(browser, stack):
     assert set(shown) == STAGES
     page.wait_for_selector("#models tbody tr")
     screenshot(page, "playground.png")
+    page.click("#mic")  # off, and on again: the same context opens the microphone once more
+    page.click("#mic")
+    page.wait_for_selector('#mic[aria-pressed="true"]')
     close(page)
 
 

@@ -1,6 +1,7 @@
 // Audio in and out of the page: the microphone as 100 ms base64 PCM16 pieces, and answers through a jitter buffer.
 export const RATE = 24000;
 const JITTER_S = 0.12; // buffered before a response starts (or restarts after running dry)
+const WORKLET_LOADED = new WeakSet(); // a processor registers once per context: the microphone may open again
 
 export function toBase64(buffer) {
   const bytes = new Uint8Array(buffer);
@@ -19,7 +20,10 @@ export class Microphone {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    await context.audioWorklet.addModule("/playground/capture-worklet.js");
+    if (!WORKLET_LOADED.has(context)) {
+      await context.audioWorklet.addModule("/playground/capture-worklet.js");
+      WORKLET_LOADED.add(context);
+    }
     const source = context.createMediaStreamSource(stream);
     const capture = new AudioWorkletNode(context, "pcm16-capture", {
       processorOptions: { targetRate: RATE, chunkMs: 100 },
