@@ -5,9 +5,13 @@ are fetched if missing), or measures a server already running (--url). Each sess
 (espeak-ng, 24 kHz PCM16, 100 ms appends at real-time pace) and waits for each answer to end before the
 next line. Per turn it takes the client's latency, from sending the last voiced sample to receiving the
 first audio delta, and the server's breakdown from `response.done` (VAD: last voiced sample in to
-speech_stopped; ASR; LLM to its first token; first token to first audio).
+speech_stopped, the end-of-turn stage; ASR; LLM to its first token; first token to first audio).
 
-    .venv/bin/python bench/voice_latency.py [--sessions 1 4 8] [--stack configs/demo.yaml] [--url URL]
+Each turn detection (--turn-detection, default server_vad with 500 ms of silence and semantic_vad) runs the
+same dialogue, and then the mid-sentence set: lines with a 600 ms pause inside a sentence, where a cut (the
+turn ended at the pause, so the line was committed as two turns) is counted.
+
+    .venv/bin/python bench/voice_latency.py [--sessions 1 4 8] [--turn-detection server_vad semantic_vad]
 """
 from __future__ import annotations
 
@@ -33,6 +37,12 @@ from realtime_client import Client, pcm16_b64  # noqa: E402
 from speech import silence, speak, voiced_span  # noqa: E402
 
 DIALOGUE = ["Hi there, who are you?", "What is your favourite colour?", "Tell me a short joke, please."]
+MID_SENTENCE = [("I would like to order a pizza with", "mushrooms and olives."),
+                ("Can you tell me about the", "history of the Roman empire?"),
+                ("My favourite animal is the", "elephant, because it is clever.")]
+PAUSE_S = 0.6
+DETECTIONS = {"server_vad": {"type": "server_vad", "silence_duration_ms": 500},
+              "semantic_vad": {"type": "semantic_vad", "eagerness": "auto"}}
 RATE, CHUNK_MS = 24000, 100
 STAGES = ("vad_ms", "asr_ms", "llm_first_token_ms", "first_audio_ms")
 
@@ -66,19 +76,29 @@ def start_stack(stack: Path, log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"the stack did not start:\n{log.read_text()[-3000:]}")
 
 
-async def session(url: str, key: str | None, max_tokens: int) -> list[dict]:
-    """Play the dialogue; one record per turn."""
+def line_audio(parts: tuple[str, ...]) -> np.ndarray:
+    """A line's speech, its parts PAUSE_S apart, after a little silence and with enough after it to end the turn."""
+    pieces = [silence(0.3, RATE)]
+    for i, part in enumerate(parts):
+        pieces += [silence(PAUSE_S, RATE)] * (i > 0) + [speak(part, RATE)]
+    return np.concatenate([*pieces, silence(1.5, RATE)])
+
+
+async def session(url: str, key: str | None, max_tokens: int, detection: dict, lines: list[tuple[str, ...]]
+                  ) -> list[dict]:
+    """Play the lines; one record per line."""
     client = await Client.connect(url, key)
     await client.until("session.created")
-    await client.send(type="session.update", session={"max_output_tokens": max_tokens})
+    await client.send(type="session.update", session={"max_output_tokens": max_tokens,
+                                                      "audio": {"input": {"turn_detection": detection}}})
     await client.until("session.updated")
     turns = []
-    for line in DIALOGUE:
-        audio = np.concatenate([silence(0.3, RATE), speak(line, RATE), silence(1.0, RATE)])
+    for parts in lines:
+        audio = line_audio(parts)
         last_voiced = voiced_span(audio)[1] - 1
         step = RATE * CHUNK_MS // 1000
         speech_end = None
-        reader = asyncio.create_task(client.until("response.done", timeout=300))
+        reader = asyncio.create_task(answered(client))
         start = time.monotonic()
         for i, at in enumerate(range(0, len(audio), step)):
             await asyncio.sleep(max(start + i * CHUNK_MS / 1000 - time.monotonic(), 0))
@@ -86,16 +106,29 @@ async def session(url: str, key: str | None, max_tokens: int) -> list[dict]:
             if speech_end is None and at + step > last_voiced:
                 speech_end = time.perf_counter()
         events = await reader
-        first_audio = next((e["received_at"] for e in events if e["type"] == "response.output_audio.delta"), None)
+        answer = events[next(i for i in range(len(events) - 1, -1, -1) if events[i]["type"] == "response.created"):]
+        first_audio = next((e["received_at"] for e in answer if e["type"] == "response.output_audio.delta"), None)
         done = events[-1]
         turns.append({"client_ms": (first_audio - speech_end) * 1000 if first_audio else None,
-                      "status": done["response"]["status"], **done.get("latency", {})})
+                      "status": done["response"]["status"],
+                      "cut": sum(e["type"] == "input_audio_buffer.committed" for e in events) > 1,
+                      **done.get("latency", {})})
     await client.close()
     return turns
 
 
-async def run_level(url: str, key: str | None, sessions: int, max_tokens: int) -> list[dict]:
-    results = await asyncio.gather(*(session(url, key, max_tokens) for _ in range(sessions)))
+async def answered(client: Client) -> list[dict]:
+    """Events up to the response that answers the whole line (one cut short by the line's own rest is skipped)."""
+    events = []
+    while True:
+        events += await client.until("response.done", timeout=300)
+        if events[-1]["response"]["status"] != "cancelled":
+            return events
+
+
+async def run_level(url: str, key: str | None, sessions: int, max_tokens: int, detection: dict,
+                    lines: list[tuple[str, ...]]) -> list[dict]:
+    results = await asyncio.gather(*(session(url, key, max_tokens, detection, lines) for _ in range(sessions)))
     return [turn for turns in results for turn in turns]
 
 
@@ -111,6 +144,7 @@ def main() -> None:
     parser.add_argument("--url", help="a server already running (default: start --stack)")
     parser.add_argument("--api-key", default=os.environ.get("ORCH_API_KEY"))
     parser.add_argument("--max-tokens", type=int, default=32, help="each answer's max_output_tokens")
+    parser.add_argument("--turn-detection", nargs="+", choices=list(DETECTIONS), default=list(DETECTIONS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/voice_latency.json")
     args = parser.parse_args()
     proc = None
@@ -118,34 +152,45 @@ def main() -> None:
         proc, args.url = start_stack(args.stack, Path("/tmp/voice_latency_stack.log"))
     try:
         rows = []
-        for n in args.sessions:
-            turns = asyncio.run(run_level(args.url, args.api_key, n, args.max_tokens))
-            row = {"sessions": n, "turns": len(turns),
-                   "client_p50_ms": pct([t["client_ms"] for t in turns], 0.5),
-                   "client_p95_ms": pct([t["client_ms"] for t in turns], 0.95),
-                   "server_total_p50_ms": pct([t.get("total_ms") for t in turns], 0.5)}
-            totals = sum(t.get("total_ms", 0) for t in turns) or 1
-            for stage in STAGES:
-                row[f"{stage.removesuffix('_ms')}_p50_ms"] = pct([t.get(stage) for t in turns], 0.5)
-                row[f"{stage.removesuffix('_ms')}_share"] = sum(t.get(stage, 0) for t in turns) / totals
-            rows.append(row)
+        for name in args.turn_detection:
+            for n in args.sessions:
+                turns = asyncio.run(run_level(args.url, args.api_key, n, args.max_tokens, DETECTIONS[name],
+                                              [(line,) for line in DIALOGUE]))
+                mid = asyncio.run(run_level(args.url, args.api_key, n, args.max_tokens, DETECTIONS[name],
+                                            MID_SENTENCE))
+                row = {"turn_detection": name, "sessions": n, "turns": len(turns),
+                       "client_p50_ms": pct([t["client_ms"] for t in turns], 0.5),
+                       "client_p95_ms": pct([t["client_ms"] for t in turns], 0.95),
+                       "server_total_p50_ms": pct([t.get("total_ms") for t in turns], 0.5),
+                       "mid_sentence_lines": len(mid), "mid_sentence_cuts": sum(t["cut"] for t in mid)}
+                totals = sum(t.get("total_ms", 0) for t in turns) or 1
+                for stage in STAGES:
+                    row[f"{stage.removesuffix('_ms')}_p50_ms"] = pct([t.get(stage) for t in turns], 0.5)
+                    row[f"{stage.removesuffix('_ms')}_p95_ms"] = pct([t.get(stage) for t in turns], 0.95)
+                    row[f"{stage.removesuffix('_ms')}_share"] = sum(t.get(stage, 0) for t in turns) / totals
+                rows.append(row)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
     table = Table(title=f"/v1/realtime end of speech to first audio ({args.stack.name}; ms; share of the server's "
                         f"total in brackets)")
-    for column in ("sessions", "turns", "client p50", "client p95", "VAD p50", "ASR p50", "LLM first token p50",
-                   "first audio p50"):
+    for column in ("turn detection", "sessions", "turns", "client p50", "client p95", "end of turn (VAD) p50",
+                   "VAD p95", "ASR p50", "LLM first token p50", "first audio p50", "mid-sentence cuts"):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(str(r["sessions"]), str(r["turns"]), f"{r['client_p50_ms']:.0f}", f"{r['client_p95_ms']:.0f}",
+        table.add_row(r["turn_detection"], str(r["sessions"]), str(r["turns"]), f"{r['client_p50_ms']:.0f}",
+                      f"{r['client_p95_ms']:.0f}", f"{r['vad_p50_ms']:.0f} ({r['vad_share']:.0%})",
+                      f"{r['vad_p95_ms']:.0f}",
                       *(f"{r[s + '_p50_ms']:.0f} ({r[s + '_share']:.0%})" for s in
-                        ("vad", "asr", "llm_first_token", "first_audio")))
+                        ("asr", "llm_first_token", "first_audio")),
+                      f"{r['mid_sentence_cuts']} of {r['mid_sentence_lines']}")
     Console().print(table)
     args.out.write_text(json.dumps({"hardware": describe(), "stack": str(args.stack.relative_to(ROOT))
                                     if args.stack.is_relative_to(ROOT) else str(args.stack),
-                                    "dialogue": DIALOGUE, "max_output_tokens": args.max_tokens, "rows": rows},
+                                    "dialogue": DIALOGUE, "mid_sentence": MID_SENTENCE, "pause_s": PAUSE_S,
+                                    "turn_detection": {n: DETECTIONS[n] for n in args.turn_detection},
+                                    "max_output_tokens": args.max_tokens, "rows": rows},
                                    indent=2))
     print(f"wrote {args.out}")
 

@@ -211,11 +211,16 @@ class RealtimeSession:
 
     async def _drop_draft(self) -> None:
         draft, self.draft = self.draft, None
-        if draft is not None and await draft.cancel():
-            self.metrics.voice_preemptive.labels("cancelled").inc()
+        if draft is not None:
+            started = await draft.cancel()
+            log.debug("draft of %s at %d samples dropped (answer started: %s)", draft.item_id, draft.samples, started)
+            if started:
+                self.metrics.voice_preemptive.labels("cancelled").inc()
 
     async def _commit(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
         draft = self.draft if self.draft is not None and self.draft.covers(item_id, len(audio)) else None
+        log.debug("turn %s ended at %d samples; draft %s", item_id, len(audio),
+                  "used" if draft else f"of {self.draft.samples if self.draft else None} not used")
         if draft is None:
             await self._drop_draft()
         self.draft = None

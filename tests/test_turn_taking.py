@@ -1,0 +1,183 @@
+"""When a spoken turn ends, on the real demo stack (Whisper base hears the words): semantic_vad against server_vad,
+a mid-sentence pause, and an answer started on a pause that the user talks over.
+
+The server counts silence in samples received, not in wall time, so these tests hold the microphone still
+(send nothing) while they look at the server: what must not happen cannot happen by being slow.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from live_stack import live_stack
+from realtime_client import Client, types
+from speech import silence, speak, voiced_span
+
+from tests.conftest import CONFIGS
+
+KEY = "turn-key"
+RATE = 24000
+SERVER_VAD = {"type": "server_vad", "silence_duration_ms": 500}
+SEMANTIC = {"type": "semantic_vad", "eagerness": "auto"}  # complete: 250 ms of silence ends it; mid-sentence: 4 s
+
+
+@pytest.fixture(scope="module")
+def demo(real_models):
+    """configs/demo.yaml with every engine in this process, so the test can see the session and the LLM."""
+    with live_stack(CONFIGS / "demo.yaml", KEY) as started:
+        yield started
+
+
+def said(text: str) -> np.ndarray:
+    """espeak's speech without its own leading and trailing silence, so each test sets every pause itself."""
+    audio = speak(text, RATE)
+    start, end = voiced_span(audio)
+    return audio[start:end]
+
+
+def preemptive(app, outcome: str) -> float:
+    return app.state.metrics.registry.get_sample_value("orchestrator_voice_preemptive_answers_total",
+                                                       {"outcome": outcome}) or 0.0
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 240))
+
+
+async def open_session(url: str, detection: dict) -> Client:
+    client = await Client.connect(url, KEY)
+    client.session_id = (await client.until("session.created"))[-1]["session"]["id"]
+    await client.send(type="session.update", session={"max_output_tokens": 16, "temperature": 0,
+                                                      "audio": {"input": {"turn_detection": detection}}})
+    await client.until("session.updated")
+    return client
+
+
+async def quiet_for(client: Client, seconds: float) -> list[dict]:
+    """Events that come while the microphone sends nothing (the server's silence clock stands still)."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            got.append(await client.recv(left))
+        except TimeoutError:
+            break
+    return got
+
+
+def session_of(app, client: Client):
+    """The server's side of this client's session."""
+    found = [s for s in app.state.realtime_sessions if s.config.id == client.session_id]
+    assert found, f"session {client.session_id} is not open on the server: {[s.config.id for s in app.state.realtime_sessions]}"
+    return found[0]
+
+
+async def until_judged(app, client: Client, timeout: float = 60) -> None:
+    """Until the session's pause has been transcribed (and, under semantic_vad, judged), or has ended the turn."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session = session_of(app, client)
+        draft = session.draft
+        if draft is None and session.history:
+            return
+        if draft is not None and draft.transcription.done() and (draft.task is None or draft.task.done()):
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail("the pause's draft never finished")
+
+
+def test_a_complete_question_ends_on_a_short_silence_under_semantic_vad_only(demo):
+    """450 ms of silence after "What time is it?": semantic_vad hears a complete question and answers; server_vad
+    (500 ms) is still waiting, however long the test waits."""
+    app, _, url = demo
+    question = np.concatenate([silence(0.3, RATE), said("What time is it?"), silence(0.45, RATE)])
+
+    async def main():
+        outcome = {}
+        for name, detection in (("server_vad", SERVER_VAD), ("semantic_vad", SEMANTIC)):
+            client = await open_session(url, detection)
+            await client.speak(question, RATE)
+            await until_judged(app, client)
+            outcome[name] = await quiet_for(client, 3.0)
+            if name == "semantic_vad" and "response.done" not in types(outcome[name]):
+                outcome[name] += await client.until("response.done", timeout=120)
+            await client.close()
+        return outcome
+
+    outcome = run(main())
+    assert "input_audio_buffer.speech_stopped" not in types(outcome["server_vad"])
+    heard = next(e for e in outcome["semantic_vad"]
+                 if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert "time" in heard["transcript"].lower() and heard["transcript"].rstrip().endswith("?")
+    assert outcome["semantic_vad"][-1]["response"]["status"] in ("completed", "incomplete")
+
+
+def test_a_mid_sentence_pause_is_not_cut_under_semantic_vad(demo):
+    """A second's pause after "...a pizza with": the words are not complete, so the turn waits, and the rest of the
+    sentence joins the same item. server_vad (500 ms) cuts the same line in two."""
+    app, _, url = demo
+    first = np.concatenate([silence(0.3, RATE), said("I would like to order a pizza with"), silence(1.0, RATE)])
+    rest = np.concatenate([said("mushrooms and olives."), silence(1.0, RATE)])
+
+    async def main():
+        outcome = {}
+        for name, detection in (("semantic_vad", SEMANTIC), ("server_vad", SERVER_VAD)):
+            client = await open_session(url, detection)
+            await client.speak(first, RATE)
+            if name == "semantic_vad":
+                await until_judged(app, client)
+            events = await quiet_for(client, 1.0)
+            await client.speak(rest, RATE)
+            events += await client.until("response.done", timeout=120)
+            while events[-1]["response"]["status"] == "cancelled":  # server_vad: the cut answer, then the rest's
+                events += await client.until("response.done", timeout=120)
+            outcome[name] = events
+            await client.close()
+        return outcome
+
+    outcome = run(main())
+    semantic = outcome["semantic_vad"]
+    assert types(semantic).count("input_audio_buffer.committed") == 1
+    heard = next(e for e in semantic if e["type"] == "conversation.item.input_audio_transcription.completed")
+    words = heard["transcript"].lower()
+    assert "pizza" in words and "mushroom" in words and "olives" in words, heard["transcript"]
+    assert types(outcome["server_vad"]).count("input_audio_buffer.committed") == 2
+
+
+def test_an_answer_started_on_a_pause_is_cancelled_when_the_user_goes_on(demo):
+    """server_vad at 500 ms: a 450 ms pause is long enough to start the answer early (held back), not to end the
+    turn. The user goes on: the early answer is aborted (its KV blocks come back), nothing of it is sent, and the
+    one answer comes after the real end of the turn."""
+    app, supervisor, url = demo
+    llm = supervisor.clients["smollm2"]
+    first = np.concatenate([silence(0.3, RATE), said("Tell me a story"), silence(0.45, RATE)])
+    rest = np.concatenate([said("about a brave little dog."), silence(1.0, RATE)])
+
+    async def main():
+        before = preemptive(app, "cancelled")
+        client = await open_session(url, SERVER_VAD)
+        await client.speak(first, RATE)
+        await until_judged(app, client)
+        started = session_of(app, client).draft.prefetch is not None
+        held = await quiet_for(client, 0.5)
+        await client.speak(rest, RATE)
+        events = held + await client.until("response.done", timeout=120)
+        await client.close()
+        return started, preemptive(app, "cancelled") - before, events
+
+    started, dropped, events = run(main())
+    assert started and dropped >= 1  # an answer was begun on the pause, and thrown away when the user went on
+    kinds = types(events)
+    assert kinds.count("input_audio_buffer.committed") == 1 and kinds.count("response.created") == 1
+    assert kinds.index("response.created") > kinds.index("input_audio_buffer.speech_stopped")
+    first_audio = kinds.index("response.output_audio.delta")
+    assert first_audio > kinds.index("input_audio_buffer.speech_stopped")
+    heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert "dog" in heard["transcript"].lower() and "story" in heard["transcript"].lower()
+    for _ in range(200):
+        if llm.stats.running + llm.stats.waiting == 0 and llm.stats.blocks_used == 0:
+            break
+        time.sleep(0.05)
+    assert (llm.stats.running, llm.stats.waiting, llm.stats.blocks_used) == (0, 0, 0)
