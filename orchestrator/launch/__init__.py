@@ -1,0 +1,1 @@
+"""Command lines for engines we launch as a model's worker instead of running our own."""
