@@ -78,6 +78,11 @@ def plan_stack(stack, total_bytes: int, device_label: str, calibration: Calibrat
     plan = Plan(device_label, total_bytes, reserve, [])
     shared_context: set[str] = set()
     for spec in stack.models:
+        if getattr(spec, "url", None) is not None:  # a server we do not run: nothing of it is on this card
+            est = Estimate(spec.name, spec.kind, spec.url, "remote", 0, 0, 0,
+                           formulas={"weights": f"served by {spec.url}, not on this card"})
+            plan.models.append(ModelPlan(est, "remote", 0, "remote", False))
+            continue
         device = _device_of(spec, stack.gpu.device)
         est = estimate(spec, on_gpu=device != "cpu")
         if calibration is not None and apply_calibration(est, calibration):
@@ -98,7 +103,7 @@ def plan_stack(stack, total_bytes: int, device_label: str, calibration: Calibrat
     available = total_bytes - reserve
     for mp, spec in zip(plan.models, stack.models):
         if not mp.on_card:
-            mp.share_rule = mp.device
+            mp.share_rule = "remote" if mp.device == "remote" else mp.device
             continue
         mode = spec.memory.mode
         if mode == "bytes":

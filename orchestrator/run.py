@@ -94,6 +94,7 @@ def build_stack_app(stack, supervisor, api_key: str | None):
     from orchestrator.server.companions import Companions
     from orchestrator.server.metrics import Metrics
     from orchestrator.server.state import LLMState
+    from orchestrator.server.upstream import Upstream
 
     llm_state, companions = None, Companions()
     for spec in stack.models:
@@ -102,8 +103,10 @@ def build_stack_app(stack, supervisor, api_key: str | None):
             template_kwargs = dict(spec.chat_template_kwargs)
             if spec.enable_thinking is not None:
                 template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
-            llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
-                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser, tuple(spec.aliases))
+            upstream = client if isinstance(client, Upstream) else None
+            llm_state = LLMState(None if upstream else client, spec.name, supervisor.infos[spec.name]["max_model_len"],
+                                 template_kwargs, spec.seed, spec.tool_call_parser, spec.reasoning_parser,
+                                 tuple(spec.aliases), upstream)
         else:
             companions.add(spec.kind, spec.name, client, spec.aliases)
     metrics = Metrics()
@@ -117,7 +120,7 @@ def voice_engines(stack, supervisor, llm_state):
     """What /v1/realtime chains: the models the stack's voice: section names, else the first of each kind."""
     from orchestrator.server.realtime.voice import VoiceEngines, limits_from
 
-    if llm_state is None:
+    if llm_state is None or llm_state.upstream is not None:  # the voice renders prompts with the LLM's tokenizer
         return None
     voice = stack.voice
 

@@ -84,6 +84,16 @@ class ModelSpec(Strict):
 class LLMSpec(ModelSpec):
     kind: Literal["llm"]
     memory: ShareField = Field(default_factory=lambda: Share(mode="rest"))
+    # An OpenAI-compatible server we do not run (the lab's vLLM, an Ollama): `url` instead of `path`.
+    url: str | None = Field(None, description="base URL of an OpenAI-compatible server, e.g. http://host:8000/v1")
+    api_key: str | None = Field(None, description="the key the upstream server wants (ours is server.api_key)")
+    model: str | None = Field(None, description="the upstream's name for the model (default: this model's name)")
+    # Who runs it: our engine, vLLM launched with the plan's share, or any command that serves the OpenAI API.
+    engine: Literal["ours", "vllm", "command"] = "ours"
+    command: list[str] | None = Field(None, description="engine: command's argv; {port}, {api_key}, {path}, "
+                                      "{name}, {share_bytes}, {gpu_memory_utilization} are filled in")
+    health_path: str = Field("/health", description="the launched server's health URL path, from its root")
+    start_timeout_s: float = Field(600, gt=0, description="how long a launched server may take to become healthy")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_model_len: int | None = Field(None, ge=16)
     max_num_seqs: int = Field(32, ge=1)
@@ -97,6 +107,30 @@ class LLMSpec(ModelSpec):
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _where_it_runs(self) -> LLMSpec:
+        if self.url is not None:
+            if self.path is not None:
+                raise ValueError(f"llm {self.name!r} has both url (a server we do not run) and path (a model we "
+                                 "load); keep one")
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"url {self.url!r} of {self.name!r} is not http(s); write it like "
+                                 "http://127.0.0.1:8000/v1")
+            if self.engine != "ours":
+                raise ValueError(f"llm {self.name!r} has a url, so nothing is launched; drop engine: "
+                                 f"{self.engine} (or drop url to launch it)")
+        if self.engine == "command" and not self.command:
+            raise ValueError(f"llm {self.name!r} has engine: command but no command; give its argv, e.g. "
+                             "[vllm, serve, {path}, --port, '{port}']")
+        if self.engine != "command" and self.command is not None:
+            raise ValueError(f"llm {self.name!r} has a command but engine: {self.engine}; set engine: command")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        """Served over HTTP rather than by our engine: a url, or a server we launch (vLLM, a command)."""
+        return self.url is not None or self.engine != "ours"
 
 
 class ASRSpec(ModelSpec):

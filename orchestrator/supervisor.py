@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from pathlib import Path
 
 from budget.planner import ModelPlan, Plan
 from budget.units import human
 from engines.protocols import EngineFront
+from orchestrator.launch.argv import launch_argv
+from orchestrator.launch.server import LaunchedServer, free_port
 from orchestrator.stack import Stack
 from orchestrator.workers.build import Built, build, serve_in_process
 from orchestrator.workers.client import EngineClient
@@ -57,6 +61,7 @@ class Supervisor:
         self.clients: dict[str, EngineFront] = {}  # what the server routes to, by model name (its kind's protocol)
         self.infos: dict[str, dict] = {}           # what each engine told the server at start (paths, voices, limits)
         self._handles: dict[str, WorkerHandle] = {}
+        self._launched: dict[str, LaunchedServer] = {}  # OpenAI servers we started as an LLM's worker
         self._channels: dict[str, object] = {}
         self._local: list[Built] = []
         self._restart_times: dict[str, list[float]] = {}
@@ -86,6 +91,9 @@ class Supervisor:
 
     def _start_one(self, p: ModelPlan, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
         spec, name = self.specs[p.estimate.name], p.estimate.name
+        if spec.kind == "llm" and spec.remote:
+            self._start_upstream(p, spec, kv_bytes, on_progress)
+            return
         if spec.isolation == "none":
             on_progress(name, "loading in the server process")
             built = build(spec, p.device, kv_bytes, lambda stage: on_progress(name, stage))
@@ -98,17 +106,70 @@ class Supervisor:
         handle = WorkerHandle(ws)
         self._handles[name] = handle
         started = handle.start(lambda stage: on_progress(name, stage))
-        self._check_share(p, started.held_bytes, handle)
+        self._check_share(p, started.held_bytes, handle.stop)
         client = KINDS[spec.kind].client.for_worker(spec, started.info)
         self.clients[name], self.infos[name] = client, started.info
         self._attach(name, client, started)
         self._mark_ready(name, started.held_bytes, handle.pid)
         threading.Thread(target=self._watch, args=(name,), name=f"watch-{name}", daemon=True).start()
 
-    def _check_share(self, p: ModelPlan, held: int, handle: WorkerHandle) -> None:
+    def _start_upstream(self, p: ModelPlan, spec, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
+        """An LLM served over HTTP: a url we only route to, or a server we launch with the plan's share."""
+        from orchestrator.server.upstream import Upstream
+
+        name = spec.name
+        self.infos[name] = {"max_model_len": spec.max_model_len or 0}
+        if spec.url is not None:
+            self.clients[name] = Upstream(name, spec.url, spec.api_key, spec.model or name)
+            self.status[name].state, self.status[name].detail = "ready", f"served by {spec.url}"
+            return
+        port, key = free_port(), LaunchedServer.new_key()
+        try:
+            argv = launch_argv(spec, p, self.plan, kv_bytes, port, key)
+        except ValueError as error:
+            raise WorkerStartError(str(error)) from None
+        server = LaunchedServer(name, argv, port, key,
+                                spec.health_path, spec.start_timeout_s,
+                                Path(tempfile.gettempdir()) / f"orchestrator-{name}-{port}.log")
+        on_progress(name, f"launching {spec.engine}: {' '.join(server.argv)}")
+        server.start()
+        self._launched[name] = server
+        held = server.held_bytes(p.device)
+        self._check_share(p, held, server.stop)
+        self.clients[name] = Upstream(name, server.base_url, key, spec.model or name)
+        self.infos[name] = {"max_model_len": spec.max_model_len or p.estimate.max_model_len}
+        self._mark_ready(name, held, server.pid)
+        threading.Thread(target=self._watch_launched, args=(name, p.device), name=f"watch-{name}",
+                         daemon=True).start()
+
+    def _watch_launched(self, name: str, device: str) -> None:
+        """A launched server that exits is started again (its clients get 503 meanwhile), as a worker would be."""
+        server, status = self._launched[name], self.status[name]
+        while server.process is not None:
+            code = server.process.wait()
+            if self._stopping.is_set():
+                return
+            status.state, status.detail = "restarting", f"its server exited with code {code}"
+            log.error("%s: its server exited with code %s; restarting", name, code)
+            now = time.monotonic()
+            recent = [t for t in self._restart_times.get(name, []) if now - t < RESTART_WINDOW_S] + [now]
+            self._restart_times[name] = recent
+            if len(recent) > MAX_RESTARTS:
+                status.state, status.detail = "failed", f"died {len(recent)} times in {RESTART_WINDOW_S:.0f} s"
+                return
+            self._stopping.wait(min(MAX_BACKOFF_S, 2.0 ** (len(recent) - 1)))
+            try:
+                server.start()
+            except WorkerStartError as error:
+                status.state, status.detail = "failed", str(error)
+                return
+            status.restarts += 1
+            self._mark_ready(name, server.held_bytes(device), server.pid)
+
+    def _check_share(self, p: ModelPlan, held: int, stop: Callable[[], None]) -> None:
         limit = p.share_bytes * (1 + self.stack.gpu.tolerance)
         if held > limit:
-            handle.stop()
+            stop()
             raise AccountingError(
                 f"model {p.estimate.name!r} holds {human(held)} after warm-up, more than its share of "
                 f"{human(p.share_bytes)} plus the stack's tolerance ({self.stack.gpu.tolerance:.0%}); "
@@ -195,6 +256,8 @@ class Supervisor:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for handle in self._handles.values():
             handle.stop(None, max(0.1, deadline - time.monotonic()))
+        for server in self._launched.values():
+            server.stop()
         for built in self._local:
             built.close()
         self._local.clear()

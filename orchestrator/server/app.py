@@ -39,7 +39,7 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
     app.state.companions = companions or Companions()
     app.state.api_key = api_key or None
     app.state.metrics = metrics or Metrics()
-    if llm_state is not None:
+    if llm_state is not None and llm_state.llm is not None:
         app.state.metrics.llm_stats = lambda: llm_state.llm.stats
     app.state.voice = voice
     sessions = app.state.realtime_sessions = set()

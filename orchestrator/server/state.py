@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import Request
 
-from engines.protocols import LLMProtocol
+from engines.protocols import EngineFront, LLMProtocol
 from orchestrator.server.errors import OpenAIError
+from orchestrator.server.upstream import Upstream
 
 
 @dataclass(slots=True)
 class LLMState:
-    llm: LLMProtocol                      # AsyncLLM in this process, or an LLM worker's client
+    llm: LLMProtocol | None               # AsyncLLM in this process, an LLM worker's client; None: upstream serves
     served_name: str
     max_model_len: int
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -20,6 +21,12 @@ class LLMState:
     tool_call_parser: str | None = None   # "hermes", or None: requests with tools are refused
     reasoning_parser: str | None = None   # "qwen3": <think> text goes to reasoning_content
     aliases: tuple[str, ...] = ()         # more names clients may ask for
+    upstream: Upstream | None = None      # an OpenAI server we pass requests on to (url:, or one we launched)
+
+    @property
+    def front(self) -> EngineFront:
+        """What answers for the LLM's health: our engine, or the upstream server."""
+        return self.upstream if self.upstream is not None else self.llm
 
     def check_model(self, name: str) -> None:
         if name != self.served_name and name not in self.aliases:

@@ -26,6 +26,7 @@ from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
 from orchestrator.server.state import LLMState, llm_state
 from orchestrator.server.streaming import ClosingStreamingResponse
+from orchestrator.server.upstream import proxy
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -34,6 +35,8 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
+    if state.upstream is not None:
+        return await proxy(request, state.upstream, "chat/completions")
     check_n(body.n, body.best_of)
     tools_on, forced = _tool_mode(state, body)
     prompt_ids = await off_loop_if_large(request, _prompt_ids, state, body, tools_on, forced)

@@ -16,6 +16,7 @@ from orchestrator.server.protocol import CompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
 from orchestrator.server.state import LLMState, llm_state
 from orchestrator.server.streaming import ClosingStreamingResponse
+from orchestrator.server.upstream import proxy
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -24,6 +25,8 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def completions(body: CompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
+    if state.upstream is not None:
+        return await proxy(request, state.upstream, "completions")
     check_n(body.n, body.best_of)
     if body.logprobs is not None and body.echo:
         raise OpenAIError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute; "

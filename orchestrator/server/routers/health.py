@@ -15,7 +15,18 @@ router = APIRouter()
 
 @router.get("/health/engines", dependencies=[Depends(require_api_key)])
 async def engines(request: Request) -> dict:
-    return {"engines": [asdict(s) for s in request.app.state.metrics.status()]}
+    """Every engine; an LLM on an upstream server is probed now (at most every few seconds): state, error, latency."""
+    state = request.app.state.llm_state
+    upstream = state.upstream if state is not None else None
+    probed = await upstream.probe() if upstream is not None else None
+    out = []
+    for s in request.app.state.metrics.status():
+        entry = asdict(s)
+        if probed is not None and s.name == upstream.name:
+            entry |= {"state": probed.state if s.state == "ready" else s.state, "upstream": upstream.base_url,
+                      "last_error": probed.last_error, "latency_ms": probed.latency_ms}
+        out.append(entry)
+    return {"engines": out}
 
 
 @router.get("/metrics")
