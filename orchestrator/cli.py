@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     from budget.target import resolve_target
     from budget.tensors import CheckpointError
     from budget.units import SizeError
+    from orchestrator.launch.argv import planned_launches
     from orchestrator.stack_file import StackError, load_stack
 
     try:
@@ -61,12 +63,20 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    try:
+        launches = planned_launches(stack, plan) if plan.fits else {}
+    except ValueError as exc:  # the plan cannot be handed to vLLM as it is (a dtype it lacks, a share it refuses)
+        errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
     if args.json:
-        print(json.dumps(to_json(plan), indent=2))
+        print(json.dumps(to_json(plan) | ({"launch": launches} if launches else {}), indent=2))
     elif args.markdown:
         print(markdown(plan), end="")
     else:
         print_table(plan, console, explain=args.explain)
+        for name, argv in launches.items():
+            console.print(f"  {name} is launched as (port and key chosen at run time):\n    {shlex.join(argv)}",
+                          highlight=False, soft_wrap=True)
     if args.png:
         from budget.picture import save_png
 

@@ -211,3 +211,19 @@ def test_the_24gb_stack_as_orchestrator_plan_would_launch_it():
     assert 0 <= expected - digits < Decimal("0.0001")    # the share, to the digit, never above it
     assert launch.gpu_memory_utilization * plan.total_bytes <= llm.share_bytes
     _vllm_parser().parse_args(launch.argv[2:])
+
+
+def test_orchestrator_plan_prints_the_vllm_line_it_would_run(tmp_path, run_cli):
+    """engine: vllm on the 24 GB stack: `orchestrator plan` shows the exact command, and --json carries its argv."""
+    text = (CONFIGS / "vtuber-24gb.yaml").read_text().replace("    kind: llm\n", "    kind: llm\n    engine: vllm\n", 1)
+    stack = tmp_path / "vllm.yaml"
+    stack.write_text(text)
+    shown = run_cli("plan", str(stack), "--gpu", "rtx-4090", env={"COLUMNS": "400"})
+    assert shown.returncode == 0, shown.stderr
+    line = next(l.strip() for l in shown.stdout.splitlines() if l.strip().startswith("vllm serve"))
+    planned = json.loads(run_cli("plan", str(stack), "--gpu", "rtx-4090", "--json").stdout)
+    assert shlex.split(line) == planned["launch"]["qwen3-8b"]
+    llm = next(m for m in planned["models"] if m["name"] == "qwen3-8b")
+    argv = planned["launch"]["qwen3-8b"]
+    utilization = Decimal(llm["share_bytes"]) / Decimal(planned["total_bytes"])
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == str(utilization.quantize(Decimal("0.0001"), ROUND_DOWN))

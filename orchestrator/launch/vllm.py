@@ -61,7 +61,7 @@ def vllm_command(spec: LLMSpec, share_bytes: int, card_total_bytes: int, kv_byte
     if spec.path is None:
         raise ValueError(f"model {spec.name!r}: engine vllm needs a path (a local folder or a Hugging Face id) "
                          "to pass to `vllm serve`; a config card alone can be planned but not served")
-    utilization, utilization_text = _utilization(spec.name, share_bytes, card_total_bytes)
+    utilization, utilization_text = utilization_of(spec.name, share_bytes, card_total_bytes)
     argv = ["vllm", "serve", spec.path,
             "--served-model-name", spec.name, *spec.aliases,
             "--host", LOOPBACK, "--port", str(port),
@@ -102,7 +102,7 @@ def vllm_command(spec: LLMSpec, share_bytes: int, card_total_bytes: int, kv_byte
     return VLLMLaunch(argv, utilization)
 
 
-def _utilization(name: str, share_bytes: int, card_total_bytes: int) -> tuple[float, str]:
+def utilization_of(name: str, share_bytes: int, card_total_bytes: int) -> tuple[float, str]:
     """The share as a fraction of the card, rounded down in integers so vLLM can never be handed more than the share."""
     if card_total_bytes <= 0:
         raise ValueError(f"model {name!r}: the card's total memory is {card_total_bytes} bytes; plan against a real "
