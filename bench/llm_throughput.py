@@ -110,32 +110,37 @@ def run_hf_continuous(model, prompts, outputs, args) -> float | None:
         return time.perf_counter() - start
 
 
-def single_stream_roofline(folder: Path, args) -> dict:
-    """Decode tokens/s of one request against weight bytes / measured copy bandwidth (CUDA only)."""
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+def single_stream_roofline(folder: Path, args, enforce_eager: bool = False, tokens: int = 512,
+                           copy_bytes: int = 1 << 30) -> dict:
+    """Decode tokens/s of one request against weight bytes / measured device copy bandwidth, on args.device."""
+    src = torch.empty(copy_bytes, dtype=torch.uint8, device=args.device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    torch.cuda.synchronize()
+    _sync(args.device)
     start = time.perf_counter()
     for _ in range(10):
         dst.copy_(src)
-    torch.cuda.synchronize()
+    _sync(args.device)
     bandwidth = 2 * 10 * src.numel() / (time.perf_counter() - start)  # read + write
     del src, dst
     cfg = json.loads((folder / "config.json").read_text())
     llm = LLMEngine(EngineConfig(str(folder), dtype=args.dtype, max_model_len=2048, max_num_seqs=8,
-                                 num_kv_blocks=256, skip_tokenizer_init=True))
+                                 num_kv_blocks=256, skip_tokenizer_init=True, enforce_eager=enforce_eager,
+                                 device=args.device))
     weight_bytes = sum(p.numel() * p.element_size() for p in llm.runner.model.parameters())
     llm.generate([[5] * 32], SamplingParams(max_tokens=16, ignore_eos=True))
-    torch.cuda.synchronize()
+    _sync(args.device)
     start = time.perf_counter()
-    llm.generate([[5] * 32], SamplingParams(temperature=0, max_tokens=512, ignore_eos=True))
-    torch.cuda.synchronize()
-    tokens_per_s = 512 / (time.perf_counter() - start)
+    llm.generate([[5] * 32], SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+    _sync(args.device)
+    tokens_per_s = tokens / (time.perf_counter() - start)
     roofline = bandwidth / weight_bytes
+    graphs = len(llm.runner.graphs)
+    llm.close()
     return {"weight_bytes": weight_bytes, "copy_bandwidth_GBps": round(bandwidth / 1e9, 1),
             "decode_tokens_per_s": round(tokens_per_s, 1), "roofline_tokens_per_s": round(roofline, 1),
-            "fraction_of_roofline": round(tokens_per_s / roofline, 3), "layers": cfg["num_hidden_layers"]}
+            "fraction_of_roofline": round(tokens_per_s / roofline, 3), "layers": cfg["num_hidden_layers"],
+            "cuda_graphs": graphs}
 
 
 GGUF_QUESTIONS = ["Tell me about the history of Paris.", "Explain how a bicycle works.",

@@ -22,7 +22,7 @@ from bench.gpu_check.common import Context, Outcome
 
 LLM_CARD = ROOT / "configs/models/qwen3-8b/config.json"
 SMOKE_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, vocab_size=1024, max_position_embeddings=2048)
+                 num_key_value_heads=2, head_dim=16, vocab_size=32000, max_position_embeddings=2048)
 STACKS = {True: ROOT / "configs/demo-tiny.yaml", False: ROOT / "configs/vtuber-24gb.yaml"}
 CARD_MEMORY = "24GiB"  # gpu.memory of the derived stack: planned and capped as on a 24 GB card (= --gpu-memory 24GiB)
 
