@@ -145,8 +145,11 @@ def main() -> None:
     parser.add_argument("--api-key", default=os.environ.get("ORCH_API_KEY"))
     parser.add_argument("--max-tokens", type=int, default=32, help="each answer's max_output_tokens")
     parser.add_argument("--turn-detection", nargs="+", choices=list(DETECTIONS), default=list(DETECTIONS))
+    parser.add_argument("--lines", type=int, default=len(DIALOGUE),
+                        help="play only the first N lines of the dialogue and of the mid-sentence set")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/voice_latency.json")
     args = parser.parse_args()
+    dialogue, mid_sentence = DIALOGUE[:args.lines], MID_SENTENCE[:args.lines]
     proc = None
     if args.url is None:
         proc, args.url = start_stack(args.stack, Path("/tmp/voice_latency_stack.log"))
@@ -155,9 +158,9 @@ def main() -> None:
         for name in args.turn_detection:
             for n in args.sessions:
                 turns = asyncio.run(run_level(args.url, args.api_key, n, args.max_tokens, DETECTIONS[name],
-                                              [(line,) for line in DIALOGUE]))
+                                              [(line,) for line in dialogue]))
                 mid = asyncio.run(run_level(args.url, args.api_key, n, args.max_tokens, DETECTIONS[name],
-                                            MID_SENTENCE))
+                                            mid_sentence))
                 row = {"turn_detection": name, "sessions": n, "turns": len(turns),
                        "client_p50_ms": pct([t["client_ms"] for t in turns], 0.5),
                        "client_p95_ms": pct([t["client_ms"] for t in turns], 0.95),
@@ -188,7 +191,7 @@ def main() -> None:
     Console().print(table)
     args.out.write_text(json.dumps({"hardware": describe(), "stack": str(args.stack.relative_to(ROOT))
                                     if args.stack.is_relative_to(ROOT) else str(args.stack),
-                                    "dialogue": DIALOGUE, "mid_sentence": MID_SENTENCE, "pause_s": PAUSE_S,
+                                    "dialogue": dialogue, "mid_sentence": mid_sentence, "pause_s": PAUSE_S,
                                     "turn_detection": {n: DETECTIONS[n] for n in args.turn_detection},
                                     "max_output_tokens": args.max_tokens, "rows": rows},
                                    indent=2))

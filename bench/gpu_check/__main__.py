@@ -76,7 +76,7 @@ def run_step(step: Step, args: argparse.Namespace, device: str, timeout: float, 
     log = args.work / "logs" / f"{step.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     outcome_file.unlink(missing_ok=True)
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child_env = {"COLUMNS": "160", **os.environ, "PYTHONUNBUFFERED": "1"}  # rich tables readable in the logs
     if args.cpu_smoke:
         child_env["TRITON_INTERPRET"] = "1"   # the Triton kernels in the interpreter, as the CPU suite runs them
     else:
@@ -137,7 +137,8 @@ def table(rows: list[StepResult], env: dict, smoke: bool, wall: float) -> str:
         text = r.error if r.error else "; ".join([r.summary, *r.failures]) if r.failures else r.summary
         lines.append(f"| {r.title} | {r.status.upper() if r.status != 'pass' else 'pass'} | {r.seconds:.0f} | "
                      f"{text.replace('|', '/').replace(chr(10), ' ')} |")
-    return head + "\n".join(lines) + "\n"
+    details = "".join(f"\n{r.title}\n\n{r.data['markdown']}" for r in rows if "markdown" in r.data)
+    return head + "\n".join(lines) + "\n" + details
 
 
 def main(argv: list[str] | None = None) -> int:

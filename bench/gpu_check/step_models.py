@@ -8,6 +8,7 @@ an interrupted one redoes only what was unfinished. The stack the later steps st
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -98,10 +99,8 @@ def llm_config(smoke: bool) -> dict:
 
 
 def make_llm(folder: Path, ctx: Context) -> None:
-    """Random weights made on the device (bf16 at real size) with the tests' byte-level tokenizer beside them.
-
-    The tokenizer knows 400 ids of the model's vocabulary; the others decode to nothing, which is all a random
-    model's text needs to be."""
+    """Random weights made on the device (bf16 at real size) with the tests' byte-level tokenizer beside them, its
+    vocabulary filled to the model's so that every sampled id decodes to a word (the voice steps speak them)."""
     import torch
     from llm_throughput import random_checkpoint
     from orchestrator.demo.tiny_llm import make_tokenizer
@@ -110,6 +109,19 @@ def make_llm(folder: Path, ctx: Context) -> None:
     model = random_checkpoint(folder, llm_config(ctx.smoke), dtype, ctx.device)
     del model
     make_tokenizer(folder)
+    fill_vocabulary(folder / "tokenizer.json", llm_config(ctx.smoke)["vocab_size"])
+
+
+def fill_vocabulary(path: Path, size: int) -> None:
+    """Pad a BPE vocabulary with filler words up to `size` ids: never produced by encoding, decodable like any other
+    (tiny_whisper.py's recipe)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    data = json.loads(path.read_text())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    pieces = ("Ġ" + "".join(p) for n in itertools.count(3) for p in itertools.product(letters, repeat=n))
+    while len(vocab) < size:
+        vocab.setdefault(next(pieces), len(vocab))
+    path.write_text(json.dumps(data, ensure_ascii=False))
 
 
 def write_stack(ctx: Context, paths: dict[str, Path]) -> Path:
