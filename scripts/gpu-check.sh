@@ -20,7 +20,7 @@ if [[ $smoke == 0 ]] && ! nvidia-smi -L >/dev/null 2>&1; then
     echo "Run it on a machine with one, or pass --cpu-smoke for the same code paths with tiny shapes on the CPU." >&2
     exit 2
 fi
-[[ $setup == 1 ]] && bash scripts/setup.sh
+if [[ $setup == 1 ]]; then bash scripts/setup.sh; fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export ORCH_REAL_MODELS="${ORCH_REAL_MODELS:-$PWD/.demo-models/real}"   # the Piper voice, if the demo fetched it
 exec .venv/bin/python -m bench.gpu_check "${args[@]}"
