@@ -1,4 +1,5 @@
-"""Split one card across a stack: fixed shares first, the LLM's `rest` becomes KV cache; refuse with the fix."""
+"""Split each card across the models placed on it: fixed shares first, the LLM's `rest` becomes KV cache; refuse
+with the fix."""
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ class ModelPlan:
 
 @dataclass(slots=True)
 class Plan:
-    """The whole card: every model's share, the LLM's KV pool, and the verdict with its fixes."""
+    """One card: every model's share, the LLM's KV pool, and the verdict with its fixes."""
 
     device_label: str
     total_bytes: int
@@ -46,6 +47,14 @@ class Plan:
     max_concurrent_sequences: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    device: str = "cuda:0"   # the card, as models name it ("cuda:1"; "cpu" for a stack planned against RAM)
+    name: str = ""           # short, for a refusal: the preset, the GPU's name, or the size
+
+    @property
+    def card(self) -> str:
+        """`card 1 (rtx-4090)`: what the report and a refusal call this card."""
+        index = self.device.partition(":")[2] or self.device
+        return f"card {index} ({self.name})" if self.name else f"card {index}"
 
     @property
     def fits(self) -> bool:
@@ -62,73 +71,115 @@ class Plan:
         return self.total_bytes - self.used_bytes
 
 
+@dataclass(slots=True)
+class StackPlan:
+    """Every card planned on its own; models off every card (CPU, a url) are listed with the first card."""
+
+    cards: list[Plan]
+    models: list[ModelPlan]  # every model, in the stack file's order
+
+    @property
+    def fits(self) -> bool:
+        return all(card.fits for card in self.cards)
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for card in self.cards for p in card.problems]
+
+    @property
+    def notes(self) -> list[str]:
+        return [n for card in self.cards for n in card.notes]
+
+    def card_of(self, mp: ModelPlan) -> Plan:
+        """The card a model is planned on (the first card for a model off every card)."""
+        return next((card for card in self.cards if mp.on_card and mp.device == card.device), self.cards[0])
+
+
 def _round_up(n: float, step: int = SHARE_ROUNDING) -> int:
     return int(math.ceil(n / step) * step)
 
 
-def _device_of(spec, stack_device) -> str:
-    device = spec.device if spec.device is not None else stack_device
+def _device_of(device) -> str:
     return "cpu" if device == "cpu" else f"cuda:{device}"
 
 
 def plan_stack(stack, total_bytes: int, device_label: str, calibration: Calibration | None = None) -> Plan:
-    """Estimate every model and split `total_bytes` (the card, or RAM for a CPU stack) between them."""
-    card = _device_of(stack.gpu, stack.gpu.device)
-    reserve = stack.gpu.reserve
-    plan = Plan(device_label, total_bytes, reserve, [])
+    """Estimate every model of a one-card stack and split `total_bytes` (the card, or RAM for a CPU stack)."""
+    if len(stack.cards) != 1:
+        raise ValueError(f"plan_stack plans one card, but the stack lists {len(stack.cards)}; use plan_cards")
+    return plan_cards(stack, [(total_bytes, device_label, "")], calibration).cards[0]
+
+
+def plan_cards(stack, targets: list[tuple[int, str, str]], calibration: Calibration | None = None) -> StackPlan:
+    """Estimate every model, then split each card's (total, label, name) between the models placed on it."""
+    devices = [_device_of(card.device) for card in stack.cards]
+    models: list[ModelPlan] = []
+    notes: dict[str, list[str]] = {}
     shared_context: set[str] = set()
     for spec in stack.models:
-        if getattr(spec, "url", None) is not None:  # a server we do not run: nothing of it is on this card
+        notes[spec.name] = []
+        if getattr(spec, "url", None) is not None:  # a server we do not run: nothing of it is on any card
             est = Estimate(spec.name, spec.kind, spec.url, "remote", 0, 0, 0,
                            formulas={"weights": f"served by {spec.url}, not on this card"})
-            plan.models.append(ModelPlan(est, "remote", 0, "remote", False))
+            models.append(ModelPlan(est, "remote", 0, "remote", False))
             continue
-        device = _device_of(spec, stack.gpu.device)
+        device = _device_of(spec.device if spec.device is not None else stack.cards[0].device)
         est = estimate(spec, on_gpu=device != "cpu")
         if calibration is not None and apply_calibration(est, calibration):
-            plan.notes.append(f"{est.name}: activations and context from the calibration measured on "
-                              f"{calibration.device}")
-        plan.notes.extend(est.notes)
+            notes[spec.name].append(f"{est.name}: activations and context from the calibration measured on "
+                                    f"{calibration.device}")
+        notes[spec.name].extend(est.notes)
         if spec.isolation == "none":
             if device in shared_context:
                 est.context_bytes = 0
                 est.formulas["context"] = "shares the server process's context (isolation: none)"
             shared_context.add(device)
-        plan.models.append(ModelPlan(est, device, 0, str(spec.memory), device == card))
+        on_card = device in devices
+        models.append(ModelPlan(est, device, 0, str(spec.memory) if on_card else device, on_card))
+    cards = []
+    for i, (card, (total, label, name)) in enumerate(zip(stack.cards, targets, strict=True)):
+        mine = [(mp, s) for mp, s in zip(models, stack.models) if mp.device == devices[i] or (i == 0 and not mp.on_card)]
+        plan = Plan(label, total, card.reserve, [mp for mp, _ in mine], device=devices[i], name=name,
+                    notes=[note for mp, _ in mine for note in notes[mp.estimate.name]])
+        _split(plan, [s for mp, s in mine if mp.on_card], [mp for mp, _ in mine if mp.on_card], card.auto_margin)
+        if len(stack.cards) > 1:  # with several cards, a refusal says which
+            plan.problems = [f"{plan.card}: {problem}" for problem in plan.problems]
+        cards.append(plan)
+    return StackPlan(cards, models)
 
+
+def _split(plan: Plan, specs: list, on_card: list[ModelPlan], auto_margin: float) -> None:
+    """Fixed shares first, then `rest` takes what is left of the card and the LLM's spare becomes KV cache."""
+    total_bytes, reserve = plan.total_bytes, plan.reserve_bytes
     if reserve >= total_bytes:
         plan.problems.append(f"gpu.reserve {human(reserve)} is the whole card ({human(total_bytes)}); "
                              "lower it (1GiB is usual)")
-        return plan
+        return
     available = total_bytes - reserve
-    for mp, spec in zip(plan.models, stack.models):
-        if not mp.on_card:
-            mp.share_rule = "remote" if mp.device == "remote" else mp.device
-            continue
+    for mp, spec in zip(on_card, specs):
         mode = spec.memory.mode
         if mode == "bytes":
             mp.share_bytes = int(spec.memory.value)
         elif mode == "percent":
             mp.share_bytes = int(total_bytes * spec.memory.value / 100)
         elif mode == "auto":
-            mp.share_bytes = _round_up(mp.estimate.need_bytes * (1 + stack.gpu.auto_margin))
-            mp.share_rule = f"auto+{stack.gpu.auto_margin:.0%}"
+            mp.share_bytes = _round_up(mp.estimate.need_bytes * (1 + auto_margin))
+            mp.share_rule = f"auto+{auto_margin:.0%}"
         if mode != "rest" and spec.kind != "llm" and mp.share_bytes < mp.estimate.need_bytes:
             plan.problems.append(
                 f"{spec.name} needs {human(mp.estimate.need_bytes)} ({_parts(mp.estimate)}) but its share is "
                 f"{human(mp.share_bytes)}; set its memory to at least {human(_round_up(mp.estimate.need_bytes))} "
                 "or to auto")
 
-    fixed = sum(mp.share_bytes for mp, s in zip(plan.models, stack.models) if mp.on_card and s.memory.mode != "rest")
-    llm_pair = next(((mp, s) for mp, s in zip(plan.models, stack.models) if s.kind == "llm" and mp.on_card), None)
-    rest = next((mp for mp, s in zip(plan.models, stack.models) if s.memory.mode == "rest" and mp.on_card), None)
+    fixed = sum(mp.share_bytes for mp, s in zip(on_card, specs) if s.memory.mode != "rest")
+    llm_pair = next(((mp, s) for mp, s in zip(on_card, specs) if s.kind == "llm"), None)
+    rest = next((mp for mp, s in zip(on_card, specs) if s.memory.mode == "rest"), None)
     if fixed > available:
         _over_budget(plan, fixed - available, available)
     elif rest is not None:
         rest.share_bytes = available - fixed
     if llm_pair is not None and fixed <= available:
         _size_kv(plan, *llm_pair, is_rest=llm_pair[0] is rest)
-    return plan
 
 
 def _parts(est: Estimate) -> str:

@@ -7,7 +7,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from budget.planner import Plan
+from budget.planner import Plan, StackPlan
 from budget.units import GiB, gib
 
 COLUMNS = ("model", "kind", "rule", "weights", "activ.", "context", "KV", "share", "margin")
@@ -43,9 +43,27 @@ def verdict(plan: Plan) -> str:
     return "FITS" if plan.fits else "DOES NOT FIT"
 
 
-def print_table(plan: Plan, console: Console, explain: bool = False) -> None:
-    """The terminal report: one row per model, then the totals, the verdict and each fix."""
-    table = Table(title="Memory plan (GiB; context includes CUDA graphs)", title_justify="left",
+def _cards(plan: Plan | StackPlan) -> list[Plan]:
+    return plan.cards if isinstance(plan, StackPlan) else [plan]
+
+
+def print_table(plan: Plan | StackPlan, console: Console, explain: bool = False) -> None:
+    """One table per card (a one-card stack prints exactly one, untitled by card), then the stack's verdict."""
+    cards = _cards(plan)
+    for i, card in enumerate(cards):
+        if i:
+            console.print()
+        _print_card(card, console, explain, f", {card.card}" if len(cards) > 1 else "")
+    if len(cards) > 1:
+        refused = [card.card for card in cards if not card.fits]
+        colour = "red" if refused else "green"
+        console.print(f"\n[bold]stack verdict[/bold]  [bold {colour}]{'FITS' if not refused else 'DOES NOT FIT'}"
+                      f"[/bold {colour}]{': ' + ', '.join(refused) + ' refused' if refused else ''}", highlight=False)
+
+
+def _print_card(plan: Plan, console: Console, explain: bool, which: str) -> None:
+    """The terminal report of one card: one row per model, then the totals, the verdict and each fix."""
+    table = Table(title=f"Memory plan{which} (GiB; context includes CUDA graphs)", title_justify="left",
                   box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
                   collapse_padding=True)
     for col in COLUMNS:
@@ -70,8 +88,16 @@ def print_table(plan: Plan, console: Console, explain: bool = False) -> None:
                 console.print(f"  {part:<13} {formula}", soft_wrap=True)
 
 
-def markdown(plan: Plan) -> str:
-    """A GitHub-flavoured table with the totals under it, for pasting into an issue."""
+def markdown(plan: Plan | StackPlan) -> str:
+    """GitHub-flavoured tables with the totals under each, for pasting into an issue; a heading per card of several."""
+    cards = _cards(plan)
+    if len(cards) == 1:
+        return _markdown_card(cards[0])
+    out = [f"### {card.card}\n\n{_markdown_card(card)}" for card in cards]
+    return "\n".join(out) + f"\n**stack verdict**: {'FITS' if plan.fits else 'DOES NOT FIT'}\n"
+
+
+def _markdown_card(plan: Plan) -> str:
     out = ["All sizes in GiB.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in _rows(plan)]
     out.append("")
@@ -81,8 +107,23 @@ def markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_json(plan: Plan) -> dict[str, Any]:
-    """Every number in bytes, named as the issue tracker and later stages (worker caps, KV sizing) read them."""
+def to_json(plan: Plan | StackPlan) -> dict[str, Any]:
+    """Every number in bytes. A stack's JSON is its first card's at the top level (the shape a one-card stack has
+    always had) with `fits`, `problems` and `notes` for the whole stack, and `cards`: every card, the first too."""
+    if isinstance(plan, Plan):
+        return _card_json(plan)
+    cards = [_card_json(card) | {"card": card.card, "index": _index(card), "name": card.name} for card in plan.cards]
+    return cards[0] | {"fits": plan.fits, "problems": plan.problems, "notes": plan.notes, "cards": cards}
+
+
+def _index(plan: Plan) -> int | str:
+    """The card as a model's `device` names it: its CUDA index, or `cpu`."""
+    index = plan.device.partition(":")[2]
+    return int(index) if index else plan.device
+
+
+def _card_json(plan: Plan) -> dict[str, Any]:
+    """One card, named as the issue tracker and later stages (worker caps, KV sizing) read it."""
     models = []
     for mp in plan.models:
         e = mp.estimate

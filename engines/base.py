@@ -57,9 +57,10 @@ def _rss_bytes() -> int:
 
 
 def _nvml_process_bytes(device: str) -> int | None:
+    from budget.devices import nvml_index
     from budget.probe import probe_gpus
 
-    index = int(device.partition(":")[2] or 0)
+    index = nvml_index(int(device.partition(":")[2] or 0))  # a worker's cuda:0 is the card it was given
     gpus = {g.index: g for g in probe_gpus().gpus}
     return gpus[index].processes.get(os.getpid(), 0) if index in gpus else None
 

@@ -19,15 +19,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="prove a stack fits before anything loads, and show how the card is split")
+    plan = sub.add_parser("plan", help="prove a stack fits before anything loads, and show how each card is split")
     plan.add_argument("stack", help="stack file (YAML), e.g. configs/vtuber-24gb.yaml")
     target = plan.add_mutually_exclusive_group()
-    target.add_argument("--gpu", metavar="PRESET", help="plan for a card you don't have (see `orchestrator gpus`)")
-    target.add_argument("--gpu-memory", metavar="SIZE", help="plan for this much memory, e.g. 24GiB")
+    target.add_argument("--gpu", metavar="PRESET", help="plan a one-card stack for a card you don't have (see "
+                        "`orchestrator gpus`); a stack with gpus: takes each card's preset: or memory: instead")
+    target.add_argument("--gpu-memory", metavar="SIZE", help="plan a one-card stack for this much memory, e.g. 24GiB")
     out = plan.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the plan as JSON (bytes)")
     out.add_argument("--markdown", action="store_true", help="print the plan as a Markdown table")
-    plan.add_argument("--png", metavar="FILE", type=Path, help="also draw the card's memory as a stacked bar")
+    plan.add_argument("--png", metavar="FILE", type=Path, help="also draw each card's memory as a stacked bar")
     plan.add_argument("--explain", action="store_true", help="show the formula behind every number")
     plan.add_argument("--calibration", metavar="FILE", type=Path,
                       help="measured memory from a real run (JSON) that replaces estimated activations and context")
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="listen port (default: the stack's server.port)")
     run.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: the stack's server.api_key)")
     run.add_argument("--seed", type=int, help="the LLM's default sampling seed (default: the stack's)")
-    run.add_argument("--gpu-memory", metavar="SIZE", help="plan and run as if the card had this much, e.g. 20GiB")
+    run.add_argument("--gpu-memory", metavar="SIZE", help="plan and run a one-card stack as if the card had this "
+                     "much, e.g. 20GiB")
     run.add_argument("--log-level", default="INFO", type=str.upper,
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (default INFO)")
     sub.add_parser("gpus", help="list the GPU presets and the GPUs NVML sees here")
@@ -47,9 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     from budget.calibration import load_calibration
     from budget.estimate import PlanInputError
-    from budget.planner import plan_stack
+    from budget.planner import plan_cards
     from budget.report import markdown, print_table, to_json
-    from budget.target import resolve_target
+    from budget.target import resolve_cards
     from budget.tensors import CheckpointError
     from budget.units import SizeError
     from orchestrator.launch.argv import planned_launches
@@ -57,9 +59,9 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
 
     try:
         stack = load_stack(args.stack)
-        total, label = resolve_target(stack.gpu.device, stack.gpu.memory, args.gpu, args.gpu_memory)
+        targets = resolve_cards(stack, args.gpu, args.gpu_memory)
         calibration = load_calibration(args.calibration) if args.calibration else None
-        plan = plan_stack(stack, total, label, calibration)
+        plan = plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets], calibration)
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
@@ -74,8 +76,11 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
         print(markdown(plan), end="")
     else:
         print_table(plan, console, explain=args.explain)
+        devices = {mp.estimate.name: mp.device for mp in plan.models}
         for name, argv in launches.items():
-            console.print(f"  {name} is launched as (port and key chosen at run time):\n    {shlex.join(argv)}",
+            index = devices[name].partition(":")[2]  # a server on another card than 0 is run seeing only that card
+            card = f"CUDA_VISIBLE_DEVICES={index} " if index not in ("", "0") else ""
+            console.print(f"  {name} is launched as (port and key chosen at run time):\n    {card}{shlex.join(argv)}",
                           highlight=False, soft_wrap=True)
     if args.png:
         from budget.picture import save_png

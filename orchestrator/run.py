@@ -30,9 +30,9 @@ class RunOptions:
 
 def run(opts: RunOptions, console: Console, errors: Console) -> int:
     from budget.estimate import PlanInputError
-    from budget.planner import plan_stack
+    from budget.planner import plan_cards
     from budget.report import print_table
-    from budget.target import resolve_target
+    from budget.target import resolve_cards
     from budget.tensors import CheckpointError
     from budget.units import SizeError
     from orchestrator.stack_file import StackError, load_stack
@@ -43,8 +43,8 @@ def run(opts: RunOptions, console: Console, errors: Console) -> int:
             for model in stack.models:
                 if model.kind == "llm":
                     model.seed = opts.seed
-        total, label = resolve_target(stack.gpu.device, stack.gpu.memory, None, opts.gpu_memory)
-        plan = plan_stack(stack, total, label)
+        targets = resolve_cards(stack, None, opts.gpu_memory)
+        plan = plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets])
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -112,7 +112,7 @@ def build_stack_app(stack, supervisor, api_key: str | None):
     metrics = Metrics()
     metrics.status = lambda: list(supervisor.status.values())
     app = build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))
-    app.state.plan = supervisor.plan  # /health/plan: the card the playground draws
+    app.state.plan = supervisor.plan  # /health/plan: every card in its JSON; the playground draws the first
     return app
 
 
@@ -120,7 +120,7 @@ def voice_engines(stack, supervisor, llm_state):
     """What /v1/realtime chains: the models the stack's voice: section names, else the first of each kind."""
     from orchestrator.server.realtime.voice import VoiceEngines, limits_from
 
-    if llm_state is None or llm_state.upstream is not None:  # the voice renders prompts with the LLM's tokenizer
+    if llm_state is None:
         return None
     voice = stack.voice
 
@@ -136,11 +136,15 @@ def voice_engines(stack, supervisor, llm_state):
 def print_plan_beside_actual(supervisor, console: Console) -> None:
     from budget.units import human
 
+    plan = supervisor.plan
+    several = len(plan.cards) > 1
     table = Table(title="Plan beside actual (measured after warm-up)", title_justify="left")
-    for column in ("model", "kind", "planned share", "actual", "actual / plan", "pid"):
-        table.add_column(column, justify="left" if column in ("model", "kind") else "right")
+    for column in ("model", "kind", *(("card",) if several else ()), "planned share", "actual", "actual / plan", "pid"):
+        table.add_column(column, justify="left" if column in ("model", "kind", "card") else "right")
+    where = {m.estimate.name: (plan.card_of(m).card if m.on_card else m.device) for m in plan.models}
     for s in supervisor.status.values():
         actual = "in server" if s.actual_bytes is None else human(s.actual_bytes)
         ratio = "" if s.actual_bytes is None or not s.planned_bytes else f"{s.actual_bytes / s.planned_bytes:.0%}"
-        table.add_row(s.name, s.kind, human(s.planned_bytes), actual, ratio, str(s.pid or ""))
+        table.add_row(s.name, s.kind, *((where[s.name],) if several else ()), human(s.planned_bytes), actual, ratio,
+                      str(s.pid or ""))
     console.print(table)

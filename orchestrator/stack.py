@@ -1,4 +1,4 @@
-"""The stack file's schema: one GPU, one server, the models that share them, and the voice pipeline."""
+"""The stack file's schema: its card (or cards), one server, the models that share them, and the voice pipeline."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from budget.gpus import preset
 from budget.units import human, parse_size
 
 Device = Union[Literal["cpu"], Annotated[int, Field(ge=0)]]
@@ -54,12 +55,30 @@ class Strict(BaseModel):
 
 
 class GpuSpec(Strict):
+    """The one card of a `gpu:` stack (or `cpu`: plan against host RAM)."""
+
     device: Device = 0
     memory: Literal["auto"] | Bytes = "auto"
     reserve: Bytes = parse_size("1GiB")
     auto_margin: float = Field(0.10, ge=0, le=1, description="headroom added to an `auto` share's estimate")
     tolerance: float = Field(0.10, ge=0, le=10, description="how far a model's measured memory after warm-up may "
                                                              "exceed its share before the start is refused")
+
+
+class CardSpec(GpuSpec):
+    """One card of a `gpus:` stack: a CUDA index, planned against NVML, `memory`, or a preset's total."""
+
+    device: Annotated[int, Field(ge=0)]
+    preset: str | None = Field(None, description="plan for this card model (see `orchestrator gpus`) instead of NVML")
+
+    @model_validator(mode="after")
+    def _one_total(self) -> CardSpec:
+        if self.preset is not None and self.memory != "auto":
+            raise ValueError(f"card {self.device} has both preset {self.preset!r} and memory {human(self.memory)}; "
+                             "keep one: a preset plans the card model's total, memory a size you give")
+        if self.preset is not None:
+            preset(self.preset)  # an unknown name is a ValueError listing the known ones
+        return self
 
 
 class ServerSpec(Strict):
@@ -188,12 +207,27 @@ class VoiceSpec(Strict):
 
 class Stack(Strict):
     gpu: GpuSpec = Field(default_factory=GpuSpec)
+    gpus: list[CardSpec] | None = Field(None, min_length=1, description="several cards; each model's `device` "
+                                        "picks one (default: the first)")
     server: ServerSpec = Field(default_factory=ServerSpec)
     models: list[AnyModel] = Field(min_length=1)
     voice: VoiceSpec | None = None
 
+    @property
+    def cards(self) -> list[GpuSpec]:
+        """Every card the stack plans: the `gpus:` list, or the one `gpu:`."""
+        return list(self.gpus) if self.gpus is not None else [self.gpu]
+
+    def card_of(self, spec: ModelSpec) -> GpuSpec | None:
+        """The card a model is planned on; None when it is off every card (on the CPU of a GPU stack, or a url)."""
+        if getattr(spec, "url", None) is not None:
+            return None
+        device = spec.device if spec.device is not None else self.cards[0].device
+        return next((card for card in self.cards if card.device == device), None)
+
     @model_validator(mode="after")
     def _consistent(self) -> Stack:
+        self._check_cards()
         names = [m.name for m in self.models]
         served: dict[str, str] = {}
         for i, m in enumerate(self.models):
@@ -207,11 +241,12 @@ class Stack(Strict):
             if m.memory.mode == "rest" and m.kind != "llm":
                 _conflict(("models", i, "memory"), f"{m.kind} model {m.name!r} has memory: rest, which only an LLM "
                           "can take (what is left becomes its KV cache); give it a size, a percent or auto")
-        rest = [i for i, m in enumerate(self.models) if m.memory.mode == "rest"]
-        if len(rest) > 1:
-            _conflict(("models", rest[1], "memory"), "only one model can take memory: rest, but "
-                      f"{' and '.join(self.models[i].name for i in rest)} both do; "
-                      "give the others a size, a percent or auto")
+        for card in self.cards:  # rest is what is left of one card: one taker per card
+            rest = [i for i, m in enumerate(self.models) if m.memory.mode == "rest" and self.card_of(m) is card]
+            if len(rest) > 1:
+                _conflict(("models", rest[1], "memory"), f"only one model can take memory: rest on card {card.device}, "
+                          f"but {' and '.join(self.models[i].name for i in rest)} both do; "
+                          "give the others a size, a percent or auto, or put them on another card")
         for role in ("asr", "llm", "tts", "vad"):
             wanted = getattr(self.voice, role) if self.voice else None
             match = next((m for m in self.models if m.name == wanted), None)
@@ -221,6 +256,27 @@ class Stack(Strict):
             if match is not None and match.kind != role:
                 _conflict(("voice", role), f"voice.{role} names model {wanted!r}, but that model is kind {match.kind}")
         return self
+
+
+    def _check_cards(self) -> None:
+        """`gpu` or `gpus`, distinct indices, and every model on a card the stack lists (or the CPU)."""
+        if self.gpus is not None and "gpu" in self.model_fields_set:
+            _conflict(("gpus",), "the stack has both gpu (one card) and gpus (several); keep one: move the gpu "
+                      "entry into the gpus list")
+        devices = [card.device for card in self.cards]
+        for i, device in enumerate(devices):
+            if devices.index(device) != i:
+                _conflict(("gpus", i, "device"), f"card {device} is listed twice in gpus; each card once")
+        listed = ", ".join(str(d) for d in devices)
+        for i, m in enumerate(self.models):
+            if getattr(m, "url", None) is not None and m.device is not None:
+                _conflict(("models", i, "device"), f"llm {m.name!r} has a url, so it runs on no card of ours; "
+                          "drop its device")
+            if m.device is not None and m.device != "cpu" and m.device not in devices:
+                fix = (f"set its device to one of them, or add {{device: {m.device}}} to gpus" if self.gpus is not None
+                       else "leave its device out, or list every card under gpus: (and drop gpu:)")
+                _conflict(("models", i, "device"), f"model {m.name!r} names device {m.device}, which this stack does "
+                          f"not have (its devices: {listed}); {fix}")
 
 
 def _conflict(loc: tuple, message: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.stack import KINDS, SPEC_BY_KIND, GpuSpec, ServerSpec, Stack, VoiceSpec
+from orchestrator.stack import KINDS, SPEC_BY_KIND, CardSpec, GpuSpec, ServerSpec, Stack, VoiceSpec
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS: dict[str, type[BaseModel]] = {"gpu": GpuSpec, "server": ServerSpec, "voice": VoiceSpec}
@@ -46,7 +46,7 @@ def parse_stack(text: str, source: str = "<stack>") -> Stack:
     except yaml.YAMLError as exc:
         raise StackError(f"{source} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise StackError(f"{source} must be a YAML mapping with a `models:` list (and optional gpu, server, voice); "
+        raise StackError(f"{source} must be a YAML mapping with a `models:` list (and optional gpu or gpus, server, voice); "
                          f"it holds a {type(data).__name__}")
     data = _expand_env(data, root, (), source)
     try:
@@ -115,6 +115,8 @@ def _fields_for(loc: tuple) -> list[str]:
         return list(Stack.model_fields)
     if loc[0] in _SECTIONS:
         return list(_SECTIONS[loc[0]].model_fields)
+    if loc[0] == "gpus":
+        return list(CardSpec.model_fields)
     if loc[0] == "models" and len(loc) > 2 and loc[2] in SPEC_BY_KIND:
         return list(SPEC_BY_KIND[loc[2]].model_fields)
     return []

@@ -1,8 +1,8 @@
-"""Start every engine of a stack in its own worker, each held to its plan's share; restart one that dies.
+"""Start every engine of a stack in its own worker, each held to its plan's share of its card; restart one that dies.
 
 Fixed-share engines start first (together), each capped and warmed up at its peak; then the LLM's KV
 pool is sized from what is really free at that moment. A worker that holds more than its share by
-more than the stack's tolerance stops the start. The clients the server routes to outlive restarts:
+more than its card's tolerance stops the start. A worker sees only its card (CUDA_VISIBLE_DEVICES), as cuda:0. The clients the server routes to outlive restarts:
 a dead worker's client answers 503 until its successor is attached.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from budget.planner import ModelPlan, Plan
+from budget.devices import nvml_index, worker_env
+from budget.planner import ModelPlan, StackPlan
 from budget.units import human
 from engines.protocols import EngineFront
 from orchestrator.launch.argv import launch_argv
@@ -52,7 +53,7 @@ class EngineStatus:
 
 
 class Supervisor:
-    def __init__(self, stack: Stack, plan: Plan, log_level: str = "INFO") -> None:
+    def __init__(self, stack: Stack, plan: StackPlan, log_level: str = "INFO") -> None:
         self.stack, self.plan, self.log_level = stack, plan, log_level
         self.specs = {m.name: m for m in stack.models}
         self.status: dict[str, EngineStatus] = {
@@ -101,9 +102,7 @@ class Supervisor:
             self.clients[name], self.infos[name] = serve_in_process(spec, built), built.info
             self._mark_ready(name, None, None)
             return
-        ws = WorkerSpec(name, p.estimate.kind, spec.model_dump(), p.device, p.share_bytes, kv_bytes,
-                        self.plan.total_bytes, self.log_level, self._cpu_threads())
-        handle = WorkerHandle(ws)
+        handle = WorkerHandle(self.worker_spec(p, kv_bytes))
         self._handles[name] = handle
         started = handle.start(lambda stage: on_progress(name, stage))
         self._check_share(p, started.held_bytes, handle.stop)
@@ -112,6 +111,16 @@ class Supervisor:
         self._attach(name, client, started)
         self._mark_ready(name, started.held_bytes, handle.pid)
         threading.Thread(target=self._watch, args=(name,), name=f"watch-{name}", daemon=True).start()
+
+    def worker_spec(self, p: ModelPlan, kv_bytes: int) -> WorkerSpec:
+        """What a worker is spawned with: its card alone made visible (as cuda:0) and that card's total for its cap."""
+        try:
+            env, device = worker_env(p.device)
+        except ValueError as error:
+            raise WorkerStartError(f"model {p.estimate.name!r}: {error}") from None
+        return WorkerSpec(p.estimate.name, p.estimate.kind, self.specs[p.estimate.name].model_dump(), device,
+                          p.share_bytes, kv_bytes, self.plan.card_of(p).total_bytes, self.log_level,
+                          self._cpu_threads(), env)
 
     def _start_upstream(self, p: ModelPlan, spec, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
         """An LLM served over HTTP: a url we only route to, or a server we launch with the plan's share."""
@@ -125,12 +134,13 @@ class Supervisor:
             return
         port, key = free_port(), LaunchedServer.new_key()
         try:
-            argv = launch_argv(spec, p, self.plan, kv_bytes, port, key)
+            argv = launch_argv(spec, p, self.plan.card_of(p).total_bytes, kv_bytes, port, key)
         except ValueError as error:
             raise WorkerStartError(str(error)) from None
+        env = self.worker_spec(p, kv_bytes).env  # the server sees only its card, as a worker does
         server = LaunchedServer(name, argv, port, key,
                                 spec.health_path, spec.start_timeout_s,
-                                Path(tempfile.gettempdir()) / f"orchestrator-{name}-{port}.log")
+                                Path(tempfile.gettempdir()) / f"orchestrator-{name}-{port}.log", env)
         on_progress(name, f"launching {spec.engine}: {' '.join(server.argv)}")
         server.start()
         self._launched[name] = server
@@ -167,25 +177,29 @@ class Supervisor:
             self._mark_ready(name, server.held_bytes(device), server.pid)
 
     def _check_share(self, p: ModelPlan, held: int, stop: Callable[[], None]) -> None:
-        limit = p.share_bytes * (1 + self.stack.gpu.tolerance)
+        card = self.stack.card_of(self.specs[p.estimate.name])
+        if card is None:  # off every card (on the CPU of a GPU stack): it has no share to be held to
+            return
+        limit = p.share_bytes * (1 + card.tolerance)
         if held > limit:
             stop()
             raise AccountingError(
                 f"model {p.estimate.name!r} holds {human(held)} after warm-up, more than its share of "
-                f"{human(p.share_bytes)} plus the stack's tolerance ({self.stack.gpu.tolerance:.0%}); "
+                f"{human(p.share_bytes)} plus its card's tolerance ({card.tolerance:.0%}); "
                 f"give it a larger `memory:` or lower its limits, then run `orchestrator plan` again")
 
     def _llm_kv_bytes(self, p: ModelPlan) -> int:
-        """On a GPU: what NVML says is free now, less the reserve and the LLM's own non-KV need. On CPU: the plan's."""
+        """On a GPU: what NVML says is free on its card now, less that card's reserve and the LLM's own non-KV need.
+        On CPU: the plan's."""
         if not p.device.startswith("cuda"):
             return p.kv_bytes
         from budget.probe import probe_gpus
 
-        index = int(p.device.partition(":")[2] or 0)
+        index = nvml_index(int(p.device.partition(":")[2] or 0))
         gpu = next((g for g in probe_gpus().gpus if g.index == index), None)
         if gpu is None:
             return p.kv_bytes
-        measured = gpu.free_bytes - self.stack.gpu.reserve - p.estimate.need_bytes
+        measured = gpu.free_bytes - self.plan.card_of(p).reserve_bytes - p.estimate.need_bytes
         log.info("%s: KV pool sized from free memory now: %s (the plan said %s)", p.estimate.name,
                  human(measured), human(p.kv_bytes))
         return max(0, measured)

@@ -12,8 +12,8 @@ from live_server import live_server
 def live_stack(stack_file: Path, key: str, isolation: str | None = "none") -> Iterator[tuple]:
     """Yield (app, supervisor, url) with every model at `isolation` (none: in this process; None: as the stack file
     says, as `orchestrator run` starts it); stop it all on exit."""
-    from budget.planner import plan_stack
-    from budget.target import resolve_target
+    from budget.planner import plan_cards
+    from budget.target import resolve_cards
     from orchestrator.run import build_stack_app
     from orchestrator.stack_file import load_stack
     from orchestrator.supervisor import Supervisor
@@ -21,8 +21,8 @@ def live_stack(stack_file: Path, key: str, isolation: str | None = "none") -> It
     spec = load_stack(stack_file)
     for model in spec.models:
         model.isolation = isolation or model.isolation
-    total, label = resolve_target(spec.gpu.device, spec.gpu.memory, None, None)
-    supervisor = Supervisor(spec, plan_stack(spec, total, label), "WARNING")
+    targets = [(t.total_bytes, t.label, t.name) for t in resolve_cards(spec)]
+    supervisor = Supervisor(spec, plan_cards(spec, targets), "WARNING")
     supervisor.start(lambda name, stage: None)
     try:
         app = build_stack_app(spec, supervisor, key)

@@ -33,8 +33,9 @@ def free_port() -> int:
 
 class LaunchedServer:
     def __init__(self, name: str, argv: list[str], port: int, api_key: str, health_path: str, timeout_s: float,
-                 log_file: Path) -> None:
+                 log_file: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.argv, self.port, self.api_key = name, argv, port, api_key
+        self.env = env or {}  # on top of ours: the one card it may see
         self.health_url = f"http://127.0.0.1:{port}{health_path}"
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.timeout_s, self.log_file = timeout_s, log_file
@@ -54,7 +55,8 @@ class LaunchedServer:
         with open(self.log_file, "ab") as out:
             try:
                 self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+                                                stderr=subprocess.STDOUT, start_new_session=True,
+                                                env={**os.environ, **self.env})
             except OSError as error:
                 raise WorkerStartError(f"model {self.name!r}: its command {self.argv[0]!r} could not be started "
                                        f"({error}); check the command in the stack file") from None
@@ -82,9 +84,10 @@ class LaunchedServer:
         except psutil.NoSuchProcess:
             return 0
         if device.startswith("cuda"):
+            from budget.devices import nvml_index
             from budget.probe import probe_gpus
 
-            index, pids = int(device.partition(":")[2] or 0), {p.pid for p in processes}
+            index, pids = nvml_index(int(device.partition(":")[2] or 0)), {p.pid for p in processes}
             gpu = next((g for g in probe_gpus().gpus if g.index == index), None)
             return sum(n for pid, n in gpu.processes.items() if pid in pids) if gpu else 0
         total = 0

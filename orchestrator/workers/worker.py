@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from orchestrator.workers.channel import Channel
@@ -27,16 +27,18 @@ class WorkerSpec:
     name: str
     kind: str
     spec: dict                # the stack file's entry, as plain data for the spawned process
-    device: str               # "cpu" or "cuda:N"
+    device: str               # "cpu", or "cuda:0": the one card `env` leaves visible
     share_bytes: int          # the plan's share: the cap on a GPU, the yardstick for plan beside actual
     kv_bytes: int             # the LLM's KV pool (0 for other kinds)
     device_total_bytes: int
     log_level: str = "INFO"
     cpu_threads: int = 0      # on CPU: this worker's share of the cores (0: the libraries' defaults)
+    env: dict[str, str] = field(default_factory=dict)  # set before anything starts CUDA: CUDA_VISIBLE_DEVICES
 
 
 def worker_main(conn: Connection, ws: WorkerSpec) -> None:
     """Entry point of the spawned process; every failure goes back to the supervisor as text, never a traceback."""
+    os.environ.update(ws.env)  # first: CUDA reads which cards it may see once, when it starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the supervisor stops us
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=ws.log_level, format=f"%(asctime)s {ws.name} %(levelname)s %(name)s: %(message)s")
