@@ -29,12 +29,12 @@ class Step:
 
 
 STEPS = (
-    Step("kernels", "1. Triton kernels and CUDA-only tests (natively); CUDA-graph decode = eager decode", 60, 40),
+    Step("kernels", "1. Triton kernels and CUDA-only tests (natively); CUDA-graph decode = eager decode", 50, 40),
     Step("models", "   random-weight models at real size (tiny on the smoke run), made once", 110, 40),
-    Step("planner", "2. planner estimate beside measured memory, per model and part", 110, 40),
-    Step("stack", "3. the 24 GB VTuber stack under `orchestrator run`, capped, under load", 110, 50),
+    Step("planner", "2. planner estimate beside measured memory, per model and part", 100, 40),
+    Step("stack", "3. the 24 GB VTuber stack under `orchestrator run`, capped, under load", 100, 50),
     Step("decode", "4. decode tokens/s vs roofline, with and without CUDA graphs; vs HF continuous batching", 80, 30),
-    Step("voice", "5. voice latency (bench/voice_latency.py), 1 and 8 sessions", 90, 50),
+    Step("voice", "5. voice latency (bench/voice_latency.py), 1 and 8 sessions", 100, 50),
 )
 NAMES = [s.name for s in STEPS]
 NO_GPU = ("no CUDA GPU here (torch.cuda.is_available() is false): this check measures what only a GPU can show. "

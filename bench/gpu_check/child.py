@@ -30,7 +30,7 @@ def main() -> None:
         module = importlib.import_module(f"bench.gpu_check.step_{args.step}")
         outcome = module.run(Context(args.smoke, args.work, args.device))
         record = {"data": outcome.data, "summary": outcome.summary, "failures": outcome.failures, "error": None}
-    except Exception as exc:  # noqa: BLE001  (reported in the table; the next step still runs)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001  (reported in the table; the next step still runs)
         traceback.print_exc()
         record = {"data": {}, "summary": "", "failures": [], "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()[-4000:]}

@@ -57,13 +57,18 @@ def environment(device: str) -> dict:
     import torch
     from hardware import describe
 
+    from budget.probe import probe_gpus
+
     try:
         import triton
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
     driver, why = nvml_driver()
-    return {"device": describe(device), "device_type": "cuda" if device.startswith("cuda") else "cpu",
+    # NVML names a GPU without torch creating a CUDA context in the driver (it would hold memory all run long)
+    index = int(device.partition(":")[2] or 0)
+    gpu = next((g for g in probe_gpus().gpus if g.index == index), None) if device.startswith("cuda") else None
+    return {"device": gpu.name if gpu else describe(device), "device_type": "cuda" if device.startswith("cuda") else "cpu",
             "driver": driver, **({"driver_why": why} if why else {}), "torch": torch.__version__,
             "cuda": torch.version.cuda, "triton": triton_version, "python": platform.python_version(),
             "cpu_cores": os.cpu_count()}

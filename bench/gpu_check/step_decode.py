@@ -53,8 +53,8 @@ def run(ctx: Context) -> Outcome:
             "hf_continuous_seconds": None if hf_s is None else round(hf_s, 2),
             "hf_continuous_tokens_per_s": None if hf_s is None else round(tokens / hf_s, 1),
             "ours_over_hf_continuous": None if hf_s is None else round(hf_s / ours_s, 2), "single_stream": single,
-            "graph_speedup": round(single["cuda_graphs"]["decode_tokens_per_s"] / single["eager"]["decode_tokens_per_s"],
-                                   2)}
+            "graph_speedup": round(single["cuda_graphs"]["decode_tokens_per_s"]
+                                   / single["eager"]["decode_tokens_per_s"], 2)}
     if hf_s is None:
         data["why"] = "this transformers has no continuous_batching_context_manager"
     if not single["cuda_graphs"]["cuda_graphs"]:

@@ -136,7 +136,8 @@ def write_stack(ctx: Context, paths: dict[str, Path]) -> Path:
     if not ctx.smoke:
         data["gpu"]["memory"] = CARD_MEMORY
     out = stack_path(ctx)
-    out.write_text(f"# made by bench/gpu_check from {STACKS[ctx.smoke].relative_to(ROOT)}\n" + yaml.safe_dump(data, sort_keys=False))
+    header = f"# made by bench/gpu_check from {STACKS[ctx.smoke].relative_to(ROOT)}\n"
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
     load_stack(out)  # valid, or this step fails here rather than every later one
     return out
 

@@ -41,8 +41,9 @@ def snapshot(device: str) -> Snapshot:
     from engines.base import measure_memory
 
     usage = measure_memory(device)
-    if device.startswith("cuda") and torch.cuda.is_initialized():
-        return Snapshot(usage.process, usage.peak_allocated, usage.allocated, torch.cuda.memory_reserved(device))
+    if device.startswith("cuda"):  # before torch touches CUDA (or with a runtime outside it) only NVML has a figure
+        reserved = torch.cuda.memory_reserved(device) if torch.cuda.is_initialized() else 0
+        return Snapshot(usage.process, usage.peak_allocated, usage.allocated, reserved)
     status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
     return Snapshot(usage.process, int(status["VmHWM"].split()[0]) * 1024, 0, 0)
 
@@ -111,6 +112,11 @@ def run(ctx: Context) -> Outcome:
         raws = list(pool.map(lambda a: child(a[0].kind, a[0].model_dump(), ctx.device, a[1]), zip(entries, pools)))
     rows, failures = [], []
     for spec, est, raw in zip(entries, estimates, raws):
+        if "error" in raw:  # this model could not be measured; the others still are
+            failures.append(f"{spec.name}: {raw['error']}")
+            rows.append({"model": spec.name, "kind": spec.kind, "runtime": est.runtime, "error": raw["error"],
+                         "estimate_total": est.need_bytes})
+            continue
         measured, total, how = parts(raw, ctx.cuda)
         estimated = {"weights": est.weights_bytes, "activations": est.activation_bytes, "context": est.context_bytes,
                      "graphs": est.graph_bytes, "weights_and_context": est.weights_bytes + est.context_bytes}
@@ -125,10 +131,12 @@ def run(ctx: Context) -> Outcome:
                      "within_goal": within, "kv_pool_bytes": raw["kv_pool_bytes"], "snapshots": raw})
     markdown = table(rows)
     print(markdown)
-    worst = max(rows, key=lambda r: abs(r["total_error_pct"] or 0))
+    done = [r for r in rows if "error" not in r]
+    worst = max(done, key=lambda r: abs(r["total_error_pct"] or 0), default=None)
     judged = "goal not judged on CPU (RSS)" if ctx.smoke else \
-        f"{sum(bool(r['within_goal']) for r in rows)} of {len(rows)} within ±{GOAL_PCT:g}%"
-    summary = f"{len(rows)} models; worst {worst['model']} {worst['total_error_pct']:+.1f}%; {judged}"
+        f"{sum(bool(r['within_goal']) for r in done)} of {len(rows)} within ±{GOAL_PCT:g}%"
+    summary = (f"{len(done)} of {len(rows)} models measured; "
+               + (f"worst {worst['model']} {worst['total_error_pct']:+.1f}%; " if worst else "") + judged)
     return Outcome({"goal_pct": GOAL_PCT, "goal_judged": not ctx.smoke, "rows": rows, "markdown": markdown},
                    summary, failures)
 
@@ -138,7 +146,7 @@ def child(kind: str, entry: dict, device: str, kv_bytes: int) -> dict:
     proc = subprocess.run([sys.executable, "-m", "bench.gpu_check.step_planner", kind, json.dumps(entry), device,
                            str(kv_bytes)], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{entry['name']} could not be measured: {proc.stderr.strip()[-1500:]}")
+        return {"error": f"could not be measured: {proc.stderr.strip()[-1500:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -148,11 +156,15 @@ def table(rows: list[dict]) -> str:
 
     lines = ["| model | part | estimate | measured | error |", "|---|---|---:|---:|---:|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| **{r['model']}** | not measured | {human(r['estimate_total'])} | | {r['error'][:200]} |")
+            continue
         for p in (p for p in PARTS if p in r["measured"]):
             m, e = r["measured"][p], r["error_pct"][p]
             lines.append(f"| {r['model']} | {p} | {human(r['estimate'][p])} | "
                          f"{'n/a' if m is None else human(m)} | {'' if e is None else f'{e:+.1f}%'} |")
-        lines.append(f"| **{r['model']}** | **total** ({SHORT.get(r['measured_by'], 'RSS')}) | {human(r['estimate_total'])} | "
+        how = SHORT.get(r["measured_by"], "RSS")
+        lines.append(f"| **{r['model']}** | **total** ({how}) | {human(r['estimate_total'])} | "
                      f"{human(r['measured_total'])} | **{r['total_error_pct']:+.1f}%** |")
     return "\n".join(lines) + "\n"
 

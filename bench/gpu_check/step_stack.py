@@ -152,12 +152,13 @@ async def mixed_load(url: str, stack, load: Load, text: str) -> dict[str, list[s
 
         async def voice() -> str | None:
             turns = await session(url, key, load.max_tokens, DETECTIONS["server_vad"], [(SPEECH,)])
-            bad = [t["status"] for t in turns if t["status"] not in ("completed", "incomplete")]  # incomplete: max tokens
+            # incomplete is an answer cut at max_output_tokens: served
+            bad = [t["status"] for t in turns if t["status"] not in ("completed", "incomplete")]
             return f"realtime response {bad[0]}" if bad else None
 
         groups = {"chat": [chat() for _ in range(load.chats)], "tts": [tts() for _ in range(load.tts)],
-                  "asr": [asr() for _ in range(load.asr)],
-                  "embeddings": [embed() for _ in range(load.embeddings)], "realtime": [voice() for _ in range(load.sessions)]}
+                  "asr": [asr() for _ in range(load.asr)], "embeddings": [embed() for _ in range(load.embeddings)],
+                  "realtime": [voice() for _ in range(load.sessions)]}
         flat = await asyncio.gather(*(c for cs in groups.values() for c in cs), return_exceptions=True)
     out, at = {}, 0
     for kind, coros in groups.items():
