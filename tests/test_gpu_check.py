@@ -17,7 +17,7 @@ ENVIRONMENT = {"device", "device_type", "driver", "torch", "cuda", "triton", "py
 HAS_GPU = subprocess.run(["sh", "-c", "nvidia-smi -L"], capture_output=True).returncode == 0
 
 
-def gpu_check(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def gpu_check(*args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "scripts/gpu-check.sh", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 

@@ -24,17 +24,17 @@ from bench.gpu_check.common import SIMULATE_ENV, StepResult, environment, result
 class Step:
     name: str
     title: str
-    gpu_s: int      # its time box on an H100/H200
-    smoke_s: int    # and on the CPU smoke run
+    gpu_s: int      # its time box on an H100/H200 (they sum to 540 s)
+    smoke_s: int    # and on the CPU smoke run: room for a busy 2-core machine (the run takes ~85 s when idle)
 
 
 STEPS = (
-    Step("kernels", "1. Triton kernels and CUDA-only tests (natively); CUDA-graph decode = eager decode", 50, 40),
-    Step("models", "   random-weight models at real size (tiny on the smoke run), made once", 110, 40),
-    Step("planner", "2. planner estimate beside measured memory, per model and part", 100, 40),
-    Step("stack", "3. the 24 GB VTuber stack under `orchestrator run`, capped, under load", 100, 50),
-    Step("decode", "4. decode tokens/s vs roofline, with and without CUDA graphs; vs HF continuous batching", 80, 30),
-    Step("voice", "5. voice latency (bench/voice_latency.py), 1 and 8 sessions", 100, 50),
+    Step("kernels", "1. Triton kernels and CUDA-only tests (natively); CUDA-graph decode = eager decode", 50, 45),
+    Step("models", "   random-weight models at real size (tiny on the smoke run), made once", 110, 45),
+    Step("planner", "2. planner estimate beside measured memory, per model and part", 100, 60),
+    Step("stack", "3. the 24 GB VTuber stack under `orchestrator run`, capped, under load", 100, 60),
+    Step("decode", "4. decode tokens/s vs roofline, with and without CUDA graphs; vs HF continuous batching", 80, 45),
+    Step("voice", "5. voice latency (bench/voice_latency.py), 1 and 8 sessions", 100, 60),
 )
 NAMES = [s.name for s in STEPS]
 NO_GPU = ("no CUDA GPU here (torch.cuda.is_available() is false): this check measures what only a GPU can show. "
@@ -49,7 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="folder for gpu-<device>.json and .md (the smoke run writes gpu-smoke-cpu.*)")
     parser.add_argument("--work", type=Path, help="scratch folder for models and logs, kept between runs "
                         "(default: /dev/shm/gpu-check on a GPU machine, ~/.cache/voice-orchestrator/gpu-check-smoke)")
-    parser.add_argument("--budget", type=float, help="seconds for all steps (default 570 on a GPU, 180 smoke)")
+    parser.add_argument("--budget", type=float, help="seconds for all steps (default 570 on a GPU, 315 smoke)")
     parser.add_argument("--steps", type=lambda s: s.split(","), default=NAMES,
                         help=f"comma-separated subset, in this order: {','.join(NAMES)}")
     parser.add_argument("--simulate-failure", choices=NAMES, help="make this step raise at its start")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(device)
     name = result_name(env, args.cpu_smoke)
     json_path, md_path = args.out / f"{name}.json", args.out / f"{name}.md"
-    budget = args.budget or (180.0 if args.cpu_smoke else 570.0)
+    budget = args.budget or (315.0 if args.cpu_smoke else 570.0)
     start = time.perf_counter()
     record = {"environment": env, "cpu_smoke": args.cpu_smoke, "budget_s": budget, "work": str(args.work),
               "steps": {}}

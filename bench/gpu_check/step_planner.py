@@ -83,8 +83,9 @@ def parts(raw: dict, cuda: bool) -> tuple[dict, int, str]:
     b, lo, w, g = (Snapshot(**raw[k]) for k in ("before", "loaded", "warm", "graphed"))
     kv = raw["kv_pool_bytes"]
     if cuda and raw["torch_allocator"]:
-        return ({"weights": lo.allocated - kv, "activations": w.peak - lo.allocated,
-                 "graphs": g.reserved - w.reserved if g is not w else None, "context": g.process - g.reserved},
+        graphs = {"graphs": g.reserved - w.reserved} if kv else {}  # the LLM's decode graphs' pool
+        return ({"weights": lo.allocated - kv, "activations": w.peak - lo.allocated, **graphs,
+                 "context": g.process - g.reserved},
                 g.process - kv, "torch allocator + NVML per PID")
     if cuda:
         return ({"weights_and_context": lo.process - b.process, "activations": w.process - lo.process},

@@ -108,7 +108,7 @@ def run(ctx: Context) -> Outcome:
     errors = [f"{kind}: {error}" for kind, outcomes in results.items() for error in outcomes if error]
     failures += [f"{len(errors)} request(s) failed; first: {errors[0]}"] if errors else []
     served = {kind: sum(1 for o in outcomes if not o) for kind, outcomes in results.items()}
-    summary = (f"{served} served in {seconds:.1f} s; peak / share: "
+    summary = (f"served {', '.join(f'{n} {kind}' for kind, n in served.items())} in {seconds:.1f} s; peak / share: "
                + ", ".join(f"{r['model']} {r['peak_over_share']:.0%}" for r in rows))
     return Outcome({"stack": str(stack_path(ctx)), "load": asdict(load), "tolerance": tolerance,
                     "over_share_judged": ctx.cuda, **({} if ctx.cuda else {"why": "nothing is capped on the CPU"}),
