@@ -32,7 +32,7 @@ def upstream_stack(tmp_path: Path, model: Path) -> Path:
     path.write_text(json.dumps({
         "gpu": {"device": "cpu", "memory": "4GiB", "reserve": "256MiB", "tolerance": 1.0},
         "models": [{"name": "tiny-up", "kind": "llm", "path": str(model), "dtype": "float32", "memory": "1GiB",
-                    "max_model_len": 1024, "tool_call_parser": "hermes", "enable_thinking": False}]}))
+                    "max_model_len": 2048, "tool_call_parser": "hermes", "enable_thinking": False}]}))
     return path
 
 
@@ -93,6 +93,13 @@ def upstream_sequences(port: int) -> tuple[float, float]:
             if line.startswith(key):
                 values[key] = float(line.split()[-1])
     return values['orchestrator_llm_sequences{state="running"}'], values['orchestrator_llm_kv_blocks{state="used"}']
+
+
+def generated(port: int) -> float:
+    """Tokens the upstream has generated since it started."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return float(next(line.split()[-1] for line in text.splitlines()
+                      if line.startswith("orchestrator_llm_generation_tokens_total")))
 
 
 def test_chat_streams_through_with_usage_and_tool_calls(front):
@@ -218,3 +225,52 @@ def test_bad_remote_settings_are_clear_errors(tmp_path, run_cli, model, says):
                                "models": [{"name": "w", "kind": "asr", "path": "/tmp", "engine": "vllm"}]}))
     result = run_cli("plan", str(asr))
     assert result.returncode == 2 and "engine" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def voice_front(upstream, demo_models, tmp_path_factory):
+    """configs/demo-tiny.yaml with its LLM replaced by the upstream: VAD, ASR and TTS here, the LLM there."""
+    import yaml
+
+    os.environ["ORCH_DEMO_MODELS"] = str(demo_models)
+    stack = yaml.safe_load((ROOT / "configs" / "demo-tiny.yaml").read_text())
+    stack["models"][0] = {"name": "qwen3-demo", "kind": "llm", "url": f"http://127.0.0.1:{upstream['port']}/v1",
+                          "api_key": UP_KEY, "model": "tiny-up", "tool_call_parser": "hermes"}
+    path = tmp_path_factory.mktemp("voice") / "voice.yaml"
+    path.write_text(yaml.safe_dump(stack))
+    with live_stack(path, KEY) as started:
+        yield started
+
+
+def test_a_realtime_turn_is_answered_by_the_upstream_and_barge_in_hangs_it_up(voice_front, upstream):
+    import asyncio
+
+    from realtime_client import Client, types
+
+    async def main():
+        rt = await Client.connect(voice_front[2], KEY, "qwen3-demo")
+        await rt.until("session.created")
+        await rt.send(type="session.update", session={"max_output_tokens": 12, "temperature": 0})
+        await rt.send(type="conversation.item.create", item={"type": "message", "role": "user",
+                                                             "content": [{"type": "input_text", "text": "Hello!"}]})
+        await rt.send(type="response.create")
+        first = await rt.until("response.done")
+        await rt.send(type="response.create", response={"max_output_tokens": 1800, "output_modalities": ["text"]})
+        before = generated(upstream["port"])
+        streaming = await rt.until("response.output_text.delta")
+        await rt.send(type="response.cancel")
+        cancelled = await rt.until("response.done")
+        await rt.close()
+        return first, before, streaming + cancelled
+
+    first, before, second = asyncio.run(asyncio.wait_for(main(), 180))
+    done = first[-1]["response"]
+    assert done["status"] in ("completed", "incomplete") and 0 < done["usage"]["output_tokens"] <= 12, done
+    assert any(e["type"] == "response.output_audio.delta" for e in first)  # spoken here, written there
+    assert second[-1]["response"]["status"] == "cancelled" and "error" not in types(second), second[-1]
+    for _ in range(100):
+        if upstream_sequences(upstream["port"]) == (0, 0):
+            break
+        time.sleep(0.05)
+    assert upstream_sequences(upstream["port"]) == (0, 0)  # the cancelled answer's request is gone upstream...
+    assert generated(upstream["port"]) - before < 1800     # ...stopped there, not run to its 1800 tokens

@@ -10,31 +10,29 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from engines.asr.outputs import Transcription
-from engines.llm.outputs import RequestOutput
-from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
-from engines.protocols import LLMProtocol
+from orchestrator.server.realtime.answers import AnswerDelta, Answers, Prompt
 
 
 class Prefetch:
-    """An LLM request started early; its outputs wait in a queue until a response reads them."""
+    """An answer started early; its deltas wait in a queue until a response reads them."""
 
-    def __init__(self, llm: LLMProtocol, prompt_ids: list[int], params: SamplingParams) -> None:
-        self.prompt_ids, self.params = prompt_ids, params
-        self._queue: asyncio.Queue[RequestOutput | BaseException | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._pump(llm.generate(prompt_ids, params, priority=Priority.INTERACTIVE)))
+    def __init__(self, answers: Answers, prompt: Prompt) -> None:
+        self.prompt = prompt
+        self._queue: asyncio.Queue[AnswerDelta | BaseException | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(answers.answer(prompt)))
 
-    async def _pump(self, stream: AsyncIterator[RequestOutput]) -> None:
+    async def _pump(self, stream: AsyncIterator[AnswerDelta]) -> None:
         try:
             async for out in stream:
                 self._queue.put_nowait(out)
         except Exception as error:  # the engine's refusal or failure, raised where the response reads it
             self._queue.put_nowait(error)
         finally:
+            await stream.aclose()
             self._queue.put_nowait(None)
 
-    async def outputs(self) -> AsyncIterator[RequestOutput]:
-        """The request's outputs, those that came early first; closing this aborts the request."""
+    async def outputs(self) -> AsyncIterator[AnswerDelta]:
+        """The answer's deltas, those that came early first; closing this stops the answer."""
         try:
             while (item := await self._queue.get()) is not None:
                 if isinstance(item, BaseException):
@@ -44,7 +42,7 @@ class Prefetch:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Abort the request (cancelling the reader closes the engine's stream, which aborts it)."""
+        """Stop the answer (cancelling the reader closes its stream: our engine aborts, an upstream is hung up)."""
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
@@ -62,10 +60,10 @@ class Draft:
         """Whether the turn that ended is exactly what this draft heard (the same item, up to the same sample)."""
         return item_id == self.item_id and audio_samples == self.samples
 
-    async def take(self, prompt_ids: list[int], params: SamplingParams) -> Prefetch | None:
+    async def take(self, prompt: Prompt) -> Prefetch | None:
         """The early answer when it was started on exactly this prompt (the taker closes it); else it is aborted."""
         prefetch, self.prefetch = self.prefetch, None
-        if prefetch is None or (prefetch.prompt_ids == prompt_ids and prefetch.params == params):
+        if prefetch is None or prefetch.prompt == prompt:
             return prefetch
         await prefetch.aclose()
         return None

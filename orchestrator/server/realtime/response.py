@@ -14,15 +14,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from engines.errors import EngineBusyError, EngineDeadError
-from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
-from engines.protocols import LLMProtocol, TTSProtocol
+from engines.protocols import TTSProtocol
 from engines.tts.text_split import SentenceSplitter
-from orchestrator.server.chat_output import ChatOutput
+from orchestrator.server.realtime.answers import Answers, Prompt
 from orchestrator.server.realtime.audio import OutputAudio
 from orchestrator.server.realtime.conversation import CALL, HistoryItem, item_dict
 from orchestrator.server.realtime.draft import Prefetch
-from orchestrator.server.realtime.events import new_id, usage_dict
+from orchestrator.server.realtime.events import new_id
 
 log = logging.getLogger(__name__)
 MAX_PIECE_CHARS = 200
@@ -57,14 +55,6 @@ class Voice:
 
 
 @dataclass(slots=True)
-class ToolMode:
-    """What a response may call: the tools as chat templates take them, their names, and text forcing a call."""
-    tools: list[dict]
-    names: frozenset[str]
-    forced: str = ""
-
-
-@dataclass(slots=True)
 class Call:
     """A function call the model is making: one output item of the response."""
     item_id: str
@@ -80,17 +70,15 @@ class Call:
 
 
 class Response:
-    def __init__(self, send: Callable[[dict], Awaitable[None]], llm: LLMProtocol, prompt_ids: list[int],
-                 params: SamplingParams, reasoning: bool, voice: Voice | None, clock: TurnClock, conversation_id: str,
-                 metadata: dict | None = None, tools: ToolMode | None = None, prefetch: Prefetch | None = None) -> None:
+    def __init__(self, send: Callable[[dict], Awaitable[None]], answers: Answers, prompt: Prompt, voice: Voice | None,
+                 clock: TurnClock, conversation_id: str, metadata: dict | None = None,
+                 prefetch: Prefetch | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")  # item_id: the spoken or written message's
         self.previous_item_id: str | None = None  # where the answer joins the conversation (None: out of band)
         self.before_done: Callable[[Response], None] | None = None  # in the conversation: the session records it here
-        self.send, self.llm, self.prompt_ids, self.params = send, llm, prompt_ids, params
+        self.send, self.answers, self.prompt = send, answers, prompt
         self.prefetch = prefetch  # the answer started on the pause that ended the turn, if it was
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
-        self.output = ChatOutput(tools is not None, reasoning, tools.forced if tools else "",
-                                 tools.names if tools else frozenset())
         self.text = ""                 # the answer as generated (text mode: as sent)
         self.spoken: list[str] = []    # audio mode: pieces whose audio was all sent
         self.spoken_end_ms: list[float] = []  # where each spoken piece's audio ends, from the answer's start
@@ -225,21 +213,19 @@ class Response:
             pieces.put_nowait(None)
 
     async def _answer(self):
-        """The answer's text deltas (reasoning left out, calls sent as their own items); closing the stream aborts
-        the request in the engine."""
-        stream = self.prefetch.outputs() if self.prefetch is not None else self.llm.generate(
-            self.prompt_ids, self.params, priority=Priority.INTERACTIVE)
+        """The answer's text deltas (reasoning left out, calls sent as their own items); closing the stream stops
+        the generation (our engine aborts the request, an upstream is hung up)."""
+        stream = self.prefetch.outputs() if self.prefetch is not None else self.answers.answer(self.prompt)
         try:
-            async for out in stream:
+            async for delta in stream:
                 if self.clock.first_token is None:
                     self.clock.first_token = time.perf_counter()
-                self.usage = usage_dict(out.num_prompt_tokens, out.num_cached_tokens, out.num_output_tokens)
-                self._finish_reason = out.finish_reason
-                delta = self.output.update(out.delta_text, out.finished)
-                if "tool_calls" in delta:
-                    await self._calling(delta["tool_calls"])
-                if delta.get("content"):
-                    yield delta["content"]
+                self.usage = delta.usage or self.usage
+                self._finish_reason = delta.finish_reason or self._finish_reason
+                if delta.tool_calls:
+                    await self._calling(delta.tool_calls)
+                if delta.content:
+                    yield delta.content
         finally:
             await stream.aclose()
         await self._end_calls("incomplete" if self._finish_reason == "length" else "completed")
@@ -247,14 +233,16 @@ class Response:
     async def _calling(self, deltas: list[dict]) -> None:
         """Tool-call deltas from the parser: a new call is a new output item, the rest stream its arguments."""
         for delta in deltas:
-            if "id" in delta:
+            function = delta.get("function") or {}
+            if delta.get("id"):
                 index = len(self.calls) + (self.message_index is not None)
-                call = Call(new_id("item"), delta["id"], delta["function"]["name"], index)
+                call = Call(new_id("item"), delta["id"], function.get("name") or "", index)
                 self.calls.append(call)
                 await self._added(index, call.item())
+            piece = function.get("arguments") or ""
+            if not piece or not self.calls:
                 continue
-            call = self.calls[delta["index"]]
-            piece = delta["function"]["arguments"]
+            call = self.calls[min(delta.get("index", 0), len(self.calls) - 1)]
             call.arguments += piece
             await self.send({"type": "response.function_call_arguments.delta", "response_id": self.id,
                              "item_id": call.item_id, "output_index": call.output_index, "call_id": call.call_id,
@@ -321,7 +309,7 @@ class Response:
         return {"id": self.id, "object": "realtime.response", "status": self.status, "status_details": self.details,
                 "output": [], "conversation_id": self.conversation_id,
                 "output_modalities": ["audio"] if voice else ["text"],
-                "max_output_tokens": self.params.max_tokens,
+                "max_output_tokens": self.prompt.max_tokens if self.prompt.max_tokens is not None else "inf",
                 "audio": {"output": {"format": {"type": "audio/pcm", "rate": voice.out_rate}, "voice": voice.name}}
                 if voice else None, "usage": self.usage, "metadata": self.metadata}
 

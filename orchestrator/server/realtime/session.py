@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from engines.asr.outputs import TranscribeOptions, Transcription
 from engines.errors import EngineBusyError, EngineDeadError
 from engines.llm.parsers.hermes import forcing_prefix
-from engines.llm.sampling_params import SamplingParams
 from orchestrator.server.metrics import Metrics
 from orchestrator.server.realtime import protocol as p
+from orchestrator.server.realtime.answers import Prompt, ToolMode
 from orchestrator.server.realtime.audio import ENGINE_RATE
 from orchestrator.server.realtime.conversation import (
     CALL,
@@ -36,8 +36,7 @@ from orchestrator.server.realtime.events import (
     validation_message,
 )
 from orchestrator.server.realtime.microphone import Microphone
-from orchestrator.server.realtime.prompt import render_prompt
-from orchestrator.server.realtime.response import Response, ToolMode, TurnClock, Voice
+from orchestrator.server.realtime.response import Response, TurnClock, Voice
 from orchestrator.server.realtime.voice import VoiceEngines
 
 log = logging.getLogger(__name__)
@@ -196,11 +195,11 @@ class RealtimeSession:
         if text and detection is not None and detection.create_response and self.response is None:
             turn = HistoryItem(draft.item_id, "user", text, "input_audio")
             try:
-                prompt_ids, params, _ = await self._prompt(p.ResponseOptions(), [*self.history, turn])
+                prompt = await self._prompt(p.ResponseOptions(), [*self.history, turn])
             except ClientError:  # the turn's own response will say what is wrong, if the turn ends here
-                prompt_ids = None
-            if prompt_ids is not None:
-                draft.prefetch = Prefetch(self.engines.llm.llm, prompt_ids, params)
+                prompt = None
+            if prompt is not None:
+                draft.prefetch = Prefetch(self.engines.answers, prompt)
         if detection is not None and detection.judges_words:
             await self.mic.decide(draft.item_id, detection.wait_ms(utterance_complete(text)))
 
@@ -377,19 +376,14 @@ class RealtimeSession:
             raise ClientError(message, "response_cancel_not_active")
         await response.cancel("client_cancelled")
 
-    async def _prompt(self, options: p.ResponseOptions, history: list[HistoryItem]
-                      ) -> tuple[list[int], SamplingParams, ToolMode | None]:
-        """The response's prompt (the conversation through the chat template), sampling and tools."""
+    async def _prompt(self, options: p.ResponseOptions, history: list[HistoryItem]) -> Prompt:
+        """The response's request: the conversation, instructions, tools and sampling, as the LLM takes them."""
         config = self.config
         history = history if options.conversation == "auto" else []
         asked = options.max_output_tokens or config.max_output_tokens
         instructions = options.instructions or config.instructions or self.engines.system_prompt
-        tools = self._tool_mode(options)
-        prompt_ids, room = await render_prompt(self.engines.llm, instructions, chat_messages(history),
-                                               tools.tools if tools else None, tools.forced if tools else "")
-        params = SamplingParams(temperature=config.temperature, max_tokens=room if asked == "inf" else min(asked, room),
-                                seed=self.engines.llm.seed)
-        return prompt_ids, params, tools
+        return await self.engines.answers.prompt(instructions, chat_messages(history), self._tool_mode(options),
+                                                 config.temperature, None if asked == "inf" else asked)
 
     async def _start_response(self, options: p.ResponseOptions, clock: TurnClock, draft: Draft | None = None) -> None:
         config = self.config
@@ -397,19 +391,18 @@ class RealtimeSession:
         if "audio" in modalities and self.engines.tts is None:
             raise ClientError("this server's stack has no text-to-speech model; ask for output_modalities ['text']",
                               "invalid_value", "response.output_modalities")
-        prompt_ids, params, tools = await self._prompt(options, self.history)
+        prompt = await self._prompt(options, self.history)
         out = config.audio.output
         voice = Voice(self.engines.tts, out.voice, out.speed, out.format.rate) if "audio" in modalities else None
         if self.response is not None:  # another turn started one while this prompt was rendered
             raise ClientError("the conversation already has an active response",
                               "conversation_already_has_active_response")
-        prefetch = await draft.take(prompt_ids, params) if draft is not None else None
+        prefetch = await draft.take(prompt) if draft is not None else None
         if prefetch is not None:
             self.metrics.voice_preemptive.labels("used").inc()
         clock.response_start = time.perf_counter()
-        response = Response(self.send, self.engines.llm.llm, prompt_ids, params,
-                            self.engines.llm.reasoning_parser is not None, voice, clock, self.conversation_id,
-                            options.metadata, tools, prefetch)
+        response = Response(self.send, self.engines.answers, prompt, voice, clock, self.conversation_id,
+                            options.metadata, prefetch)
         response.previous_item_id = self.history[-1].id if self.history and options.conversation == "auto" else None
         if options.conversation == "auto":
             response.before_done = self._remember
@@ -427,7 +420,8 @@ class RealtimeSession:
             return None
         named = choice.name if isinstance(choice, p.ToolChoiceFunction) else None
         forced = forcing_prefix(named) if named or choice == "required" else ""
-        return ToolMode([t.chat_tool() for t in tools], frozenset(t.name for t in tools), forced)
+        wire = {"type": "function", "function": {"name": named}} if named else choice
+        return ToolMode([t.chat_tool() for t in tools], frozenset(t.name for t in tools), forced, wire)
 
     def _remember(self, response: Response) -> None:
         """The assistant's message (as far as the user got it: cut short on barge-in) and calls join the history."""
