@@ -1,5 +1,6 @@
 """scripts/gpu-check.sh --cpu-smoke: every step of the GPU check runs its real code path with tiny shapes on the CPU,
-so the script a lent GPU runs once cannot rot. About 100 s in all on 2 cores (the smoke run ~85 s, the rest ~15 s).
+so the script a lent GPU runs once cannot rot. About 90 s in all on an idle 2-core machine (the smoke run ~80 s),
+up to ~170 s while other work shares the cores.
 """
 from __future__ import annotations
 
