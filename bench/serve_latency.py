@@ -7,7 +7,11 @@ Both servers are `orchestrator run` child processes on the same one-model stack 
 the SDK's own parsing is not counted. The model is the tests' tiny random-weight Qwen3 with a real chat
 template, so the engine step is short and the serving layers' share shows. Added = path p50 - direct p50.
 
-    .venv/bin/python bench/serve_latency.py [--requests-per-client 4] [--max-tokens 32]
+With --upstream it measures what our proxy adds instead: the same server as an upstream (a stack with only
+that LLM), called directly and through a second `orchestrator run` whose LLM is `url:` that upstream, in one
+run. Added = proxy p50 - upstream p50.
+
+    .venv/bin/python bench/serve_latency.py [--requests-per-client 4] [--max-tokens 32] [--upstream]
 """
 from __future__ import annotations
 
@@ -42,6 +46,15 @@ def engine_config(folder: str) -> EngineConfig:
 
 KV_BYTES = 64 * 2**20
 PATHS = ("in-process", "worker")
+
+
+def front_file(upstream: str, port: int, tmp: Path) -> Path:
+    """A stack whose one LLM is the upstream server: our routes, auth and proxy, no engine."""
+    stack = {"gpu": {"device": "cpu", "memory": "2GiB", "reserve": 0}, "server": {"host": "127.0.0.1", "port": port},
+             "models": [{"name": "tiny", "kind": "llm", "url": upstream + "/v1"}]}
+    path = tmp / "stack-front.yaml"
+    path.write_text(json.dumps(stack))
+    return path
 
 
 def stack_file(folder: str, port: int, isolation: str, tmp: Path) -> Path:
@@ -94,6 +107,24 @@ async def run_level(send, concurrency: int, per_client: int) -> dict:
             "itl_p50_ms": 1e3 * percentile(itl, 0.5), "itl_p95_ms": 1e3 * percentile(itl, 0.95)}
 
 
+async def measure_proxy(urls: dict[str, str], args) -> list[dict]:
+    """The upstream called directly and through the proxy, level by level, warmed alike."""
+    rows = []
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=128)) as client:
+        for concurrency in args.concurrency:
+            for _ in range(2):
+                await asyncio.gather(*(http_request(client, url, 4) for url in urls.values()
+                                       for _ in range(concurrency)))
+            row = {"concurrency": concurrency}
+            for name, url in urls.items():
+                row[name] = await run_level(lambda url=url: http_request(client, url, args.max_tokens), concurrency,
+                                            args.requests_per_client)
+            row["proxy_added_ttft_p50_ms"] = row["proxy"]["ttft_p50_ms"] - row["upstream"]["ttft_p50_ms"]
+            row["proxy_added_itl_p50_ms"] = row["proxy"]["itl_p50_ms"] - row["upstream"]["itl_p50_ms"]
+            rows.append(row)
+    return rows
+
+
 async def measure(folder: str, urls: dict[str, str], args) -> list[dict]:
     llm = AsyncLLM.from_config(engine_config(folder))
     prompt = llm.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
@@ -142,8 +173,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--out", default=str(ROOT / "bench/results/serve_latency.json"))
+    parser.add_argument("--upstream", action="store_true", help="measure the proxy to an upstream server instead")
+    parser.add_argument("--out", help="default: bench/results/serve_latency.json (--upstream: serve_latency_upstream)")
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "bench/results" / ("serve_latency_upstream.json" if args.upstream
+                                                         else "serve_latency.json"))
     from orchestrator.demo.tiny_llm import make_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -151,19 +185,32 @@ def main() -> None:
         folder = str(make_model(Path(tmp) / "qwen3", "qwen3"))
         urls, children = {}, []
         try:
-            for name, isolation in zip(PATHS, ("none", "process")):
-                port = free_port()
-                children.append(subprocess.Popen(
-                    [sys.executable, "-m", "orchestrator.cli", "run", str(stack_file(folder, port, isolation,
-                                                                                      Path(tmp))),
-                     "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL))
+            servers = [("upstream", stack_file(folder, port := free_port(), "process", Path(tmp)), port)]
+            if args.upstream:
+                servers.append(("proxy", front_file(f"http://127.0.0.1:{port}", port := free_port(), Path(tmp)),
+                                port))
+            else:
+                servers = [(name, stack_file(folder, port := free_port(), isolation, Path(tmp)), port)
+                           for name, isolation in zip(PATHS, ("none", "process"))]
+            for name, stack, port in servers:
+                children.append(subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack),
+                                                  "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL))
                 urls[name] = f"http://127.0.0.1:{port}"
                 wait_ready(urls[name], children[-1])
-            rows = asyncio.run(measure(folder, urls, args))
+            rows = asyncio.run(measure_proxy(urls, args) if args.upstream else measure(folder, urls, args))
         finally:
             for child in children:
                 child.terminate()
                 child.wait(timeout=30)
+    console = Console(width=220)
+    console.print(proxy_table(rows) if args.upstream else paths_table(rows))
+    result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (orchestrator/demo/tiny_llm.py)",
+              "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {args.out}")
+
+
+def paths_table(rows: list[dict]) -> Table:
     table = Table(title="Serving vs direct AsyncLLM (ms; added = path p50 - direct p50)")
     for column in ("concurrency", "direct TTFT p50/p95", "direct ITL p50/p95", *(
             f"{p} {m}" for p in PATHS for m in ("TTFT p50/p95", "ITL p50/p95", "added TTFT", "added ITL"))):
@@ -176,12 +223,19 @@ def main() -> None:
             if name != "direct":
                 cells += [f"{r[name + '_added_ttft_p50_ms']:+.2f}", f"{r[name + '_added_itl_p50_ms']:+.2f}"]
         table.add_row(*cells)
-    console = Console(width=220)
-    console.print(table)
-    result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (orchestrator/demo/tiny_llm.py)",
-              "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "rows": rows}
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    console.print(f"wrote {args.out}")
+    return table
+
+
+def proxy_table(rows: list[dict]) -> Table:
+    table = Table(title="Through our proxy vs the upstream called directly (ms; added = proxy p50 - upstream p50)")
+    for column in ("concurrency", "upstream TTFT p50/p95", "upstream ITL p50/p95", "proxy TTFT p50/p95",
+                   "proxy ITL p50/p95", "added TTFT", "added ITL"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(str(r["concurrency"]), *(f"{r[n][m + '_p50_ms']:.2f} / {r[n][m + '_p95_ms']:.2f}"
+                                               for n in ("upstream", "proxy") for m in ("ttft", "itl")),
+                      f"{r['proxy_added_ttft_p50_ms']:+.2f}", f"{r['proxy_added_itl_p50_ms']:+.2f}")
+    return table
 
 
 if __name__ == "__main__":
