@@ -138,7 +138,8 @@ def plan_cards(stack, targets: list[tuple[int, str, str]], calibration: Calibrat
         models.append(ModelPlan(est, device, 0, str(spec.memory) if on_card else device, on_card))
     cards = []
     for i, (card, (total, label, name)) in enumerate(zip(stack.cards, targets, strict=True)):
-        mine = [(mp, s) for mp, s in zip(models, stack.models) if mp.device == devices[i] or (i == 0 and not mp.on_card)]
+        mine = [(mp, s) for mp, s in zip(models, stack.models)
+                if mp.device == devices[i] or (i == 0 and not mp.on_card)]
         plan = Plan(label, total, card.reserve, [mp for mp, _ in mine], device=devices[i], name=name,
                     notes=[note for mp, _ in mine for note in notes[mp.estimate.name]])
         _split(plan, [s for mp, s in mine if mp.on_card], [mp for mp, _ in mine if mp.on_card], card.auto_margin)

@@ -46,8 +46,8 @@ def parse_stack(text: str, source: str = "<stack>") -> Stack:
     except yaml.YAMLError as exc:
         raise StackError(f"{source} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise StackError(f"{source} must be a YAML mapping with a `models:` list (and optional gpu or gpus, server, voice); "
-                         f"it holds a {type(data).__name__}")
+        raise StackError(f"{source} must be a YAML mapping with a `models:` list (and optional gpu or gpus, server, "
+                         f"voice); it holds a {type(data).__name__}")
     data = _expand_env(data, root, (), source)
     try:
         return Stack.model_validate(data)

@@ -2,8 +2,9 @@
 
 Fixed-share engines start first (together), each capped and warmed up at its peak; then the LLM's KV
 pool is sized from what is really free at that moment. A worker that holds more than its share by
-more than its card's tolerance stops the start. A worker sees only its card (CUDA_VISIBLE_DEVICES), as cuda:0. The clients the server routes to outlive restarts:
-a dead worker's client answers 503 until its successor is attached.
+more than its card's tolerance stops the start. A worker sees only its card (CUDA_VISIBLE_DEVICES), as
+cuda:0. The clients the server routes to outlive restarts: a dead worker's client answers 503 until its
+successor is attached.
 """
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ BAD = {
     "unknown device": (FITS.replace("card: all-MiniLM-L6-v2, device: 1", "card: all-MiniLM-L6-v2, device: 3"),
                        "model 'minilm' names device 3, which this stack does not have (its devices: 0, 1); set its "
                        "device to one of them, or add {device: 3} to gpus"),
-    "unknown device, one card": ("gpu: {memory: 24GiB}\nmodels:\n  - {name: m, kind: tts, card: mms-tts-eng, device: 1}\n",
+    "unknown device, one card": ("gpu: {memory: 24GiB}\nmodels:\n"
+                                 "  - {name: m, kind: tts, card: mms-tts-eng, device: 1}\n",
                                  "leave its device out, or list every card under gpus:"),
     "two rests on one card": (FITS + "  - {name: big, kind: llm, card: qwen3-4b, device: 1}\n"
                               "  - {name: other, kind: llm, card: qwen3-0.6b, device: 1}\n",
