@@ -114,13 +114,13 @@ class Supervisor:
         threading.Thread(target=self._watch, args=(name,), name=f"watch-{name}", daemon=True).start()
 
     def worker_spec(self, p: ModelPlan, kv_bytes: int) -> WorkerSpec:
-        """What a worker is spawned with: its card alone made visible (as cuda:0) and that card's total for its cap."""
+        """What a worker is spawned with: its card alone made visible (as cuda:0), its share and its KV pool."""
         try:
             env, device = worker_env(p.device)
         except ValueError as error:
             raise WorkerStartError(f"model {p.estimate.name!r}: {error}") from None
         return WorkerSpec(p.estimate.name, p.estimate.kind, self.specs[p.estimate.name].model_dump(), device,
-                          p.share_bytes, kv_bytes, self.plan.card_of(p).total_bytes, self.log_level,
+                          p.share_bytes, kv_bytes, self.log_level,
                           self._cpu_threads(), env)
 
     def _start_upstream(self, p: ModelPlan, spec, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
@@ -190,8 +190,8 @@ class Supervisor:
                 f"give it a larger `memory:` or lower its limits, then run `orchestrator plan` again")
 
     def _llm_kv_bytes(self, p: ModelPlan) -> int:
-        """On a GPU: what NVML says is free on its card now, less that card's reserve and the LLM's own non-KV need.
-        On CPU: the plan's."""
+        """On a GPU: the least of what NVML says is free on its card now, what the planned total leaves after what the
+        others hold, and its own share (less the card's reserve and the LLM's non-KV need). On CPU: the plan's."""
         if not p.device.startswith("cuda"):
             return p.kv_bytes
         from budget.probe import probe_gpus
@@ -200,9 +200,18 @@ class Supervisor:
         gpu = next((g for g in probe_gpus().gpus if g.index == index), None)
         if gpu is None:
             return p.kv_bytes
-        measured = gpu.free_bytes - self.plan.card_of(p).reserve_bytes - p.estimate.need_bytes
-        log.info("%s: KV pool sized from free memory now: %s (the plan said %s)", p.estimate.name,
-                 human(measured), human(p.kv_bytes))
+        card = self.plan.card_of(p)
+        free = gpu.free_bytes - card.reserve_bytes - p.estimate.need_bytes
+        # A stack planned smaller than its card (--gpu-memory 24GiB on an H200) holds to the planned total: what
+        # the others hold now (measured; their share if not) is taken from it, never the card's free memory alone.
+        others = sum(s.actual_bytes if s.actual_bytes is not None else s.planned_bytes
+                     for m in card.models if m.on_card and m.estimate.name != p.estimate.name
+                     for s in [self.status[m.estimate.name]])
+        planned = card.total_bytes - card.reserve_bytes - others - p.estimate.need_bytes
+        measured = min(free, planned, p.share_bytes - p.estimate.need_bytes)
+        log.info("%s: KV pool sized from what is free now: %s (the card's free memory allows %s, the planned total "
+                 "%s; the plan said %s)", p.estimate.name, human(measured), human(free), human(planned),
+                 human(p.kv_bytes))
         return max(0, measured)
 
     def _attach(self, name: str, client: EngineClient, started: Started) -> None:

@@ -166,9 +166,9 @@ def test_the_supervisor_spawns_each_worker_on_its_card():
     by_name = {m.estimate.name: m for m in plan.models}
     whisper = supervisor.worker_spec(by_name["whisper"], 0)
     assert whisper.env["CUDA_VISIBLE_DEVICES"] == "1" and whisper.device == "cuda:0"
-    assert whisper.device_total_bytes == PRESETS["rtx-4080"].total_bytes  # its cap is a fraction of its own card
+    assert whisper.share_bytes == by_name["whisper"].share_bytes  # capped at its share of its own card
     llm = supervisor.worker_spec(by_name["llm"], 1 << 30)
-    assert (llm.env["CUDA_VISIBLE_DEVICES"], llm.device_total_bytes) == ("0", PRESETS["rtx-4090"].total_bytes)
+    assert (llm.env["CUDA_VISIBLE_DEVICES"], llm.kv_bytes) == ("0", 1 << 30)
     assert supervisor.worker_spec(by_name["vad"], 0).env == {}
 
 
@@ -187,3 +187,21 @@ def test_a_url_llm_is_off_every_card():
     far = next(m for m in plan.models if m.estimate.name == "llm")
     assert (far.device, far.on_card, far.share_bytes) == ("remote", False, 0)
     assert all(far not in [m for m in c.models if m.on_card] for c in plan.cards) and plan.cards[0].llm is None
+
+
+def test_a_stack_planned_smaller_than_its_card_sizes_the_kv_pool_to_the_plan(monkeypatch):
+    """24 GiB planned on a 141 GiB card: the LLM's KV pool is what its share leaves, not the card's free memory;
+    and when another model holds more than its share, the pool gives way."""
+    from budget import probe
+    from budget.units import GiB
+    from orchestrator.supervisor import Supervisor
+
+    stack, plan = _plan(ONE_CARD.replace("gpu: {memory: 40GiB}", "gpu: {memory: 24GiB}"))
+    h200 = probe.GpuInfo(0, "NVIDIA H200", 141 * GiB, 140 * GiB, 1 * GiB)
+    monkeypatch.setattr(probe, "probe_gpus", lambda: probe.ProbeResult([h200]))
+    supervisor = Supervisor(stack, plan)
+    llm = next(m for m in plan.models if m.estimate.name == "llm")
+    kv = supervisor._llm_kv_bytes(llm)
+    assert 0 < kv <= llm.share_bytes - llm.estimate.need_bytes
+    supervisor.status["whisper"].actual_bytes = supervisor.status["whisper"].planned_bytes + 2 * GiB
+    assert supervisor._llm_kv_bytes(llm) <= kv - 2 * GiB + 1

@@ -30,7 +30,6 @@ class WorkerSpec:
     device: str               # "cpu", or "cuda:0": the one card `env` leaves visible
     share_bytes: int          # the plan's share: the cap on a GPU, the yardstick for plan beside actual
     kv_bytes: int             # the LLM's KV pool (0 for other kinds)
-    device_total_bytes: int
     log_level: str = "INFO"
     cpu_threads: int = 0      # on CPU: this worker's share of the cores (0: the libraries' defaults)
     env: dict[str, str] = field(default_factory=dict)  # set before anything starts CUDA: CUDA_VISIBLE_DEVICES
@@ -56,7 +55,7 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
         from orchestrator.workers.kinds import KINDS
 
         kind = KINDS[ws.kind]
-        log.info(apply_cap(ws.device, ws.share_bytes, ws.device_total_bytes, kind.ct2_cache))
+        log.info(apply_cap(ws.device, ws.share_bytes, kind.ct2_cache))
         spec = SPEC_BY_KIND[ws.kind].model_validate(ws.spec)
         built = build(spec, ws.device, ws.kv_bytes, lambda stage: channel.send(Progress(stage)))
         usage = measure_memory(ws.device)  # the whole process, runtime included, as the plan's context counts it
