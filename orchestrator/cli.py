@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="the LLM's default sampling seed (default: the stack's)")
     run.add_argument("--gpu-memory", metavar="SIZE", help="plan and run a one-card stack as if the card had this "
                      "much, e.g. 20GiB")
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="replicate the whole stack on Ray Serve: "
+                     "connect to ADDRESS (e.g. ray://head:10001 or auto), or start a local cluster when none is given")
+    run.add_argument("--replicas", type=int, help="with --ray: how many whole stacks (one card each; default 1)")
     run.add_argument("--log-level", default="INFO", type=str.upper,
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (default INFO)")
     sub.add_parser("gpus", help="list the GPU presets and the GPUs NVML sees here")
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return run(RunOptions(args.stack, args.host, args.port, args.api_key, args.seed, args.gpu_memory,
-                              args.log_level), console, errors)
+                              args.log_level, args.ray, args.replicas), console, errors)
     return _gpus(console)
 
 

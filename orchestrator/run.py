@@ -26,9 +26,18 @@ class RunOptions:
     seed: int | None = None
     gpu_memory: str | None = None
     log_level: str = "INFO"
+    ray: str | None = None        # None: this machine's card; "": a local Ray cluster; else its address
+    replicas: int | None = None
 
 
 def run(opts: RunOptions, console: Console, errors: Console) -> int:
+    if opts.replicas is not None and opts.ray is None:
+        errors.print("[bold red]error:[/bold red] --replicas needs --ray (replicas run on Ray Serve)", highlight=False)
+        return 2
+    if opts.replicas is not None and opts.replicas < 1:
+        errors.print(f"[bold red]error:[/bold red] --replicas {opts.replicas}: a deployment needs at least 1 replica",
+                     highlight=False)
+        return 2
     from budget.estimate import PlanInputError
     from budget.planner import plan_cards
     from budget.report import print_table
@@ -53,7 +62,27 @@ def run(opts: RunOptions, console: Console, errors: Console) -> int:
         errors.print(f"[bold red]refusing to start:[/bold red] the stack does not fit; fix it as above and check with "
                      f"`orchestrator plan {opts.stack}`", highlight=False)
         return 1
+    if opts.ray is not None:
+        return _serve_on_ray(stack, plan, opts, errors)
     return _start_and_serve(stack, plan, opts, console, errors)
+
+
+def _serve_on_ray(stack, plan, opts: RunOptions, errors: Console) -> int:
+    """The stack fits one card (checked above, before anything is deployed): replicate it on Ray Serve."""
+    try:
+        from orchestrator.scale.ray_serve import deploy
+    except ImportError:
+        errors.print("[bold red]error:[/bold red] --ray needs Ray Serve: pip install '.[ray]'", highlight=False)
+        return 2
+    on_gpu = any(m.device.startswith("cuda") for m in plan.models)
+    try:
+        deploy(opts.stack, opts.replicas or 1, opts.ray or None, opts.host or stack.server.host,
+               opts.port or stack.server.port, opts.api_key, opts.gpu_memory, on_gpu, opts.log_level)
+    except ConnectionError as exc:
+        errors.print(f"[bold red]error:[/bold red] cannot reach the Ray cluster at {opts.ray!r}: {exc}; start one "
+                     "with `ray start --head`, or leave out the address for a local cluster", highlight=False)
+        return 2
+    return 0
 
 
 def _start_and_serve(stack, plan, opts: RunOptions, console: Console, errors: Console) -> int:

@@ -35,5 +35,5 @@ echo "setting up $VENV (first run takes a minute or two)..." >&2
 quiet_pip --upgrade pip setuptools wheel
 # torch first, exactly pinned: on a CPU-only machine this takes the CPU build, on CUDA the CUDA build.
 quiet_pip "torch==2.13.0"
-quiet_pip -e ".[engines,server,test]"
+quiet_pip -e ".[engines,server,test,ray]"   # ray: the optional extra for --ray, which its tests need
 echo "$WANT" > "$STAMP"

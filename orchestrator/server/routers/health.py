@@ -2,6 +2,7 @@
 and /metrics for Prometheus (open, as vLLM's is)."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
@@ -26,7 +27,10 @@ async def engines(request: Request) -> dict:
             entry |= {"state": probed.state if s.state == "ready" else s.state, "upstream": upstream.base_url,
                       "last_error": probed.last_error, "latency_ms": probed.latency_ms}
         out.append(entry)
-    return {"engines": out}
+    cluster = getattr(request.app.state, "cluster", None)  # on Ray Serve: every replica's engines, from its reports
+    if cluster is None:
+        return {"engines": out}
+    return {"engines": out, "replica": request.app.state.replica, "replicas": await asyncio.to_thread(cluster)}
 
 
 @router.get("/metrics")

@@ -1,0 +1,1 @@
+"""Past one machine: whole stacks replicated on a cluster (Ray Serve)."""
