@@ -54,9 +54,9 @@ def cluster(tiny_models, tmp_path_factory):
     port, log = free_port(), tmp / "run.log"
     with open(log, "wb") as out:
         stack = tiny_stack(tmp, tiny_models["qwen3"])
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--ray", "--replicas", "2",
-                                 "--port", str(port), "--api-key", KEY, "--log-level", "WARNING"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        argv = [sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--ray", "--replicas", "2", "--port",
+                str(port), "--api-key", KEY, "--log-level", "WARNING"]
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
