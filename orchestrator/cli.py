@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--markdown", action="store_true", help="print the plan as a Markdown table")
     plan.add_argument("--png", metavar="FILE", type=Path, help="also draw each card's memory as a stacked bar")
     plan.add_argument("--explain", action="store_true", help="show the formula behind every number")
+    plan.add_argument("--replicas", type=int, default=1, metavar="N", help="plan N copies of the stack (one card "
+                      "each, as `run --ray --replicas N` deploys them) and show the cluster total")
     plan.add_argument("--calibration", metavar="FILE", type=Path,
                       help="measured memory from a real run (JSON) that replaces estimated activations and context")
     run = sub.add_parser("run", help="start every model of the stack, each held to its share, on one port")
@@ -68,13 +70,18 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    if args.replicas < 1:
+        errors.print(f"[bold red]error:[/bold red] --replicas {args.replicas}: plan at least 1 replica",
+                     highlight=False)
+        return EXIT_BAD_INPUT
     try:
         launches = planned_launches(stack, plan) if plan.fits else {}
     except ValueError as exc:  # the plan cannot be handed to vLLM as it is (a dtype it lacks, a share it refuses)
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    cluster = _cluster(plan, args.replicas) if args.replicas > 1 else {}
     if args.json:
-        print(json.dumps(to_json(plan) | ({"launch": launches} if launches else {}), indent=2))
+        print(json.dumps(to_json(plan) | ({"launch": launches} if launches else {}) | cluster, indent=2))
     elif args.markdown:
         print(markdown(plan), end="")
     else:
@@ -85,6 +92,14 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
             card = f"CUDA_VISIBLE_DEVICES={index} " if index not in ("", "0") else ""
             console.print(f"  {name} is launched as (port and key chosen at run time):\n    {card}{shlex.join(argv)}",
                           highlight=False, soft_wrap=True)
+        if cluster:
+            from budget.units import human
+
+            c = cluster["cluster"]
+            verdict = "each replica fits its card" if plan.fits else "refused: no replica is deployed"
+            console.print(f"  {args.replicas} replicas, one plan above per replica: {c['cards']} cards, "
+                          f"{human(c['total_bytes'])} in all, {c['kv_tokens']:,} KV tokens; {verdict}",
+                          highlight=False)
     if args.png:
         from budget.picture import save_png
 
@@ -95,6 +110,13 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
             return EXIT_BAD_INPUT
         errors.print(f"picture written to {args.png}", highlight=False)
     return EXIT_FITS if plan.fits else EXIT_DOES_NOT_FIT
+
+
+def _cluster(plan, replicas: int) -> dict:
+    """The cluster total of `replicas` copies of this plan, each on cards of its own."""
+    return {"replicas": replicas, "cluster": {"cards": replicas * len(plan.cards),
+                                              "total_bytes": replicas * sum(c.total_bytes for c in plan.cards),
+                                              "kv_tokens": replicas * sum(c.kv_tokens for c in plan.cards)}}
 
 
 def _gpus(console: Console) -> int:

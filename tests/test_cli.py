@@ -90,3 +90,17 @@ def test_missing_file_unknown_preset_and_bad_size(run_cli):
     assert preset.returncode == 2 and "known presets" in preset.stderr
     size = run_cli("plan", STACK, "--gpu-memory", "lots")
     assert size.returncode == 2 and "512MiB" in size.stderr
+
+
+def test_plan_replicas_shows_the_cluster_total(run_cli):
+    """`--replicas N`: the per-replica plan (one card each) and the cluster's cards, bytes and KV tokens."""
+    one = json.loads(run_cli("plan", STACK, "--gpu", "h100-80", "--json").stdout)
+    four = run_cli("plan", STACK, "--gpu", "h100-80", "--json", "--replicas", "4")
+    cluster = json.loads(four.stdout)
+    assert four.returncode == 0 and cluster["replicas"] == 4
+    assert cluster["cluster"] == {"cards": 4, "total_bytes": 4 * one["total_bytes"],
+                                  "kv_tokens": 4 * sum(c["kv_tokens"] for c in one["cards"])}
+    shown = run_cli("plan", STACK, "--gpu", "h100-80", "--replicas", "4")
+    assert "4 replicas" in shown.stdout and "each replica fits its card" in shown.stdout
+    refused = run_cli("plan", STACK, "--gpu", "h100-80", "--replicas", "0")
+    assert refused.returncode == 2 and "at least 1 replica" in refused.stderr
