@@ -108,8 +108,8 @@ async def run_level(send, concurrency: int, per_client: int) -> dict:
 
 
 async def measure_proxy(urls: dict[str, str], args) -> list[dict]:
-    """The upstream called directly and through the proxy; each client alternates the two (in turn starting with
-    either), so both paths meet the same load on a noisy machine."""
+    """A server called directly and through another layer (our proxy, Serve's); each client alternates the two (in
+    turn starting with either), so both paths meet the same load on a noisy machine."""
     rows = []
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=256)) as client:
         for concurrency in args.concurrency:
@@ -130,8 +130,9 @@ async def measure_proxy(urls: dict[str, str], args) -> list[dict]:
             for name, (ttft, itl) in samples.items():
                 row[name] = {"ttft_p50_ms": 1e3 * percentile(ttft, 0.5), "ttft_p95_ms": 1e3 * percentile(ttft, 0.95),
                              "itl_p50_ms": 1e3 * percentile(itl, 0.5), "itl_p95_ms": 1e3 * percentile(itl, 0.95)}
-            row["proxy_added_ttft_p50_ms"] = row["proxy"]["ttft_p50_ms"] - row["upstream"]["ttft_p50_ms"]
-            row["proxy_added_itl_p50_ms"] = row["proxy"]["itl_p50_ms"] - row["upstream"]["itl_p50_ms"]
+            base, via = list(urls)
+            row["added_ttft_p50_ms"] = row[via]["ttft_p50_ms"] - row[base]["ttft_p50_ms"]
+            row["added_itl_p50_ms"] = row[via]["itl_p50_ms"] - row[base]["itl_p50_ms"]
             rows.append(row)
     return rows
 
@@ -161,7 +162,7 @@ async def measure(folder: str, urls: dict[str, str], args) -> list[dict]:
 
 
 def wait_ready(url: str, child: subprocess.Popen) -> None:
-    for _ in range(600):
+    for _ in range(1800):  # a Ray deployment takes a while to come up
         if child.poll() is not None:
             raise SystemExit("the server process exited before it was ready")
         try:
@@ -170,7 +171,7 @@ def wait_ready(url: str, child: subprocess.Popen) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise SystemExit("the server did not become ready in 60 s")
+    raise SystemExit("the server did not become ready in 180 s")
 
 
 def free_port() -> int:
@@ -184,11 +185,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--upstream", action="store_true", help="measure the proxy to an upstream server instead")
-    parser.add_argument("--out", help="default: bench/results/serve_latency.json (--upstream: serve_latency_upstream)")
+    layer = parser.add_mutually_exclusive_group()
+    layer.add_argument("--upstream", action="store_true", help="measure our proxy to an upstream server instead")
+    layer.add_argument("--ray", action="store_true", help="measure Ray Serve's proxy (1 replica) against the "
+                       "single-card server instead")
+    parser.add_argument("--out", help="default: bench/results/serve_latency[_upstream|_ray].json")
     args = parser.parse_args()
-    args.out = args.out or str(ROOT / "bench/results" / ("serve_latency_upstream.json" if args.upstream
-                                                         else "serve_latency.json"))
+    suffix = "_upstream" if args.upstream else "_ray" if args.ray else ""
+    args.out = args.out or str(ROOT / "bench/results" / f"serve_latency{suffix}.json")
     from orchestrator.demo.tiny_llm import make_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -196,25 +200,30 @@ def main() -> None:
         folder = str(make_model(Path(tmp) / "qwen3", "qwen3"))
         urls, children = {}, []
         try:
-            servers = [("upstream", stack_file(folder, port := free_port(), "process", Path(tmp)), port)]
+            single = stack_file(folder, port := free_port(), "process", Path(tmp))
             if args.upstream:
-                servers.append(("proxy", front_file(f"http://127.0.0.1:{port}", port := free_port(), Path(tmp)),
-                                port))
+                servers = [("upstream", single, port, []),
+                           ("proxy", front_file(f"http://127.0.0.1:{port}", free_port(), Path(tmp)), None, [])]
+            elif args.ray:
+                servers = [("single", single, port, []), ("serve", single, free_port(), ["--ray", "--replicas", "1"])]
             else:
-                servers = [(name, stack_file(folder, port := free_port(), isolation, Path(tmp)), port)
+                servers = [(name, stack_file(folder, port := free_port(), isolation, Path(tmp)), port, [])
                            for name, isolation in zip(PATHS, ("none", "process"))]
-            for name, stack, port in servers:
+            for name, stack, port, extra in servers:
+                port = port or json.loads(stack.read_text())["server"]["port"]
                 children.append(subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack),
-                                                  "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.DEVNULL))
+                                                  "--port", str(port), "--log-level", "WARNING", *extra], cwd=ROOT,
+                                                 stdout=subprocess.DEVNULL, start_new_session=True))
                 urls[name] = f"http://127.0.0.1:{port}"
                 wait_ready(urls[name], children[-1])
-            rows = asyncio.run(measure_proxy(urls, args) if args.upstream else measure(folder, urls, args))
+            layered = args.upstream or args.ray
+            rows = asyncio.run(measure_proxy(urls, args) if layered else measure(folder, urls, args))
         finally:
             for child in children:
                 child.terminate()
                 child.wait(timeout=30)
     console = Console(width=220)
-    console.print(proxy_table(rows) if args.upstream else paths_table(rows))
+    console.print(layer_table(rows, *urls) if layered else paths_table(rows))
     result = {"hardware": describe(), "model": "tiny random-weight Qwen3 (orchestrator/demo/tiny_llm.py)",
               "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -237,15 +246,15 @@ def paths_table(rows: list[dict]) -> Table:
     return table
 
 
-def proxy_table(rows: list[dict]) -> Table:
-    table = Table(title="Through our proxy vs the upstream called directly (ms; added = proxy p50 - upstream p50)")
-    for column in ("concurrency", "upstream TTFT p50/p95", "upstream ITL p50/p95", "proxy TTFT p50/p95",
-                   "proxy ITL p50/p95", "added TTFT", "added ITL"):
+def layer_table(rows: list[dict], base: str, via: str) -> Table:
+    table = Table(title=f"Through {via} vs {base} (ms; added = {via} p50 - {base} p50)")
+    for column in ("concurrency", f"{base} TTFT p50/p95", f"{base} ITL p50/p95", f"{via} TTFT p50/p95",
+                   f"{via} ITL p50/p95", "added TTFT", "added ITL"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(str(r["concurrency"]), *(f"{r[n][m + '_p50_ms']:.2f} / {r[n][m + '_p95_ms']:.2f}"
-                                               for n in ("upstream", "proxy") for m in ("ttft", "itl")),
-                      f"{r['proxy_added_ttft_p50_ms']:+.2f}", f"{r['proxy_added_itl_p50_ms']:+.2f}")
+                                               for n in (base, via) for m in ("ttft", "itl")),
+                      f"{r['added_ttft_p50_ms']:+.2f}", f"{r['added_itl_p50_ms']:+.2f}")
     return table
 
 
