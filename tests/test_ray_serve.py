@@ -106,6 +106,24 @@ def test_concurrent_chats_spread_over_both_replicas(cluster):
     assert {replica for _, replica in results} == set(served)
 
 
+def test_chats_with_a_session_key_stay_on_the_replica_that_holds_it(cluster):
+    """Serve's multiplexed routing on the session header: each key's chats land on one replica, under load."""
+    url, _ = cluster
+
+    def keyed(key: str) -> str:
+        headers = {**HEADERS, "serve_multiplexed_model_id": key}
+        reply = httpx.post(url + "/v1/chat/completions", headers=headers, json=CHAT, timeout=120)
+        assert reply.status_code == 200
+        return reply.headers["x-replica"]
+
+    for key in ("alice", "bob", "carol", "dave"):
+        keyed(key)  # the first request places the key
+    with ThreadPoolExecutor(20) as pool:
+        placed = list(pool.map(lambda i: (i % 4, keyed(("alice", "bob", "carol", "dave")[i % 4])), range(40)))
+    by_key = {k: {r for i, r in placed if i == k} for k in range(4)}
+    assert all(len(replicas_of_key) == 1 for replicas_of_key in by_key.values()), by_key
+
+
 def test_a_realtime_session_stays_on_one_replica(cluster):
     from realtime_client import Client
 

@@ -21,6 +21,8 @@ APP_NAME = "voice-stack"
 NAMESPACE = "voice-orchestrator"
 REGISTRY = "voice-stack-replicas"
 REPORT_EVERY_S, FORGET_AFTER_S = 2.0, 10.0
+SESSION_HEADER = "serve_multiplexed_model_id"  # Serve's multiplexing header, used as a session or user key
+KEYS_PER_REPLICA = 1024
 _REPLICA: dict = {}  # in a replica process: its supervisor, for the health check
 
 
@@ -83,9 +85,17 @@ def _replica_app(stack_path: str, api_key: str | None, gpu_memory: str | None, l
         registry = ray.get_actor(REGISTRY, namespace=NAMESPACE)
         app.state.cluster = lambda: ray.get(registry.all.remote(), timeout=10)
 
+        @serve.multiplexed(max_num_models_per_replica=KEYS_PER_REPLICA)
+        async def hold(key: str) -> str:
+            """A session or user key this replica now holds: Serve's multiplexed routing sends the key's next
+            requests here, where its conversation's prefix is in the KV cache."""
+            return key
+
         @app.middleware("http")
         async def tag(request, call_next):
-            """Which replica answered: how a client (or a test) sees the requests spread."""
+            """Which replica answered (how a client or a test sees the spread); a keyed request pins its key here."""
+            if key := serve.get_multiplexed_model_id():
+                await hold(key)
             response = await call_next(request)
             response.headers["x-replica"] = replica
             return response
