@@ -60,8 +60,7 @@ class Upstream:
             error = "" if state == "ready" else f"GET /models answered {reply.status_code}"
         except httpx.TransportError as exc:
             state, error = "unreachable", f"{type(exc).__name__}: {exc}"
-        self.health = UpstreamHealth(state, error or self.health.last_error if state != "ready" else "",
-                                     round((time.perf_counter() - start) * 1000, 1), time.monotonic())
+        self.health = UpstreamHealth(state, error, round((time.perf_counter() - start) * 1000, 1), time.monotonic())
         return self.health
 
     async def open(self, path: str, body: dict) -> httpx.Response:

@@ -6,11 +6,7 @@ import uuid
 
 from pydantic import TypeAdapter, ValidationError
 
-from orchestrator.server.realtime.protocol import (
-    EVENT_TYPES,
-    ITEM_TYPES,
-    AnyClientEvent,
-)
+from orchestrator.server.realtime.protocol import EVENT_TYPES, ITEM_TYPES, AnyClientEvent
 
 _CLIENT_EVENT = TypeAdapter(AnyClientEvent)
 
@@ -47,8 +43,8 @@ def validation_message(error: ValidationError, root: str, skip: int = 0) -> tupl
 
 def _union_member(place: str) -> bool:
     """Whether a pydantic location names which member of a union failed (a tag, a type, a model), not a field."""
-    return place[:1].isupper() or place.startswith(("function-", "literal[", "constrained-")) or place in ("int", "str", "float", "bool",
-                                                                                    *ITEM_TYPES)
+    return (place[:1].isupper() or place.startswith(("function-", "literal[", "constrained-"))
+            or place in ("int", "str", "float", "bool", *ITEM_TYPES))
 
 
 MAX_BRACKETS = 4096  # objects and arrays in one event; a real one has a few dozen (audio travels as base64 text)

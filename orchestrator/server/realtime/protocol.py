@@ -9,15 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 INPUT_RATES = (16000, 24000)

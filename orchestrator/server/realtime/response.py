@@ -64,9 +64,12 @@ class Call:
     arguments: str = ""
     status: str | None = None  # set once the call is done (completed, or incomplete when cut off)
 
-    def item(self) -> dict:
+    def entry(self) -> HistoryItem:
         return HistoryItem(self.item_id, "assistant", self.arguments, type=CALL, call_id=self.call_id, name=self.name,
-                           status=self.status or "in_progress").as_item()
+                           status=self.status or "in_progress")
+
+    def item(self) -> dict:
+        return self.entry().as_item()
 
 
 class Response:
@@ -90,7 +93,6 @@ class Response:
         self.usage: dict | None = None
         self._finish_reason: str | None = None
         self._started = False
-        self._last_item: str | None = None
         self.task: asyncio.Task | None = None
 
     @property
@@ -104,8 +106,7 @@ class Response:
 
     def items(self) -> list[HistoryItem]:
         """What the response adds to the conversation, in output order: its message (if any was given) and calls."""
-        out = [(call.output_index, HistoryItem(call.item_id, "assistant", call.arguments, type=CALL,
-                                               call_id=call.call_id, name=call.name)) for call in self.calls]
+        out = [(call.output_index, call.entry()) for call in self.calls]
         if self.message_index is not None and self.transcript:
             pieces = list(zip(self.spoken, self.spoken_end_ms)) if self.audio else None
             out.append((self.message_index, HistoryItem(self.item_id, "assistant", self.transcript,
@@ -124,7 +125,6 @@ class Response:
     async def run(self) -> None:
         """Stream the response and end it with response.done; run as the task that cancel() stops."""
         self._started = True
-        self._last_item = self.previous_item_id
         try:
             await self.send({"type": "response.created", "response": self.resource()})
             if self.cancel_reason is not None:  # cancelled before it began
@@ -152,22 +152,22 @@ class Response:
         await self.send({"type": "response.output_item.added", "response_id": self.id, "output_index": output_index,
                          "item": item})
         if self.before_done is not None:
-            await self.send({"type": "conversation.item.added", "previous_item_id": self._last_item, "item": item})
-            self._last_item = item["id"]
+            await self.send({"type": "conversation.item.added", "previous_item_id": self._previous(item["id"]),
+                             "item": item})
 
     async def _done(self, output_index: int, item: dict) -> None:
         await self.send({"type": "response.output_item.done", "response_id": self.id, "output_index": output_index,
                          "item": item})
         if self.before_done is not None:
-            at = next(i for i, c in enumerate(self._order()) if c == item["id"])
-            previous = self._order()[at - 1] if at else self.previous_item_id
-            await self.send({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+            await self.send({"type": "conversation.item.done", "previous_item_id": self._previous(item["id"]),
+                             "item": item})
 
-    def _order(self) -> list[str]:
-        ids = [(call.output_index, call.item_id) for call in self.calls]
-        if self.message_index is not None:
-            ids.append((self.message_index, self.item_id))
-        return [item_id for _, item_id in sorted(ids)]
+    def _previous(self, item_id: str) -> str | None:
+        """The item before this one in the conversation: the response's item before it, or where the answer joins."""
+        ids = [item_id for _, item_id in sorted([(call.output_index, call.item_id) for call in self.calls] + (
+            [(self.message_index, self.item_id)] if self.message_index is not None else []))]
+        at = ids.index(item_id)
+        return ids[at - 1] if at else self.previous_item_id
 
     async def _open_message(self) -> None:
         """The spoken or written message begins with its first words (a response may be calls alone)."""

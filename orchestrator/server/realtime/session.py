@@ -20,21 +20,10 @@ from orchestrator.server.metrics import Metrics
 from orchestrator.server.realtime import protocol as p
 from orchestrator.server.realtime.answers import Prompt, ToolMode
 from orchestrator.server.realtime.audio import ENGINE_RATE
-from orchestrator.server.realtime.conversation import (
-    CALL,
-    CALL_OUTPUT,
-    HistoryItem,
-    chat_messages,
-    item_dict,
-)
+from orchestrator.server.realtime.conversation import CALL, CALL_OUTPUT, HistoryItem, chat_messages, item_dict
 from orchestrator.server.realtime.draft import Draft, Prefetch
 from orchestrator.server.realtime.end_of_turn import utterance_complete
-from orchestrator.server.realtime.events import (
-    ClientError,
-    error_event,
-    new_id,
-    validation_message,
-)
+from orchestrator.server.realtime.events import ClientError, error_event, new_id, validation_message
 from orchestrator.server.realtime.microphone import Microphone
 from orchestrator.server.realtime.response import Response, TurnClock, Voice
 from orchestrator.server.realtime.voice import VoiceEngines
@@ -112,10 +101,10 @@ class RealtimeSession:
                                            f"TTS model; choose one of: {', '.join(names)}; the rest of the update was "
                                            "applied", "invalid_value", "session.audio.output.voice", event.event_id))
                 config.audio.output.voice = self.config.audio.output.voice
-        while problems := self._tool_problems(config.tools, config.tool_choice, "session"):
-            refused.append(ClientError(f"{problems[0].message}; the rest of the update was applied", "invalid_value",
-                                       problems[0].param, event.event_id))
-            if problems[0].param.endswith(".tools"):
+        while problem := self._tool_problem(config.tools, config.tool_choice, "session"):
+            refused.append(ClientError(f"{problem.message}; the rest of the update was applied", "invalid_value",
+                                       problem.param, event.event_id))
+            if problem.param.endswith(".tools"):
                 config.tools = self.config.tools  # the old ones passed this check (or there were none)
             else:
                 config.tool_choice = "auto"
@@ -139,20 +128,20 @@ class RealtimeSession:
                               "turn_detection to null and send text items", "invalid_value",
                               "session.audio.input.turn_detection")
 
-    def _tool_problems(self, tools: list[p.FunctionTool], choice: p.ToolChoice, where: str) -> list[ClientError]:
+    def _tool_problem(self, tools: list[p.FunctionTool], choice: p.ToolChoice, where: str) -> ClientError | None:
         """What stops these tools from reaching the model: no tool parser in the stack, a choice naming no tool."""
         if tools and not self.engines.llm.tool_call_parser:
-            return [ClientError(f"model {self.engines.llm.served_name!r} cannot call tools: the stack sets no "
-                                "tool_call_parser for it (set tool_call_parser: hermes)", "invalid_value",
-                                f"{where}.tools")]
+            return ClientError(f"model {self.engines.llm.served_name!r} cannot call tools: the stack sets no "
+                               "tool_call_parser for it (set tool_call_parser: hermes)", "invalid_value",
+                               f"{where}.tools")
         names = [t.name for t in tools]
         if isinstance(choice, p.ToolChoiceFunction) and choice.name not in names:
-            return [ClientError(f"tool_choice names {choice.name!r}, which is not among the tools "
-                                f"({', '.join(names) or 'none'})", "invalid_value", f"{where}.tool_choice")]
+            return ClientError(f"tool_choice names {choice.name!r}, which is not among the tools "
+                               f"({', '.join(names) or 'none'})", "invalid_value", f"{where}.tool_choice")
         if choice == "required" and not tools:
-            return [ClientError("tool_choice 'required' needs at least one tool", "invalid_value",
-                                f"{where}.tool_choice")]
-        return []
+            return ClientError("tool_choice 'required' needs at least one tool", "invalid_value",
+                               f"{where}.tool_choice")
+        return None
 
     async def _default_voice(self) -> str:
         names = [v.name for v in await self.engines.tts.voices()]
@@ -218,8 +207,8 @@ class RealtimeSession:
 
     async def _commit(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
         draft = self.draft if self.draft is not None and self.draft.covers(item_id, len(audio)) else None
-        log.debug("turn %s ended at %d samples; draft %s", item_id, len(audio),
-                  "used" if draft else f"of {self.draft.samples if self.draft else None} not used")
+        log.debug("turn %s ended at %d samples; its pause's draft %s", item_id, len(audio),
+                  "is used" if draft else "does not cover it")
         if draft is None:
             await self._drop_draft()
         self.draft = None
@@ -414,7 +403,7 @@ class RealtimeSession:
         """The response's tools (its own, or the session's) and choice, or None when no call may be made."""
         tools = self.config.tools if options.tools is None else options.tools
         choice = options.tool_choice or self.config.tool_choice
-        for problem in self._tool_problems(tools, choice, "response"):
+        if problem := self._tool_problem(tools, choice, "response"):
             raise problem
         if not tools or choice == "none":
             return None

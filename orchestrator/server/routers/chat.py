@@ -13,14 +13,7 @@ from orchestrator.server.auth import require_api_key
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import (
-    check_n,
-    final_output,
-    off_loop_if_large,
-    sampling_params,
-    start,
-    usage,
-)
+from orchestrator.server.generation import check_n, final_output, off_loop_if_large, sampling_params, start, usage
 from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
