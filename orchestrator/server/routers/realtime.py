@@ -77,7 +77,7 @@ async def _serve(websocket: WebSocket, session: RealtimeSession, send, engines: 
         try:
             message = await asyncio.wait_for(websocket.receive(), min(limits.idle_timeout_s, max(left, 0)))
         except TimeoutError:
-            if time.monotonic() >= ends:
+            if left <= limits.idle_timeout_s:  # the wait that ran out was the session's end (timers may fire early)
                 length = _duration(limits.max_session_s)
                 await send(error_event(ClientError(f"the session reached its maximum length of {length}; open a new "
                                                    "one", "session_expired")))
