@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the project with every extra; safe to run again (skips when nothing changed).
+# Creates the venv and installs the project with every extra, at the versions requirements.lock names; safe to run
+# again (skips when nothing changed). VENV picks another folder; UNLOCKED=1 takes the newest allowed releases instead
+# of the lock (scripts/lock.sh uses it to refresh the lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-VENV=.venv
+VENV="${VENV:-.venv}"
+LOCK=requirements.lock
 STAMP="$VENV/.installed"
-WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+WANT="$(cat pyproject.toml scripts/setup.sh "$LOCK" <(echo "unlocked=${UNLOCKED:-}") | sha256sum | cut -d' ' -f1)"
 
 quiet_pip() {
     # pip's notes about absent local mirrors and setuptools' deprecation banners are noise here.
-    "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v -e "is ignored: it is neither" -e "^  " -e "^$" >&2)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" \
+        2> >(grep -v -e "is ignored: it is neither" -e "^  " -e "^$" >&2)
 }
 
-if [[ ! -x "$VENV/bin/python" ]]; then
-    "$PY" -m venv "$VENV"
-fi
 apt_install() {
-    # A Debian package, installed once when its command is missing; without apt (or root) a warning, and on we go.
-    local package="$1" command="$2" skipped="$3"
+    # A Debian package, installed once when its command is missing. Without apt (or root): a warning here, and the
+    # tests that need it skip on a person's machine and fail under CI (tests/needs.py).
+    local package="$1" command="$2" needed_by="$3"
     command -v "$command" >/dev/null 2>&1 && return 0
     local sudo=""; [[ "$(id -u)" != 0 ]] && sudo="sudo -n"
     echo "installing $package (Debian package)..." >&2
     { $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null; } \
-        || echo "warning: could not install $package; $skipped will be skipped" >&2
+        || echo "warning: could not install $package: $needed_by will skip (and fail under CI=true)" >&2
 }
 # espeak-ng speaks the real test audio (VAD, ASR plumbing); Chromium runs the playground's browser tests (Playwright
 # drives Debian's build: no browser is downloaded).
@@ -31,9 +33,29 @@ apt_install chromium chromium "the playground's browser tests"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
     exit 0
 fi
-echo "setting up $VENV (first run takes a minute or two)..." >&2
-quiet_pip --upgrade pip setuptools wheel
-# torch first, exactly pinned: on a CPU-only machine this takes the CPU build, on CUDA the CUDA build.
-quiet_pip "torch==2.13.0"
-quiet_pip -e ".[engines,server,test,ray]"   # ray: the optional extra for --ray, which its tests need
+if [[ ! -x "$VENV/bin/python" ]]; then
+    "$PY" -m venv "$VENV"
+fi
+echo "setting up $VENV (first run takes a few minutes)..." >&2
+rm -f "$STAMP"
+if [[ -n "${UNLOCKED:-}" ]]; then
+    constraints=()
+    quiet_pip --upgrade pip setuptools wheel
+else
+    # The lock was resolved on a CPU-only machine, whose torch build needs no CUDA wheels. torch's CUDA build pins
+    # its own triton and nvidia-* CUDA wheels exactly, so with a GPU the lock's triton gives way to torch's pin.
+    constraints_file="$VENV/constraints.txt"
+    if nvidia-smi -L >/dev/null 2>&1; then
+        grep -v '^triton==' "$LOCK" > "$constraints_file"
+    else
+        cp "$LOCK" "$constraints_file"
+    fi
+    constraints=(-c "$constraints_file")
+    quiet_pip "${constraints[@]}" pip setuptools wheel
+fi
+# torch first, exactly pinned (pyproject.toml and the lock agree): on a CPU-only machine this takes the CPU build,
+# on CUDA the CUDA build.
+quiet_pip "${constraints[@]}" "torch==2.13.0"
+# No build isolation: our editable install is built by the venv's (locked) setuptools, not whatever PyPI serves.
+quiet_pip "${constraints[@]}" --no-build-isolation -e ".[engines,server,test,ray]"   # ray: the optional extra for --ray
 echo "$WANT" > "$STAMP"

@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-
-def espeak_available() -> bool:
-    return shutil.which("espeak-ng") is not None
+from needs import needs_command
 
 
 def speak(text: str, rate: int = 16000, voice: str = "en", words_per_minute: int = 160) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] of `text` spoken at `rate` Hz; skips the test when espeak-ng is missing."""
-    if not espeak_available():
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    """Mono float32 samples in [-1, 1] of `text` spoken at `rate` Hz; skips the test (fails under CI) without espeak-ng."""
+    needs_command("espeak-ng", "apt-get install espeak-ng; scripts/setup.sh does")
     return _speak(text, rate, voice, words_per_minute).copy()
 
 

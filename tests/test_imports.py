@@ -1,4 +1,6 @@
-"""Planning runs on a laptop without torch; our `kernels` package does not fool transformers."""
+"""Planning runs on a laptop without torch; none of our import names is taken by a dependency."""
+import importlib.metadata
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -28,13 +30,29 @@ def test_planner_and_cli_without_torch():
     assert '"fits": true' in result.stdout
 
 
-def test_transformers_does_not_take_our_kernels_for_hf_kernels(tmp_path):
+OURS = ("orchestrator", "budget", "engines", "llm_kernels")
+
+
+def test_no_dependency_shares_an_import_name_of_ours():
+    """Two packages under one top-level name in one process break whichever loads second (as `kernels` did)."""
+    owners = importlib.metadata.packages_distributions()
+    for name in OURS:
+        assert (ROOT / name / "__init__.py").exists(), f"{name} is one of our packages"
+        others = [d for d in owners.get(name, []) if d != "voice-orchestrator"]
+        assert not others, f"our package {name!r} shares its import name with the distribution(s) {others}"
+    assert not (ROOT / "kernels").exists(), "a top-level kernels/ would shadow Hugging Face's `kernels` from the repo root"
+
+
+def test_transformers_activations_beside_our_attention_kernels(tmp_path):
+    """From the repo root (as pytest and `python -m` run): transformers' own imports and our kernels in one process."""
     code = textwrap.dedent(f"""
         import importlib.util, torch
+        import transformers.activations
         from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
-        from transformers.utils import is_kernels_available
-        assert importlib.util.find_spec("kernels").origin.startswith({str(ROOT)!r}), "our kernels is importable"
-        assert not is_kernels_available()
+        from llm_kernels.dispatch import paged_attention
+        from llm_kernels.triton_paged_attention import paged_attention_triton
+        spec = importlib.util.find_spec("kernels")
+        assert spec is None or "site-packages" in spec.origin, spec  # Hugging Face's, if installed; never a folder of ours
         Qwen3ForCausalLM(Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                      num_attention_heads=2, num_key_value_heads=1, head_dim=16)).save_pretrained({str(tmp_path)!r})
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})
@@ -43,3 +61,14 @@ def test_transformers_does_not_take_our_kernels_for_hf_kernels(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_import_kernels_outside_the_repo_is_hugging_face_s(tmp_path):
+    code = ("import importlib.util; spec = importlib.util.find_spec('kernels'); "
+            "print(spec.origin if spec else 'absent'); import llm_kernels.dispatch")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    origin = result.stdout.strip()
+    assert origin == "absent" or "site-packages" in origin, origin
+    if importlib.util.find_spec("kernels") is not None:
+        assert importlib.metadata.packages_distributions()["kernels"] == ["kernels"]

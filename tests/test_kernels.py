@@ -10,9 +10,9 @@ import random
 import pytest
 import torch
 
-from kernels.reference import paged_attention_reference, store_kv_reference
-from kernels.triton_paged_attention import paged_attention_triton
-from kernels.triton_store_kv import store_kv_triton
+from llm_kernels.reference import paged_attention_reference, store_kv_reference
+from llm_kernels.triton_paged_attention import paged_attention_triton
+from llm_kernels.triton_store_kv import store_kv_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32] + ([torch.bfloat16] if DEVICE == "cuda" else [])  # interpreter bf16 maths is wrong

@@ -14,6 +14,7 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 from live_stack import live_stack
+from needs import missing, needs_module
 from speech import silence, speak, word_errors
 
 from orchestrator.server.app import build_app
@@ -51,8 +52,8 @@ def microphone_file(path: Path, *parts: str | float) -> Path:
 def playwright():
     """Playwright's driver (no browser of its own: it drives Debian's); the browser tests skip without either."""
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the `test` extra)")
+        missing("Debian's chromium is not installed (scripts/setup.sh installs it: apt-get install chromium)")
+    sync_api = needs_module("playwright.sync_api", "the `test` extra; scripts/setup.sh installs it")
     with sync_api.sync_playwright() as driver:
         yield driver
 

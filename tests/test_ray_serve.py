@@ -17,8 +17,9 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from needs import needs_module
 
-pytest.importorskip("ray.serve", reason="Ray Serve is the optional extra .[ray] (scripts/setup.sh installs it)")
+needs_module("ray.serve", "Ray Serve is the optional extra .[ray]; scripts/setup.sh installs it")
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "ray-key"

@@ -130,8 +130,14 @@ def test_a_mid_sentence_pause_is_not_cut_under_semantic_vad(demo):
                 await until_judged(app, client)
             events = await quiet_for(client, 1.0)
             await client.speak(rest, RATE)
+            # The answer to the rest follows the speech_stopped that ends past the first part. (server_vad's answer
+            # to the first part may finish, or be cancelled, before or after the rest is heard: wait past it.)
+            end_of_first_ms = len(first) * 1000 // RATE
+            while not any(e["type"] == "input_audio_buffer.speech_stopped" and e["audio_end_ms"] > end_of_first_ms
+                          for e in events):
+                events += await client.until("input_audio_buffer.speech_stopped", timeout=120)
             events += await client.until("response.done", timeout=120)
-            while events[-1]["response"]["status"] == "cancelled":  # server_vad: the cut answer, then the rest's
+            while events[-1]["response"]["status"] == "cancelled":  # the first part's answer, cut late
                 events += await client.until("response.done", timeout=120)
             outcome[name] = events
             await client.close()

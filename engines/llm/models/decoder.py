@@ -7,7 +7,7 @@ from torch import nn
 from budget.architectures import LLM_ARCHITECTURES, LLMArchitecture, llm_head_dim, llm_kv_heads
 from engines.llm.context import get_context
 from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, rope_parameters
-from kernels.dispatch import paged_attention, store_kv
+from llm_kernels.dispatch import paged_attention, store_kv
 
 
 class Attention(nn.Module):
