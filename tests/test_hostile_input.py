@@ -147,9 +147,9 @@ def test_a_5_mb_body_written_whole_gets_the_413_and_health_stays_prompt(server):
         error = reply.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and "limit of 4 MiB" in error["message"], error
         assert error["code"] == "request_too_large"
-        busy.sort(); print("IDLE", idle[len(idle)//2], "BUSY", busy[len(busy)//2], len(busy), max(busy))
+        busy.sort()
         # A body parsed or buffered on the event loop would hold every poll behind it for the whole upload.
-        assert busy[len(busy) // 2] < 20 * idle[len(idle) // 2] + 0.05, (idle, busy)
+        assert busy[len(busy) // 2] < 25 * idle[len(idle) // 2], (idle, busy)
 
 
 def stalled(url: str, route: str = CHAT) -> socket.socket:
