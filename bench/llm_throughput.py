@@ -11,9 +11,9 @@ decode against the roofline (weight bytes / measured device copy bandwidth).
         --dtype bfloat16 --requests 256 --input 100 1024 --output 100 1024 --batch 256   # on a GPU
     .venv/bin/python bench/llm_throughput.py --gguf .demo-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
-`--gguf FILE` serves a real GGUF instead: our engine (dequantized into --dtype) beside llama.cpp on the same
-file (llama-cpp-python, the engine inside Ollama, if it is installed: `pip install llama-cpp-python` builds
-it), one stream and then 8 and 16 requests at once, the same chat prompts greedy. llama-cpp-python's
+`--gguf FILE` serves a real GGUF instead: our engine with its quantized weights kept packed, the same dequantized
+into --dtype, and llama.cpp on the same file (llama-cpp-python, the engine inside Ollama, if it is installed:
+`pip install llama-cpp-python` builds it), one stream and then 8 and 16 requests at once, the same chat prompts greedy. llama-cpp-python's
 `Llama` serves one sequence at a time, so its "concurrent" rows run the requests one after another, as an
 Ollama slot does with OLLAMA_NUM_PARALLEL=1.
 """
@@ -150,55 +150,79 @@ GGUF_QUESTIONS = ["Tell me about the history of Paris.", "Explain how a bicycle 
 
 
 def run_gguf(args) -> None:
-    """Our engine and llama.cpp on one GGUF file: output tokens/s at 1, 8 and 16 requests, same prompts."""
+    """Ours with the GGUF's weights kept packed, ours dequantized, and llama.cpp, on one file: output tokens/s at
+    1, 8 and 16 requests, the same prompts, and what each holds in memory."""
+    import gc
+
+    import psutil
+
+    from budget.gguf import read_gguf
     from engines.llm.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.gguf)
     chats = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                            tokenize=False) for q in GGUF_QUESTIONS]
     prompts = [tokenizer.encode(c, add_special_tokens=False) for c in chats]
-    ours = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
-                                  num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device))
     params = SamplingParams(temperature=0, max_tokens=args.gguf_tokens, ignore_eos=True)
-    ours.generate([prompts[0]], SamplingParams(max_tokens=4))  # warm-up
+    process = psutil.Process()
+    rows = {n: {"requests": n} for n in (1, 8, 16)}
+    memory = {"gguf_tensor_bytes": read_gguf(args.gguf).tensor_bytes}
+    for label, quantization in (("packed", "auto"), ("dequantized", "none")):
+        ours = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
+                                      num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device,
+                                      quantization=quantization))
+        memory[f"ours_{label}_weight_bytes"] = _held_weight_bytes(ours.runner.model)
+        ours.generate([prompts[0]], SamplingParams(max_tokens=4))  # warm-up
+        for n, row in rows.items():
+            batch = [prompts[i % len(prompts)] for i in range(n)]
+            start = time.perf_counter()
+            done = ours.generate(batch, [params] * n)
+            row[f"ours_{label}_tokens_per_s"] = round(sum(len(o.token_ids) for o in done) /
+                                                      (time.perf_counter() - start), 1)
+        del ours
+        gc.collect()
     try:
         from llama_cpp import Llama
     except ImportError:
         Llama = None
-    theirs = Llama(str(args.gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False) if Llama else None
-    rows = []
-    for n in (1, 8, 16):
-        batch = [prompts[i % len(prompts)] for i in range(n)]
-        start = time.perf_counter()
-        done = ours.generate(batch, [params] * n)
-        ours_s = time.perf_counter() - start
-        row = {"requests": n, "ours_tokens_per_s": round(sum(len(o.token_ids) for o in done) / ours_s, 1)}
-        if theirs is not None:
+    if Llama is not None:
+        before = process.memory_info().rss
+        theirs = Llama(str(args.gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False, use_mmap=False)
+        memory["llama_cpp_rss_growth_bytes"] = process.memory_info().rss - before  # weights + its KV and buffers
+        for n, row in rows.items():
             start, tokens = time.perf_counter(), 0
-            for prompt in batch:
+            for prompt in [prompts[i % len(prompts)] for i in range(n)]:
                 theirs.reset()
                 out = theirs.create_completion(tokenizer.decode(prompt), max_tokens=args.gguf_tokens, temperature=0,
                                                top_k=1)
                 tokens += out["usage"]["completion_tokens"]
             row["llama_cpp_tokens_per_s"] = round(tokens / (time.perf_counter() - start), 1)
-            row["ours_over_llama_cpp"] = round(row["ours_tokens_per_s"] / row["llama_cpp_tokens_per_s"], 2)
-        rows.append(row)
+            row["packed_over_llama_cpp"] = round(row["ours_packed_tokens_per_s"] / row["llama_cpp_tokens_per_s"], 2)
     device = describe(args.device)
-    table = Table(title=f"{args.gguf.name}: output tokens/s, {args.gguf_tokens} tokens a request, ours in {args.dtype} "
-                        f"on {device}")
-    for col in ("requests at once", "ours (dequantized, batched)", "llama.cpp (quantized, one at a time)",
-                "ours / llama.cpp"):
+    table = Table(title=f"{args.gguf.name}: output tokens/s, {args.gguf_tokens} tokens a request, ours' activations in "
+                        f"{args.dtype}, on {device}, {torch.get_num_threads()} threads")
+    for col in ("requests at once", "ours (packed)", "ours (dequantized)", "llama.cpp (one at a time)",
+                "packed / llama.cpp"):
         table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["requests"]), str(r["ours_tokens_per_s"]), str(r.get("llama_cpp_tokens_per_s", "not "
-                      "installed")), str(r.get("ours_over_llama_cpp", "")))
+    for r in rows.values():
+        table.add_row(str(r["requests"]), str(r["ours_packed_tokens_per_s"]), str(r["ours_dequantized_tokens_per_s"]),
+                      str(r.get("llama_cpp_tokens_per_s", "not installed")), str(r.get("packed_over_llama_cpp", "")))
     Console().print(table)
+    for key, value in memory.items():
+        print(f"  {key:32} {value / 2**20:9.1f} MiB")
     out = args.json if args.json != Path("bench/results/llm_throughput.json") else \
         Path(f"bench/results/llm_throughput_gguf_{args.gguf.stem}.json")
     out.write_text(json.dumps({"device": device, "threads": torch.get_num_threads(), "gguf": args.gguf.name,
                                "dtype": args.dtype, "tokens_per_request": args.gguf_tokens,
-                               "llama_cpp": theirs is not None, "rows": rows}, indent=2))
+                               "llama_cpp": Llama is not None, "memory": memory, "rows": list(rows.values())},
+                              indent=2))
     print(f"wrote {out}")
+
+
+def _held_weight_bytes(model: torch.nn.Module) -> int:
+    """The weights a model holds, each shared tensor once, without the rotary table built from the config."""
+    tensors = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _sync(device: str) -> None:

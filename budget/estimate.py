@@ -34,6 +34,7 @@ class Estimate:
     max_model_len: int = 0
     block_size: int = 0
     dtype: str = ""
+    storage: str = ""   # how the weights are held when not plainly `dtype`: a GGUF type kept packed, int8, int4-g32
     formulas: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 

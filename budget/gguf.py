@@ -1,10 +1,12 @@
 """GGUF files (llama.cpp, Ollama) read from their header alone: the Hugging Face config they stand for, and sizes.
 
-The planner and the LLM engine both take a GGUF's config from here, so they agree on what the model is.
+The planner and the LLM engine both take a GGUF's config, its tensors' names and how each weight is kept
+(int4 groups, int8 rows, or dense) from here, so they agree on what the model is and what it weighs.
 Only the header and tensor index are read (the `gguf` package memory-maps the file); no torch.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,43 @@ from typing import Any
 from budget.estimate import PlanInputError
 
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")  # GGUF's general.architecture → our model_type, same names
+GGUF_NAMES = {  # llama.cpp's tensor names -> Hugging Face's, per layer ({} is the layer's index)
+    "token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "blk.{}.attn_norm.weight": "model.layers.{}.input_layernorm.weight",
+    "blk.{}.ffn_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
+    "blk.{}.attn_q.weight": "model.layers.{}.self_attn.q_proj.weight",
+    "blk.{}.attn_q.bias": "model.layers.{}.self_attn.q_proj.bias",
+    "blk.{}.attn_k.weight": "model.layers.{}.self_attn.k_proj.weight",
+    "blk.{}.attn_k.bias": "model.layers.{}.self_attn.k_proj.bias",
+    "blk.{}.attn_v.weight": "model.layers.{}.self_attn.v_proj.weight",
+    "blk.{}.attn_v.bias": "model.layers.{}.self_attn.v_proj.bias",
+    "blk.{}.attn_output.weight": "model.layers.{}.self_attn.o_proj.weight",
+    "blk.{}.attn_q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
+    "blk.{}.attn_k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
+    "blk.{}.ffn_gate.weight": "model.layers.{}.mlp.gate_proj.weight",
+    "blk.{}.ffn_up.weight": "model.layers.{}.mlp.up_proj.weight",
+    "blk.{}.ffn_down.weight": "model.layers.{}.mlp.down_proj.weight",
+}
+STACKED = {  # Hugging Face module name -> (our stacked module, which part)
+    "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+}
+# How the engine keeps a quantized GGUF weight: int4 groups of 32 (these repack code for code) or int8 rows.
+INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
+INT8_TYPES = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K")
+INT4_GROUP = 32
+SCALE_BYTES = 2  # bfloat16 scales (and int4 zeros)
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFTensor:
+    name: str                  # llama.cpp's
+    hf_name: str               # Hugging Face's, as the decoder names it
+    type_name: str             # e.g. Q4_K, F32
+    shape: tuple[int, ...]     # rows first (GGUF lists dimensions innermost first; this is reversed)
+    n_bytes: int               # stored bytes in the file
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +61,11 @@ class GGUFHeader:
     parameters: int            # every tensor's element count, whatever its quantization
     file_bytes: int
     quantization: str          # the most common tensor type, e.g. Q4_K
+    tensors: tuple[GGUFTensor, ...]
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
 
 
 def gguf_file(path: Path) -> Path | None:
@@ -90,8 +134,75 @@ def read_gguf(path: Path) -> GGUFHeader:
         raise PlanInputError(f"{path}: rope scaling {fields[f'{arch}.rope.scaling.type']!r} in a GGUF is not "
                              "supported yet; use a model without it, or its safetensors checkpoint")
     kinds = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) > 1)
+    tensors = tuple(GGUFTensor(t.name, hf_name(path, t.name, arch), t.tensor_type.name,
+                               tuple(int(d) for d in reversed(t.shape)), int(t.n_bytes))
+                    for t in reader.tensors if t.name != "rope_freqs.weight")  # llama3's: computed from the config
     return GGUFHeader(path, arch, config, int(sum(int(t.n_elements) for t in reader.tensors)), path.stat().st_size,
-                      kinds.most_common(1)[0][0] if kinds else "F32")
+                      kinds.most_common(1)[0][0] if kinds else "F32", tensors)
+
+
+def hf_name(path: Path, name: str, arch: str) -> str:
+    layer = _LAYER.search(name)
+    pattern = name.replace(f".{layer.group(1)}.", ".{}.", 1) if layer else name
+    if pattern not in GGUF_NAMES:
+        raise PlanInputError(f"{path.name}: tensor {name!r} has no place in a {arch} model; the file is not a "
+                             "plain Llama / Qwen2 / Qwen3 checkpoint")
+    return GGUF_NAMES[pattern].format(layer.group(1)) if layer else GGUF_NAMES[pattern]
+
+
+def module_of(hf_tensor_name: str) -> str:
+    """The module of our decoder a checkpoint tensor lands in (q/k/v in qkv_proj, gate/up in gate_up_proj)."""
+    module = hf_tensor_name.rpartition(".")[0]
+    prefix, _, last = module.rpartition(".")
+    return f"{prefix}.{STACKED[last][0]}" if last in STACKED else module
+
+
+def kept_format(type_name: str) -> str | None:
+    """"int4", "int8", or None (a float type: served dense in the serving dtype)."""
+    return "int4" if type_name in INT4_TYPES else "int8" if type_name in INT8_TYPES else None
+
+
+def kept_modules(header: GGUFHeader) -> dict[str, str]:
+    """Which modules stay quantized and how: a stack with any int8 part is int8; embeddings are int8 rows (a
+    lookup reads single rows), and a tied LM head shares them."""
+    found: dict[str, set[str]] = {}
+    for t in header.tensors:
+        if len(t.shape) == 2 and (fmt := kept_format(t.type_name)) is not None:
+            found.setdefault(module_of(t.hf_name), set()).add(fmt)
+    formats = {module: "int8" if "int8" in fmts else "int4" for module, fmts in found.items()}
+    if "model.embed_tokens" in formats:
+        formats["model.embed_tokens"] = "int8"
+        if header.config.get("tie_word_embeddings"):
+            formats["lm_head"] = "int8"
+    return formats
+
+
+def quantized_bytes(fmt: str, rows: int, cols: int) -> int:
+    """Bytes the engine holds for one kept weight: int4 codes two a byte plus a scale and a zero per group of 32;
+    int8 codes plus a scale per row."""
+    if fmt == "int4":
+        return rows * cols // 2 + rows * (cols // INT4_GROUP) * 2 * SCALE_BYTES
+    return rows * cols + rows * SCALE_BYTES
+
+
+def served_weight_bytes(header: GGUFHeader, dtype_bytes: float) -> tuple[int, dict[str, int]]:
+    """Exactly what the engine holds for this file's weights when it keeps them quantized, and the bytes by format
+    (a tied LM head has no tensor in the file and no bytes of its own: it reads the embedding's rows)."""
+    formats = kept_modules(header)
+    by_format: dict[str, int] = {}
+    for t in header.tensors:
+        module = module_of(t.hf_name)
+        fmt = formats.get(module) if len(t.shape) == 2 else None
+        size = quantized_bytes(fmt, *t.shape) if fmt else int(_elements(t.shape) * dtype_bytes)
+        by_format[fmt or "dense"] = by_format.get(fmt or "dense", 0) + size
+    return sum(by_format.values()), by_format
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _value(field) -> Any:

@@ -35,6 +35,8 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
                                f"({plan.kv_bytes_per_token:,} B per token)"),
                   ("concurrency", f"{plan.max_concurrent_sequences} sequence(s) at max_model_len "
                                   f"{plan.max_model_len:,}")]
+    lines += [("weights", f"{mp.estimate.name}: {mp.estimate.storage}, {mp.estimate.weights_bytes:,} B")
+              for mp in plan.models if mp.estimate.storage]
     lines += [("expected peak", gib(plan.used_bytes)), ("headroom", gib(plan.headroom_bytes))]
     return lines
 
@@ -129,7 +131,7 @@ def _card_json(plan: Plan) -> dict[str, Any]:
         e = mp.estimate
         entry = {"name": e.name, "kind": e.kind, "device": mp.device, "on_card": mp.on_card, "source": e.source,
                  "runtime": e.runtime,
-                 "dtype": e.dtype, "parameters": e.parameters, "weights_bytes": e.weights_bytes,
+                 "dtype": e.dtype, "storage": e.storage, "parameters": e.parameters, "weights_bytes": e.weights_bytes,
                  "activation_bytes": e.activation_bytes, "context_bytes": e.context_bytes,
                  "cuda_graph_bytes": e.graph_bytes, "need_bytes": e.need_bytes, "share_bytes": mp.share_bytes,
                  "share_rule": mp.share_rule, "margin_bytes": mp.margin_bytes, "formulas": e.formulas}

@@ -1,9 +1,12 @@
-"""Pick each kernel's implementation by device: Triton on CUDA, the PyTorch reference elsewhere."""
+"""Pick each kernel's implementation by device: Triton on CUDA, the PyTorch reference elsewhere; for the quantized
+matmuls, torch's packed int4/int8 CPU kernels (bfloat16 activations: they are many times slower with float32 or
+float16) on the CPU, the reference elsewhere."""
 from __future__ import annotations
 
 import torch
 
-from llm_kernels.reference import paged_attention_reference, store_kv_reference
+from llm_kernels.reference import (int4_matmul_reference, int8_matmul_reference, pack_int4, paged_attention_reference,
+                                   store_kv_reference)
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -25,3 +28,32 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
                                       max_seqlen_q)
     return paged_attention_reference(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, scale,
                                      max_seqlen_q)
+
+
+def int4_on_cpu_kernel(device: torch.device, out_features: int) -> bool:
+    """Whether torch's packed int4 CPU kernel serves this weight (it needs the output size in multiples of 16)."""
+    return device.type == "cpu" and out_features % 16 == 0
+
+
+def pack_int4_for(codes: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """[N, K] codes 0..15 in the layout int4_matmul reads on `device` (two codes a byte either way)."""
+    if int4_on_cpu_kernel(device, codes.shape[0]):
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+    return pack_int4(codes).to(device)
+
+
+def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tensor, group: int) -> torch.Tensor:
+    """x @ W.T for a group-wise int4 weight packed by pack_int4_for; scales_zeros is [K/group, N, 2]."""
+    if int4_on_cpu_kernel(x.device, packed.shape[0]):
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, group, scales_zeros)
+        return out.to(x.dtype).view(*x.shape[:-1], -1)
+    return int4_matmul_reference(x, packed, scales_zeros, group)
+
+
+def int8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x @ W.T for an int8 weight with one scale per output row."""
+    if x.device.type == "cpu":
+        out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), codes, scales)
+        return out.to(x.dtype).view(*x.shape[:-1], -1)
+    return int8_matmul_reference(x, codes, scales)

@@ -62,3 +62,38 @@ def _decode_batch(q, k_cache, v_cache, block_tables, rows, starts, lens, scale, 
     q_rows = q[torch.tensor([starts[i] for i in rows], device=q.device)].unsqueeze(2)
     o = F.scaled_dot_product_attention(q_rows, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
     out[index.new_tensor([starts[i] for i in rows])] = o.squeeze(2)
+
+
+ROWS_PER_SLICE = 4096  # the quantized references dequantize this many weight rows at a time (bounded scratch)
+
+
+def unpack_int4(nibbles: torch.Tensor) -> torch.Tensor:
+    """[N, K/2] bytes (low nibble: even column, high: odd) -> [N, K] codes 0..15."""
+    return torch.stack([nibbles & 0x0F, nibbles >> 4], dim=-1).flatten(-2)
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] codes 0..15 -> [N, K/2] bytes, the reference layout."""
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)
+
+
+def int4_matmul_reference(x: torch.Tensor, nibbles: torch.Tensor, scales_zeros: torch.Tensor,
+                          group: int) -> torch.Tensor:
+    """x @ W.T for W = (q - 8) * scale + zero per group of `group` inputs; scales_zeros is [K/group, N, 2]."""
+    out = x.new_empty(*x.shape[:-1], nibbles.shape[0])
+    for start in range(0, nibbles.shape[0], ROWS_PER_SLICE):
+        rows = slice(start, start + ROWS_PER_SLICE)
+        codes = unpack_int4(nibbles[rows]).to(x.dtype)
+        scales = scales_zeros[:, rows, 0].t().to(x.dtype).repeat_interleave(group, dim=1)
+        zeros = scales_zeros[:, rows, 1].t().to(x.dtype).repeat_interleave(group, dim=1)
+        out[..., rows] = x @ ((codes - 8) * scales + zeros).t()
+    return out
+
+
+def int8_matmul_reference(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x @ W.T for W = q * scale, one scale per output row."""
+    out = x.new_empty(*x.shape[:-1], codes.shape[0])
+    for start in range(0, codes.shape[0], ROWS_PER_SLICE):
+        rows = slice(start, start + ROWS_PER_SLICE)
+        out[..., rows] = x @ (codes[rows].to(x.dtype) * scales[rows, None].to(x.dtype)).t()
+    return out

@@ -5,7 +5,7 @@ from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, ll
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
-from budget.gguf import read_gguf
+from budget.gguf import INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
 from budget.units import MiB, dtype_bytes, human
 
 GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
@@ -54,14 +54,31 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
                              f"({found}); the LLM engine serves model_type {', '.join(LLM_TYPES)}")
     dtype = serving_dtype(spec.dtype, cfg)
     b = dtype_bytes(dtype)
-    if header is not None:  # served dequantized: parameters x the serving dtype, not the file's size
+    quantization = getattr(spec, "quantization", "auto")
+    if header is not None and quantization in ("int8", "int4"):
+        raise PlanInputError(f"model {spec.name!r}: quantization {quantization!r} is for 16-bit Hugging Face folders; "
+                             "a GGUF is served as stored (quantization: auto) or dequantized (none)")
+    if header is not None and quantization == "auto":
+        params = header.parameters
+        weights, by_format = served_weight_bytes(header, b)
+        parts = " + ".join(f"{human(n)} {fmt}" for fmt, n in sorted(by_format.items()))
+        formula = (f"the GGUF header's {len(header.tensors)} tensors ({header.quantization}, "
+                   f"{human(header.tensor_bytes)} of tensors on disk) as held: {parts} = {human(weights)}")
+        source = f"{files.describe()} (GGUF header)"
+        storage = f"{header.quantization} kept packed ({', '.join(f for f in sorted(by_format) if f != 'dense')})"
+    elif header is not None:  # quantization: none: parameters x the serving dtype, not the file's size
         params, weights = header.parameters, int(header.parameters * b)
         formula = (f"{params:,} parameters from the GGUF header ({header.quantization}, {human(header.file_bytes)} on "
                    f"disk) dequantized to {dtype} × {b:g} B = {human(weights)}")
         source = f"{files.describe()} (GGUF header)"
+        storage = f"{header.quantization} dequantized to {dtype}"
     else:
         params, weights, formula = checkpoint_weights(spec.name, files, dtype, lambda: llm_parameters(cfg)[0])
         source = files.describe() + ("" if files.is_card else " (safetensors headers)")
+        storage = ""
+        if quantization in ("int8", "int4"):
+            weights, formula = _quantized_on_the_fly(cfg, params, b, quantization)
+            storage = f"{quantization}-g{INT4_GROUP}" if quantization == "int4" else "int8"
     formulas = {"weights": formula}
 
     limit = cfg.get("max_position_embeddings") or 0
@@ -93,4 +110,17 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
                                 f"{dtype_bytes(kv_dtype):g} B ({kv_dtype}) = {per_token:,} B")
     return Estimate(spec.name, "llm", source, "torch", params, weights, activation, context, graph,
                     kv_bytes_per_token=per_token, max_model_len=max_model_len, block_size=spec.block_size,
-                    dtype=dtype, formulas=formulas)
+                    dtype=dtype, storage=storage, formulas=formulas)
+
+
+def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str) -> tuple[int, str]:
+    """A 16-bit folder whose layer projections are quantized at load: packed projections + the rest dense."""
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    q = cfg["num_attention_heads"] * llm_head_dim(cfg)
+    kv = llm_kv_heads(cfg) * llm_head_dim(cfg)
+    shapes = [(q + 2 * kv, h), (h, q), (2 * inter, h), (h, inter)]  # qkv, o, gate_up, down
+    packed = layers * sum(quantized_bytes(fmt, rows, cols) for rows, cols in shapes)
+    dense = int((params - layers * sum(rows * cols for rows, cols in shapes)) * b)
+    return packed + dense, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + the rest "
+                            f"(embeddings, head, norms, biases) × {b:g} B = {human(dense)}; "
+                            f"total {human(packed + dense)}")

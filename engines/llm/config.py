@@ -21,6 +21,7 @@ class EngineConfig:
     max_num_batched_tokens: int | None = None   # None: max(2048, max_num_seqs), as the planner assumes
     block_size: int = 16
     kv_cache_dtype: str = "auto"
+    quantization: str = "auto"                  # auto: a GGUF kept as stored; none: dequantized; int8/int4: on the fly
     kv_cache_bytes: int | None = None           # the planner's KV share; exactly this many bytes are allocated
     num_kv_blocks: int | None = None            # or a block count, for tests and benchmarks
     enable_prefix_caching: bool = True
@@ -43,6 +44,7 @@ class EngineConfig:
         return cls(model=str(local_model_dir(spec)), dtype=spec.dtype, max_model_len=spec.max_model_len,
                    max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
                    block_size=spec.block_size, kv_cache_dtype=spec.kv_cache_dtype, kv_cache_bytes=kv_cache_bytes,
+                   quantization=spec.quantization,
                    enforce_eager=spec.enforce_eager, device=device, seed=spec.seed or 0)
 
     def torch_dtype(self, hf_config: dict) -> torch.dtype:

@@ -1,47 +1,31 @@
 """Build a model from a checkpoint: a Hugging Face folder (config.json plus safetensors, one file or sharded) or a
-GGUF file (llama.cpp, Ollama), dequantized into the serving dtype. No random init: every parameter is loaded.
+GGUF file (llama.cpp, Ollama). No random init: every parameter is loaded.
 
-Both sources yield (Hugging Face name, tensor) pairs; one routine places them, stacking q/k/v and gate/up.
+Both sources yield (Hugging Face name, tensor) pairs; one routine places them, stacking q/k/v and gate/up. A GGUF's
+quantized weights stay quantized (QuantLinear, QuantEmbedding) unless `quantization` is "none"; a 16-bit folder's
+projections are quantized tensor by tensor when it is "int8" or "int4". Quantized modules are never materialized
+dense: they stand as placeholders until their parts have arrived.
 """
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
+from torch import nn
 
 from budget.architectures import LLM_ARCHITECTURES
 from budget.estimate import PlanInputError
-from budget.gguf import gguf_file, read_gguf
+from budget.gguf import STACKED, gguf_file, hf_name, kept_format, kept_modules, module_of, read_gguf
 from engines.llm.models.decoder import CausalLM
+from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
+from engines.llm.models.quantization import QuantFormat, QuantizedTensor, from_gguf, quantize, stack
 
-STACKED = {  # checkpoint name -> (our stacked parameter, which part)
-    "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-    "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
-}
-GGUF_NAMES = {  # llama.cpp's tensor names -> Hugging Face's, per layer ({} is the layer's index)
-    "token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-    "blk.{}.attn_norm.weight": "model.layers.{}.input_layernorm.weight",
-    "blk.{}.ffn_norm.weight": "model.layers.{}.post_attention_layernorm.weight",
-    "blk.{}.attn_q.weight": "model.layers.{}.self_attn.q_proj.weight",
-    "blk.{}.attn_q.bias": "model.layers.{}.self_attn.q_proj.bias",
-    "blk.{}.attn_k.weight": "model.layers.{}.self_attn.k_proj.weight",
-    "blk.{}.attn_k.bias": "model.layers.{}.self_attn.k_proj.bias",
-    "blk.{}.attn_v.weight": "model.layers.{}.self_attn.v_proj.weight",
-    "blk.{}.attn_v.bias": "model.layers.{}.self_attn.v_proj.bias",
-    "blk.{}.attn_output.weight": "model.layers.{}.self_attn.o_proj.weight",
-    "blk.{}.attn_q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
-    "blk.{}.attn_k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
-    "blk.{}.ffn_gate.weight": "model.layers.{}.mlp.gate_proj.weight",
-    "blk.{}.ffn_up.weight": "model.layers.{}.mlp.up_proj.weight",
-    "blk.{}.ffn_down.weight": "model.layers.{}.mlp.down_proj.weight",
-}
-_LAYER = re.compile(r"\.(\d+)\.")
+QUANTIZATION = ("auto", "none", "int8", "int4")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
+PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # what `int8` / `int4` quantize on the fly
 
 
 class ModelLoadError(ValueError):
@@ -85,10 +69,11 @@ def safetensors_files(path: Path) -> list[Path]:
     return files
 
 
-def checkpoint_tensors(path: Path, cfg: dict) -> Iterator[tuple[str, str, torch.Tensor]]:
+def checkpoint_tensors(path: Path, cfg: dict, keep_quantized: bool = False
+                       ) -> Iterator[tuple[str, str, torch.Tensor | QuantizedTensor]]:
     """(file name, Hugging Face tensor name, tensor) for every tensor of the checkpoint, one at a time."""
     if (gguf := _gguf(path)) is not None:
-        yield from _gguf_tensors(gguf, cfg)
+        yield from _gguf_tensors(gguf, cfg, keep_quantized)
         return
     for file in safetensors_files(path):
         with safe_open(file, framework="pt", device="cpu") as f:
@@ -96,31 +81,52 @@ def checkpoint_tensors(path: Path, cfg: dict) -> Iterator[tuple[str, str, torch.
                 yield file.name, name, f.get_tensor(name)
 
 
-def _gguf_tensors(path: Path, cfg: dict) -> Iterator[tuple[str, str, torch.Tensor]]:
-    """GGUF tensors under their Hugging Face names, dequantized by the gguf package, llama.cpp's rope layout undone."""
+def _gguf_names(reader, path: Path, cfg: dict) -> Iterator[tuple[object, str]]:
+    """Each GGUF tensor (the reader's) with its Hugging Face name; llama3's rope factors are skipped (computed)."""
+    for tensor in reader.tensors:
+        if tensor.name == "rope_freqs.weight":
+            continue
+        try:
+            yield tensor, hf_name(path, tensor.name, cfg["model_type"])
+        except PlanInputError as error:
+            raise ModelLoadError(str(error)) from None
+
+
+def _gguf_reader(path: Path):
     from gguf import GGUFReader
-    from gguf.quants import dequantize
 
     try:
-        reader = GGUFReader(path)
+        return GGUFReader(path)
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a readable GGUF file ({exc}); download or assemble it again") from None
-    for tensor in reader.tensors:
-        if tensor.name == "rope_freqs.weight":  # llama3 rope factors: we compute them from the config
-            continue
-        layer = _LAYER.search(tensor.name)
-        pattern = tensor.name.replace(f".{layer.group(1)}.", ".{}.", 1) if layer else tensor.name
-        if pattern not in GGUF_NAMES:
-            raise ModelLoadError(f"{path.name}: tensor {tensor.name!r} has no place in a {cfg['model_type']} model")
-        name = GGUF_NAMES[pattern].format(layer.group(1)) if layer else GGUF_NAMES[pattern]
+
+
+def _gguf_tensors(path: Path, cfg: dict, keep_quantized: bool
+                  ) -> Iterator[tuple[str, str, torch.Tensor | QuantizedTensor]]:
+    """GGUF tensors under their Hugging Face names, llama.cpp's rope layout undone: quantized 2-D weights in our
+    stored form when kept, everything else dequantized by the gguf package."""
+    from gguf.quants import dequantize
+
+    for tensor, name in _gguf_names(_gguf_reader(path), path, cfg):
+        kept = keep_quantized and len(tensor.shape) == 2 and kept_format(tensor.tensor_type.name) is not None
         try:
-            values = dequantize(tensor.data, tensor.tensor_type)
+            if kept:
+                shape = (int(tensor.shape[1]), int(tensor.shape[0]))  # GGUF lists dimensions innermost first
+                values = from_gguf(tensor.data, tensor.tensor_type.name, shape)
+            else:
+                values = dequantize(tensor.data, tensor.tensor_type)
         except Exception as exc:  # a truncated file ends inside a tensor's data
             raise ModelLoadError(f"{path}: tensor {tensor.name!r} cannot be read ({exc}); the file is truncated or "
                                  "damaged: download or assemble it again") from None
         if cfg["model_type"] == "llama" and (".attn_q." in tensor.name or ".attn_k." in tensor.name):
             heads = cfg["num_attention_heads"] if ".attn_q." in tensor.name else cfg["num_key_value_heads"]
-            values = _unpermute(values, heads)
+            if kept:
+                values = values.rows(torch.from_numpy(_unpermute(np.arange(values.shape[0]), heads)))
+            else:
+                values = _unpermute(values, heads)
+        if kept:
+            yield path.name, name, values
+            continue
         if not values.flags.writeable or not values.flags.c_contiguous:  # F32/F16 tensors are views of the file
             values = np.array(values)
         yield path.name, name, torch.from_numpy(values)
@@ -140,22 +146,56 @@ def _parts(param: torch.Tensor, name: str, cfg: dict) -> list[int]:
     return [param.shape[0] // 2] * 2
 
 
-def load_model(path: str | Path, dtype: torch.dtype, device: torch.device) -> CausalLM:
+def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, QuantFormat]:
+    """Which modules are kept quantized, and how: decided from the header before anything is allocated."""
+    if quantization not in QUANTIZATION:
+        raise ModelLoadError(f"quantization {quantization!r} is not one this engine serves; use one of "
+                             f"{', '.join(QUANTIZATION)}")
+    gguf = _gguf(path)
+    if quantization in ("int8", "int4"):
+        if gguf is not None:
+            raise ModelLoadError(f"{path}: quantization {quantization!r} is for 16-bit Hugging Face folders; a GGUF "
+                                 "is served as it is stored (quantization: auto) or dequantized (none)")
+        return {f"model.layers.{i}.{part}.{name}": QuantFormat(quantization)
+                for i in range(cfg["num_hidden_layers"])
+                for part, name in [("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"),
+                                   ("mlp", "down_proj")]}
+    if gguf is None or quantization == "none":
+        return {}
+    return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf)).items()}
+
+
+def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quantization: str = "auto") -> CausalLM:
     path = Path(path)
     cfg = read_config(path)
+    formats = quantized_modules(path, cfg, quantization)
     with torch.device("meta"):
         model = CausalLM(cfg)
+    biased = {name: getattr(model.get_submodule(name), "bias", None) is not None for name in formats}
+    for name in formats:  # placeholders: nothing is allocated for a module that stays quantized
+        _replace(model, name, nn.Identity())
     model.to_empty(device=device)
     model.to(dtype)
-    if cfg.get("tie_word_embeddings"):  # to_empty gives each module its own tensor: share them again
+    if cfg.get("tie_word_embeddings") and "lm_head" not in formats:  # to_empty gives each its own tensor
         model.lm_head.weight = model.model.embed_tokens.weight
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded: set[str] = set()
-    for file, name, tensor in checkpoint_tensors(path, cfg):
+    parts: dict[str, dict[int, QuantizedTensor]] = {}
+    biases: dict[str, dict[int, torch.Tensor]] = {}
+    for file, name, tensor in checkpoint_tensors(path, cfg, keep_quantized=bool(formats)):
         if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.get("tie_word_embeddings")):
             continue
         module, _, leaf = name.rpartition(".")
         prefix, _, last = module.rpartition(".")
+        if (target_module := module_of(name)) in formats:
+            part = STACKED[last][1] if last in STACKED else 0
+            if leaf == "bias":
+                biases.setdefault(target_module, {})[part] = tensor
+            else:
+                if isinstance(tensor, torch.Tensor):
+                    tensor = quantize(tensor, formats[target_module])
+                parts.setdefault(target_module, {})[part] = tensor
+            continue
         target = params.get(name)
         if last in STACKED:
             stacked, part = STACKED[last]
@@ -173,6 +213,7 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device) -> Ca
             raise ModelLoadError(f"{file}: tensor {name!r} has shape {tuple(tensor.shape)}, the config "
                                  f"implies {tuple(target.shape)}")
         target.data.copy_(tensor)
+    _build_quantized(model, cfg, formats, parts, biases, biased, dtype, device, path)
     missing = [n for n, p in params.items() if n not in loaded and not _stacked_complete(n, p, loaded, cfg)]
     if cfg.get("tie_word_embeddings"):
         missing = [n for n in missing if n != "lm_head.weight"]
@@ -180,6 +221,39 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device) -> Ca
         raise ModelLoadError(f"{path}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
     model.model.rotary.build(device)
     return model.eval()
+
+
+def _build_quantized(model: CausalLM, cfg: dict, formats: dict[str, QuantFormat],
+                     parts: dict[str, dict[int, QuantizedTensor]], biases: dict[str, dict[int, torch.Tensor]],
+                     biased: dict[str, bool], dtype: torch.dtype, device: torch.device, path: Path) -> None:
+    """Swap each placeholder for its quantized module, once all its parts (q/k/v, gate/up) have arrived."""
+    for name, fmt in formats.items():
+        if name == "lm_head" and cfg.get("tie_word_embeddings"):
+            continue
+        count = 3 if name.endswith("qkv_proj") else 2 if name.endswith("gate_up_proj") else 1
+        got = parts.get(name, {})
+        if len(got) != count:
+            raise ModelLoadError(f"{path}: the checkpoint lacks parts of {name} ({len(got)} of {count} found)")
+        weight = stack([got[i] for i in range(count)])
+        if weight.format != fmt:
+            weight = quantize(weight.dequantize(), fmt)
+        if name == "model.embed_tokens":
+            _replace(model, name, QuantEmbedding(weight, dtype, device))
+            continue
+        bias = None
+        if biased[name]:
+            found = biases.get(name, {})
+            if len(found) != count:
+                raise ModelLoadError(f"{path}: the checkpoint lacks the bias of {name}")
+            bias = torch.cat([found[i] for i in range(count)]).to(dtype)
+        _replace(model, name, QuantLinear(weight, bias, device))
+    if "lm_head" in formats and cfg.get("tie_word_embeddings"):
+        _replace(model, "lm_head", QuantLinear.sharing(model.model.embed_tokens))
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def _stacked_complete(name: str, param: torch.Tensor, loaded: set[str], cfg: dict) -> bool:

@@ -1,0 +1,65 @@
+"""Linear and embedding layers whose weights stay packed: int4 groups or int8 rows, never a dense copy.
+
+The decoder is built with nn.Linear; the loader swaps in these where the checkpoint (or `quantization:`) keeps a
+weight quantized. The matmul is llm_kernels' for the device.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engines.llm.models.quantization import GROUP, QuantFormat, QuantizedTensor
+from llm_kernels.dispatch import int4_matmul, int8_matmul, pack_int4_for
+
+SCALE_DTYPE = torch.bfloat16  # what torch's packed CPU kernels take with bfloat16 activations
+
+
+class QuantLinear(nn.Module):
+    def __init__(self, weight: QuantizedTensor, bias: torch.Tensor | None, device: torch.device) -> None:
+        super().__init__()
+        self.format = weight.format
+        self.out_features, self.in_features = weight.shape
+        if weight.format == QuantFormat.INT4:
+            self.register_buffer("packed", pack_int4_for(weight.codes, device))
+            scales_zeros = torch.stack([weight.scales.t(), weight.zeros.t()], dim=-1)   # [K/GROUP, N, 2]
+            self.register_buffer("scales_zeros", scales_zeros.to(device, SCALE_DTYPE).contiguous())
+        else:
+            self.register_buffer("codes", weight.codes.to(device))
+            self.register_buffer("scales", weight.scales.to(device, SCALE_DTYPE))
+        self.bias = None if bias is None else nn.Parameter(bias.to(device), requires_grad=False)
+
+    @classmethod
+    def sharing(cls, embedding: QuantEmbedding) -> QuantLinear:
+        """The LM head of a model whose embeddings are tied: the same int8 rows, not a second copy."""
+        head = cls.__new__(cls)
+        nn.Module.__init__(head)
+        head.format, head.bias = QuantFormat.INT8, None
+        head.out_features, head.in_features = embedding.codes.shape
+        head.register_buffer("codes", embedding.codes)
+        head.register_buffer("scales", embedding.scales)
+        return head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.format == QuantFormat.INT4:
+            out = int4_matmul(x, self.packed, self.scales_zeros, GROUP)
+        else:
+            out = int8_matmul(x, self.codes, self.scales)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
+
+
+class QuantEmbedding(nn.Module):
+    """Token embeddings as int8 rows: a lookup gathers only the rows asked for and scales them."""
+
+    def __init__(self, weight: QuantizedTensor, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        if weight.format != QuantFormat.INT8:
+            raise ValueError("embeddings are kept as int8 rows (a lookup must read single rows)")
+        self.dtype = dtype
+        self.register_buffer("codes", weight.codes.to(device))
+        self.register_buffer("scales", weight.scales.to(device, SCALE_DTYPE))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.codes[ids].to(self.dtype) * self.scales[ids, None].to(self.dtype)

@@ -1,0 +1,175 @@
+"""Quantized weights served as they are stored: GGUF blocks repacked code for code (int4) or per row (int8), the
+packed matmul against dequantize-then-matmul, and what the planner counts.
+
+Tolerances, derived: the CPU kernels take bfloat16 activations and bfloat16 scales/zeros, each rounded with a relative
+error of at most u = 2^-9, and accumulate in float32. For W = (q - 8)·s + z each product x·w is then off by at most
+about 3u·|x|·(|q - 8|·|s| + |z|) (int8: 2u·|x|·|q|·|s|), so |ours - reference| <= 3u · (|x| @ |W|ᵀ) per output,
+with |W| taken term by term as above. Requantizing a 5/6/8-bit GGUF tensor into int8 rows adds at most half a step,
+rowmax/254, to every weight: |x|.sum() · rowmax / 254 per output.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize, quantize
+
+from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
+from engines.llm.models.quantization import GROUP, QuantFormat, from_gguf
+from engines.llm.models.quantization import quantize as quantize_weight
+from llm_kernels.reference import int4_matmul_reference, int8_matmul_reference, pack_int4
+
+U = 2.0 ** -9
+CPU = torch.device("cpu")
+QWEN = ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+SMOL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def magnitude(weight) -> torch.Tensor:
+    """|W| term by term: |q - 8|·|s| + |z| for int4, |q|·|s| for int8 (the scales as stored, in bfloat16)."""
+    if weight.format == QuantFormat.INT8:
+        return weight.codes.float().abs() * weight.scales.bfloat16().float()[:, None].abs()
+    scales = weight.scales.bfloat16().float().repeat_interleave(GROUP, dim=1)
+    zeros = weight.zeros.bfloat16().float().repeat_interleave(GROUP, dim=1)
+    return (weight.codes.float() - 8).abs() * scales.abs() + zeros.abs()
+
+
+def check_layer(blocks: np.ndarray, type_name: str, shape: tuple[int, int], seed: int = 0) -> None:
+    """The packed layer's output against the gguf package's own dequantization, then a float32 matmul."""
+    weight = from_gguf(blocks, type_name, shape)
+    dense = torch.from_numpy(np.ascontiguousarray(
+        dequantize(blocks, GGMLQuantizationType[type_name]).reshape(shape), dtype=np.float32))
+    if weight.format == QuantFormat.INT4:  # a repack, not a requantization: code for code
+        assert torch.equal(weight.dequantize(), dense), type_name
+    x = torch.randn(5, shape[1], generator=torch.Generator().manual_seed(seed))
+    ours = QuantLinear(weight, None, CPU)(x)
+    want = x @ dense.t()
+    bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
+    if weight.format == QuantFormat.INT8:
+        bound += x.abs().sum(dim=1, keepdim=True) * dense.abs().amax(dim=1)[None, :] / 254
+    excess = ((ours - want).abs() - bound).max().item()
+    assert excess <= 0, (type_name, excess)
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0", "Q5_0", "Q5_1"])
+def test_packed_matmul_on_tensors_quantized_by_gguf(type_name):
+    rng = np.random.default_rng(1)
+    shape = (48, 256)
+    weights = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.01, 1, (shape[0], 1)).astype(np.float32)
+    check_layer(quantize(weights, GGMLQuantizationType[type_name]), type_name, shape)
+
+
+@pytest.mark.parametrize("model", [QWEN, SMOL], ids=lambda m: m[0])
+def test_packed_matmul_on_the_demo_files_real_tensors(real_models, model):
+    """Every tensor type each demo file holds (Q4_1, Q8_0; Q4_K, Q5_0, Q6_K, Q8_0), one real tensor of each."""
+    reader = GGUFReader(real_models / model[0] / model[1])
+    seen = set()
+    for tensor in reader.tensors:
+        kind = tensor.tensor_type.name
+        if len(tensor.shape) != 2 or kind in seen or kind in ("F32", "F16"):
+            continue
+        seen.add(kind)
+        rows = min(int(tensor.shape[1]), 512)  # the first rows: enough for the check, cheap on an LM head
+        blocks = np.asarray(tensor.data)[:rows]
+        check_layer(blocks, kind, (rows, int(tensor.shape[0])))
+    assert seen >= ({"Q4_1", "Q8_0"} if model is SMOL else {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}), seen
+
+
+def test_the_cpu_kernels_equal_the_reference_twins():
+    """Same stored weights, two paths: torch's packed CPU kernels and the dequantize-then-matmul twins."""
+    gen = torch.Generator().manual_seed(3)
+    dense = torch.randn(64, 128, generator=gen)
+    x = torch.randn(7, 128, generator=gen)
+    for fmt in QuantFormat:
+        weight = quantize_weight(dense, fmt)
+        layer = QuantLinear(weight, None, CPU)
+        if fmt == QuantFormat.INT4:
+            twin = int4_matmul_reference(x, pack_int4(weight.codes), layer.scales_zeros, GROUP)
+        else:
+            twin = int8_matmul_reference(x, layer.codes, layer.scales)
+        bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
+        assert ((layer(x) - twin).abs() - bound).max() <= 0, fmt
+    odd = QuantLinear(quantize_weight(torch.randn(40, 64, generator=gen), QuantFormat.INT4), None, CPU)
+    assert odd.packed.shape == (40, 32)  # 40 rows: not a multiple of 16, so the reference layout and path
+    assert torch.allclose(odd(x[:, :64]), x[:, :64] @ odd_dense(odd).t(), atol=1e-5)
+
+
+def odd_dense(layer: QuantLinear) -> torch.Tensor:
+    from llm_kernels.reference import unpack_int4
+
+    sz = layer.scales_zeros.float()
+    scales = sz[..., 0].t().repeat_interleave(GROUP, dim=1)
+    zeros = sz[..., 1].t().repeat_interleave(GROUP, dim=1)
+    return (unpack_int4(layer.packed).float() - 8) * scales + zeros
+
+
+def test_int4_round_to_nearest_error_is_at_most_half_a_step():
+    dense = torch.randn(32, 256, generator=torch.Generator().manual_seed(4))
+    weight = quantize_weight(dense, QuantFormat.INT4)
+    step = weight.scales.repeat_interleave(GROUP, dim=1)
+    assert ((weight.dequantize() - dense).abs() <= step / 2 + 1e-6).all()
+    assert weight.codes.max() <= 15 and weight.codes.dtype == torch.uint8
+
+
+def test_embeddings_gather_int8_rows():
+    dense = torch.randn(100, 64, generator=torch.Generator().manual_seed(5))
+    weight = quantize_weight(dense, QuantFormat.INT8)
+    table = QuantEmbedding(weight, torch.float32, CPU)
+    ids = torch.tensor([3, 99, 3, 0])
+    want = weight.codes[ids].float() * weight.scales.bfloat16().float()[ids, None]
+    assert torch.equal(table(ids), want)
+    assert (table(ids) - dense[ids]).abs().max() <= dense.abs().amax() / 254 * 1.01 + 1e-6
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
+    """`quantization: int8 | int4` on a random Qwen3 folder: the layer projections are packed (the plan's bytes,
+    exactly), and the logits equal a dense model whose projections hold the dequantized codes, within the
+    kernels' bfloat16 bound."""
+    from budget.planner import plan_stack
+    from engines.llm import EngineConfig, LLMEngine, SamplingParams
+    from engines.llm.models.loader import load_model
+    from orchestrator.stack import Stack
+
+    path = tiny_models["qwen3"]
+    llm = LLMEngine(EngineConfig(str(path), dtype="float32", num_kv_blocks=64, max_model_len=256,
+                                 quantization=fmt))
+    model = llm.runner.model
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == 4 * 2 and all(layer.format == fmt for layer in layers)
+    held = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
+    stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
+        {"name": "tiny", "kind": "llm", "path": str(path), "dtype": "float32", "memory": "rest",
+         "max_model_len": 256, "quantization": fmt}]})
+    assert plan_stack(stack, 4 << 30, "test").models[0].estimate.weights_bytes == sum(
+        t.numel() * t.element_size() for t in held.values())
+
+    dense = load_model(path, torch.float32, CPU, "none")
+    stored = {}
+    for name, module in dense.named_modules():
+        if isinstance(model.get_submodule(name), QuantLinear):
+            stored[name] = quantize_weight(module.weight.data, QuantFormat(fmt))
+            module.weight.data = stored[name].dequantize()
+    out = llm.generate([list(range(3, 40))], SamplingParams(temperature=0, max_tokens=4))[0]
+    assert len(out.token_ids) == 4
+    gen = torch.Generator().manual_seed(6)
+    for name, weight in stored.items():
+        x = torch.randn(6, weight.shape[1], generator=gen)
+        bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
+        assert ((model.get_submodule(name)(x) - dense.get_submodule(name)(x)).abs() - bound).max() <= 0, name
+
+
+def test_a_gguf_is_not_quantized_on_the_fly_and_the_plan_says_why(real_models):
+    from budget.estimate import PlanInputError
+    from budget.planner import plan_stack
+    from engines.llm.models.loader import ModelLoadError, load_model
+    from orchestrator.stack import Stack
+
+    gguf = real_models / SMOL[0] / SMOL[1]
+    with pytest.raises(ModelLoadError, match="quantization 'int4' is for 16-bit Hugging Face folders"):
+        load_model(gguf, torch.float32, CPU, "int4")
+    stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
+        {"name": "smol", "kind": "llm", "path": str(gguf), "memory": "rest", "quantization": "int8"}]})
+    with pytest.raises(PlanInputError, match="quantization 'int8' is for 16-bit Hugging Face folders"):
+        plan_stack(stack, 4 << 30, "test")
