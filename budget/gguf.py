@@ -6,6 +6,7 @@ Only the header and tensor index are read (the `gguf` package memory-maps the fi
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 INT8_TYPES = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K")
 INT4_GROUP = 32
 SCALE_BYTES = 2  # bfloat16 scales (and int4 zeros)
+DEQUANT_ROWS = 4096  # the dequantize-then-matmul path (off the CPU kernels) widens this many weight rows at a time
 _LAYER = re.compile(r"\.(\d+)\.")
 
 
@@ -79,17 +81,29 @@ def gguf_file(path: Path) -> Path | None:
     return found[0] if found else None
 
 
+def open_gguf(path: Path):
+    """The gguf package's reader of a file, parsed once per process (parsing a 150k-token vocabulary takes seconds);
+    a file changed on disk is read again."""
+    stat = path.stat()
+    return _reader(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _reader(path: Path, mtime_ns: int, size: int):
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # a truncated or foreign file fails deep inside the reader
+        raise PlanInputError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc}); it may be "
+                             "truncated or not a GGUF at all: download or assemble it again") from None
+
+
 def read_gguf(path: Path) -> GGUFHeader:
     """The header of a GGUF file; errors name the file and what to do."""
     from collections import Counter
 
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # a truncated or foreign file fails deep inside the reader
-        raise PlanInputError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc}); it may be "
-                             "truncated or not a GGUF at all: download or assemble it again") from None
+    reader = open_gguf(path)
     fields = {name: _value(field) for name, field in reader.fields.items()
               if not name.startswith("tokenizer.ggml.") or name.endswith("_id")}
     arch = fields.get("general.architecture")

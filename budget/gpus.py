@@ -23,6 +23,8 @@ PRESETS: dict[str, GpuPreset] = {
         GpuPreset("rtx-4090", "NVIDIA GeForce RTX 4090 (24 GB)", 24564 * MiB),
         GpuPreset("rtx-4080", "NVIDIA GeForce RTX 4080 (16 GB)", 16376 * MiB),
         GpuPreset("rtx-4060ti-16", "NVIDIA GeForce RTX 4060 Ti (16 GB)", 16380 * MiB),
+        GpuPreset("rtx-3060", "NVIDIA GeForce RTX 3060 (12 GB)", 12288 * MiB),  # nominal: not yet read off a card
+        GpuPreset("rtx-4070", "NVIDIA GeForce RTX 4070 (12 GB)", 12282 * MiB),  # nominal: not yet read off a card
         GpuPreset("l4", "NVIDIA L4 (24 GB)", 23034 * MiB),
         GpuPreset("a10g", "NVIDIA A10G (24 GB)", 23028 * MiB),
         GpuPreset("a100-40", "NVIDIA A100-SXM4-40GB", 40960 * MiB),

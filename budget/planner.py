@@ -224,7 +224,7 @@ def _size_kv(plan: Plan, mp: ModelPlan, spec, is_rest: bool) -> None:
             f"{est.name} needs {human(est.need_bytes)} before any KV cache ({_parts(est)}), but only "
             f"{human(mp.share_bytes)} is left {left}. This stack needs a card of at least {human(smallest)} "
             f"(one {est.max_model_len:,}-token sequence of KV included); choose a smaller or quantized model, "
-            "or plan a bigger card")
+            f"or plan a bigger card{_quantized_hint(est, spare, block_bytes)}")
         return
     plan.kv_blocks = spare // block_bytes
     plan.kv_tokens = plan.kv_blocks * est.block_size
@@ -244,3 +244,15 @@ def _size_kv(plan: Plan, mp: ModelPlan, spec, is_rest: bool) -> None:
         n = plan.max_concurrent_sequences
         plan.notes.append(f"{n} sequence{'s fit' if n > 1 else ' fits'} at the full max_model_len "
                           f"{est.max_model_len:,}; up to max_num_seqs={spec.max_num_seqs} run at once when shorter")
+
+
+def _quantized_hint(est, spare: int, block_bytes: int) -> str:
+    """What `quantization: int8 | int4` would leave for KV: the sizes that fit, named."""
+    hints = []
+    for fmt, weights in est.quantized_alternatives.items():
+        left = spare + est.weights_bytes - weights
+        tokens = max(left, 0) // block_bytes * est.block_size
+        verdict = (f"fits with {tokens:,} tokens of KV" if tokens >= est.max_model_len else
+                   f"leaves {tokens:,} tokens of KV, short of max_model_len {est.max_model_len:,}")
+        hints.append(f"{fmt}: {human(weights)} of weights, {verdict}")
+    return f". Quantized at load (quantization: int8 | int4): {'; '.join(hints)}" if hints else ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from budget.gguf import DEQUANT_ROWS
+
 
 def store_kv_reference(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                        slot_mapping: torch.Tensor) -> None:
@@ -64,7 +66,7 @@ def _decode_batch(q, k_cache, v_cache, block_tables, rows, starts, lens, scale, 
     out[index.new_tensor([starts[i] for i in rows])] = o.squeeze(2)
 
 
-ROWS_PER_SLICE = 4096  # the quantized references dequantize this many weight rows at a time (bounded scratch)
+ROWS_PER_SLICE = DEQUANT_ROWS  # the quantized references dequantize this many rows at a time (the plan counts it)
 
 
 def unpack_int4(nibbles: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,20 @@ def test_24gb_stack_refused_on_16gb_with_the_fix():
     plan = plan_stack(load_stack(CONFIGS / "vtuber-24gb.yaml"), PRESETS["rtx-4080"].total_bytes, "4080")
     assert not plan.fits
     assert any("qwen3-8b needs" in p and "smaller or quantized model" in p for p in plan.problems)
+    (refusal,) = [p for p in plan.problems if "qwen3-8b needs" in p]
+    assert "int4: 4.99 GiB of weights, fits with" in refusal and "int8: 7.63 GiB of weights" in refusal, refusal
 
 
-@pytest.mark.parametrize("stack, gpu", [("vtuber-16gb.yaml", "rtx-4080"), ("vtuber-80gb.yaml", "h100-80")])
+def test_the_16_gb_stack_holds_qwen3_8b_as_int4_at_40000_tokens():
+    plan = plan_stack(load_stack(CONFIGS / "vtuber-16gb.yaml"), PRESETS["rtx-4080"].total_bytes, "4080")
+    llm = plan.models[0]
+    assert plan.fits and llm.estimate.name == "qwen3-8b" and llm.estimate.storage == "int4-g32"
+    assert plan.max_model_len == 40_000 and plan.max_concurrent_sequences >= 1
+    assert 4.9 * GiB < llm.estimate.weights_bytes < 5.1 * GiB   # Ollama's qwen3:8b (Q4_K_M) file is 5.2 GB
+
+
+@pytest.mark.parametrize("stack, gpu", [("vtuber-16gb.yaml", "rtx-4080"), ("vtuber-12gb.yaml", "rtx-3060"),
+                                        ("vtuber-12gb.yaml", "rtx-4070"), ("vtuber-80gb.yaml", "h100-80")])
 def test_other_shipped_stacks_fit_their_cards(stack, gpu):
     plan = plan_stack(load_stack(CONFIGS / stack), PRESETS[gpu].total_bytes, gpu)
     assert plan.fits, plan.problems

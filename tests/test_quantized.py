@@ -136,8 +136,10 @@ def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
     llm = LLMEngine(EngineConfig(str(path), dtype="float32", num_kv_blocks=64, max_model_len=256,
                                  quantization=fmt))
     model = llm.runner.model
-    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    layers = [m for name, m in model.named_modules() if isinstance(m, QuantLinear) and ".layers." in name]
     assert len(layers) == 4 * 2 and all(layer.format == fmt for layer in layers)
+    assert isinstance(model.model.embed_tokens, QuantEmbedding)  # int8 rows: a lookup reads single rows
+    assert model.lm_head.format == fmt  # this Qwen3's head is not tied to its embeddings
     held = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
         {"name": "tiny", "kind": "llm", "path": str(path), "dtype": "float32", "memory": "rest",
@@ -148,7 +150,7 @@ def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
     dense = load_model(path, torch.float32, CPU, "none")
     stored = {}
     for name, module in dense.named_modules():
-        if isinstance(model.get_submodule(name), QuantLinear):
+        if isinstance(model.get_submodule(name), QuantLinear) and ".layers." in name:
             stored[name] = quantize_weight(module.weight.data, QuantFormat(fmt))
             module.weight.data = stored[name].dequantize()
     out = llm.generate([list(range(3, 40))], SamplingParams(temperature=0, max_tokens=4))[0]

@@ -7,7 +7,7 @@ from tests.conftest import CONFIGS
 MINIMAL = "models:\n  - {name: q, kind: llm, card: qwen3-0.6b}\n"
 
 
-@pytest.mark.parametrize("name", ["vtuber-24gb.yaml", "vtuber-16gb.yaml", "vtuber-80gb.yaml"])
+@pytest.mark.parametrize("name", ["vtuber-24gb.yaml", "vtuber-16gb.yaml", "vtuber-12gb.yaml", "vtuber-80gb.yaml"])
 def test_shipped_stacks_load(name):
     stack = load_stack(CONFIGS / name)
     assert {m.kind for m in stack.models} == {"llm", "asr", "tts", "embedding", "vad"}

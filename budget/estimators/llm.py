@@ -5,7 +5,7 @@ from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, ll
 from budget.cards import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
-from budget.gguf import INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
+from budget.gguf import DEQUANT_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
 from budget.units import MiB, dtype_bytes, human
 
 GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
@@ -92,6 +92,15 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
         raise PlanInputError(f"model {spec.name!r}: max_num_batched_tokens {tokens} is smaller than max_num_seqs "
                              f"{seqs}; every running sequence needs a token per step, so raise it to {seqs} or more")
     activation, formulas["activations"] = step_activation_bytes(cfg, tokens, seqs, b)
+    if storage and on_gpu:  # packed weights off the CPU kernels: the matmul widens a slice of rows at a time
+        widest = max(cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"] * llm_head_dim(cfg))
+        scratch = 4 * DEQUANT_ROWS * widest * int(b)
+        activation += scratch
+        formulas["activations"] += (f" + dequantize scratch 4 × {DEQUANT_ROWS} rows × {widest} inputs × {b:g} B "
+                                    f"= {human(scratch)}")
+    alternatives = {}
+    if header is None and quantization == "auto" and b >= 2:
+        alternatives = {fmt: _quantized_on_the_fly(cfg, params, b, fmt)[0] for fmt in ("int8", "int4")}
 
     graph = 0
     if on_gpu and not spec.enforce_eager:
@@ -110,7 +119,7 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
                                 f"{dtype_bytes(kv_dtype):g} B ({kv_dtype}) = {per_token:,} B")
     return Estimate(spec.name, "llm", source, "torch", params, weights, activation, context, graph,
                     kv_bytes_per_token=per_token, max_model_len=max_model_len, block_size=spec.block_size,
-                    dtype=dtype, storage=storage, formulas=formulas)
+                    dtype=dtype, storage=storage, quantized_alternatives=alternatives, formulas=formulas)
 
 
 def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str) -> tuple[int, str]:
@@ -118,9 +127,12 @@ def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str) -> tuple[i
     h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     q = cfg["num_attention_heads"] * llm_head_dim(cfg)
     kv = llm_kv_heads(cfg) * llm_head_dim(cfg)
+    vocab, tied = cfg["vocab_size"], bool(cfg.get("tie_word_embeddings"))
     shapes = [(q + 2 * kv, h), (h, q), (2 * inter, h), (h, inter)]  # qkv, o, gate_up, down
     packed = layers * sum(quantized_bytes(fmt, rows, cols) for rows, cols in shapes)
-    dense = int((params - layers * sum(rows * cols for rows, cols in shapes)) * b)
-    return packed + dense, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + the rest "
-                            f"(embeddings, head, norms, biases) × {b:g} B = {human(dense)}; "
-                            f"total {human(packed + dense)}")
+    tables = quantized_bytes("int8", vocab, h) + (0 if tied else quantized_bytes(fmt, vocab, h))
+    dense = int((params - layers * sum(rows * cols for rows, cols in shapes) - vocab * h * (1 if tied else 2)) * b)
+    head = "the tied head reads them" if tied else f"the head as {fmt}"
+    return packed + tables + dense, (
+        f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + embeddings as int8 rows, {head} = "
+        f"{human(tables)} + the rest (norms, biases) × {b:g} B = {human(dense)}; total {human(packed + tables + dense)}")

@@ -19,7 +19,8 @@ from torch import nn
 
 from budget.architectures import LLM_ARCHITECTURES
 from budget.estimate import PlanInputError
-from budget.gguf import STACKED, gguf_file, hf_name, kept_format, kept_modules, module_of, read_gguf
+from budget.gguf import (STACKED, gguf_file, hf_name, kept_format, kept_modules, module_of, open_gguf,
+                         read_gguf)
 from engines.llm.models.decoder import CausalLM
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import QuantFormat, QuantizedTensor, from_gguf, quantize, stack
@@ -93,12 +94,10 @@ def _gguf_names(reader, path: Path, cfg: dict) -> Iterator[tuple[object, str]]:
 
 
 def _gguf_reader(path: Path):
-    from gguf import GGUFReader
-
     try:
-        return GGUFReader(path)
-    except Exception as exc:
-        raise ModelLoadError(f"{path} is not a readable GGUF file ({exc}); download or assemble it again") from None
+        return open_gguf(path)
+    except PlanInputError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _gguf_tensors(path: Path, cfg: dict, keep_quantized: bool
@@ -156,10 +155,13 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
         if gguf is not None:
             raise ModelLoadError(f"{path}: quantization {quantization!r} is for 16-bit Hugging Face folders; a GGUF "
                                  "is served as it is stored (quantization: auto) or dequantized (none)")
-        return {f"model.layers.{i}.{part}.{name}": QuantFormat(quantization)
-                for i in range(cfg["num_hidden_layers"])
-                for part, name in [("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"),
-                                   ("mlp", "down_proj")]}
+        fmt = QuantFormat(quantization)
+        formats = {f"model.layers.{i}.{part}.{name}": fmt for i in range(cfg["num_hidden_layers"])
+                   for part, name in [("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"),
+                                      ("mlp", "down_proj")]}
+        # embeddings as int8 rows (a lookup reads single rows); the head as `fmt`, or the embedding's rows if tied
+        tied = bool(cfg.get("tie_word_embeddings"))
+        return {**formats, "model.embed_tokens": QuantFormat.INT8, "lm_head": QuantFormat.INT8 if tied else fmt}
     if gguf is None or quantization == "none":
         return {}
     return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf)).items()}
