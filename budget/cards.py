@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from budget.estimate import PlanInputError
-from budget.gguf import gguf_file
+from budget.gguf import gguf_file, is_gguf
+from budget.ollama import PREFIX as OLLAMA, resolve_ollama
 
 CARDS_DIR = Path(os.environ.get("ORCH_CARDS_DIR", Path(__file__).resolve().parents[1] / "configs" / "models"))
 _PREFIXES = ("faster-whisper-", "faster-", "hf-", "models--")
@@ -27,7 +28,7 @@ class ModelFiles:
 
     @property
     def gguf(self) -> Path | None:
-        return self.file if self.file is not None and self.file.suffix == ".gguf" else None
+        return self.file if self.file is not None and is_gguf(self.file) else None
 
     def describe(self) -> str:
         if self.file is not None:
@@ -93,6 +94,9 @@ def card_candidates(text: str) -> list[str]:
 
 def find_model_files(name: str, path: str | None, card: str | None, required: bool = True) -> ModelFiles | None:
     """Real files when `path` exists (or is cached), else the named or guessed card; else a clear error."""
+    if path and path.startswith(OLLAMA):
+        blob = resolve_ollama(path)
+        return ModelFiles(blob.parent, False, blob)
     if path:
         local = Path(path).expanduser()
         if local.is_dir():

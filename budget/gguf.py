@@ -70,10 +70,21 @@ class GGUFHeader:
         return sum(t.n_bytes for t in self.tensors)
 
 
+def is_gguf(path: Path) -> bool:
+    """A .gguf file, or a file that starts with GGUF's magic (Ollama's blobs are named by digest, not suffix)."""
+    if path.suffix == ".gguf":
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def gguf_file(path: Path) -> Path | None:
-    """The .gguf a path names: the file itself, or the one .gguf in a folder; None when there is none."""
+    """The GGUF a path names: the file itself, or the one .gguf in a folder; None when there is none."""
     if path.is_file():
-        return path if path.suffix == ".gguf" else None
+        return path if is_gguf(path) else None
     found = sorted(path.glob("*.gguf")) if path.is_dir() else []
     if len(found) > 1:
         raise PlanInputError(f"{path} holds {len(found)} .gguf files ({', '.join(f.name for f in found)}); point "
