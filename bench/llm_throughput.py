@@ -13,8 +13,8 @@ decode against the roofline (weight bytes / measured device copy bandwidth).
 
 `--gguf FILE` serves a real GGUF instead: our engine with its quantized weights kept packed, the same dequantized
 into --dtype, and llama.cpp on the same file (llama-cpp-python, the engine inside Ollama, if it is installed:
-`pip install llama-cpp-python` builds it), one stream and then 8 and 16 requests at once, the same chat prompts greedy. llama-cpp-python's
-`Llama` serves one sequence at a time, so its "concurrent" rows run the requests one after another, as an
+`pip install llama-cpp-python` builds it), one stream and then 8 and 16 requests at once, the same chat prompts
+greedy. llama.cpp runs first, so its resident growth is not memory our engines freed. llama-cpp-python's `Llama` serves one sequence at a time, so its "concurrent" rows run the requests one after another, as an
 Ollama slot does with OLLAMA_NUM_PARALLEL=1.
 """
 from __future__ import annotations
@@ -167,6 +167,24 @@ def run_gguf(args) -> None:
     process = psutil.Process()
     rows = {n: {"requests": n} for n in (1, 8, 16)}
     memory = {"gguf_tensor_bytes": read_gguf(args.gguf).tensor_bytes}
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        Llama = None
+    if Llama is not None:
+        before = process.memory_info().rss
+        theirs = Llama(str(args.gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False, use_mmap=False)
+        for n, row in rows.items():
+            start, tokens = time.perf_counter(), 0
+            for prompt in [prompts[i % len(prompts)] for i in range(n)]:
+                theirs.reset()
+                out = theirs.create_completion(tokenizer.decode(prompt), max_tokens=args.gguf_tokens, temperature=0,
+                                               top_k=1)
+                tokens += out["usage"]["completion_tokens"]
+            row["llama_cpp_tokens_per_s"] = round(tokens / (time.perf_counter() - start), 1)
+        memory["llama_cpp_rss_growth_bytes"] = process.memory_info().rss - before  # weights, its KV and buffers
+        del theirs
+        gc.collect()
     for label, quantization in (("packed", "auto"), ("dequantized", "none")):
         ours = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
                                       num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device,
@@ -181,22 +199,8 @@ def run_gguf(args) -> None:
                                                       (time.perf_counter() - start), 1)
         del ours
         gc.collect()
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        Llama = None
-    if Llama is not None:
-        before = process.memory_info().rss
-        theirs = Llama(str(args.gguf), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False, use_mmap=False)
-        memory["llama_cpp_rss_growth_bytes"] = process.memory_info().rss - before  # weights + its KV and buffers
-        for n, row in rows.items():
-            start, tokens = time.perf_counter(), 0
-            for prompt in [prompts[i % len(prompts)] for i in range(n)]:
-                theirs.reset()
-                out = theirs.create_completion(tokenizer.decode(prompt), max_tokens=args.gguf_tokens, temperature=0,
-                                               top_k=1)
-                tokens += out["usage"]["completion_tokens"]
-            row["llama_cpp_tokens_per_s"] = round(tokens / (time.perf_counter() - start), 1)
+    for row in rows.values():
+        if "llama_cpp_tokens_per_s" in row:
             row["packed_over_llama_cpp"] = round(row["ours_packed_tokens_per_s"] / row["llama_cpp_tokens_per_s"], 2)
     device = describe(args.device)
     table = Table(title=f"{args.gguf.name}: output tokens/s, {args.gguf_tokens} tokens a request, ours' activations in "

@@ -9,6 +9,8 @@ rowmax/254, to every weight: |x|.sum() · rowmax / 254 per output.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,124 @@ def test_a_gguf_is_not_quantized_on_the_fly_and_the_plan_says_why(real_models):
         {"name": "smol", "kind": "llm", "path": str(gguf), "memory": "rest", "quantization": "int8"}]})
     with pytest.raises(PlanInputError, match="quantization 'int8' is for 16-bit Hugging Face folders"):
         plan_stack(stack, 4 << 30, "test")
+
+
+def _pack_along(values: np.ndarray, axis: int, order=(0, 1, 2, 3, 4, 5, 6, 7)) -> np.ndarray:
+    """Eight 4-bit values per int32 along `axis`; nibble i holds element 8j + order[i] (the test's own packer)."""
+    values = np.moveaxis(values.astype(np.uint32), axis, -1)
+    grouped = values.reshape(*values.shape[:-1], -1, 8)
+    word = np.zeros(grouped.shape[:-1], dtype=np.uint32)
+    for i, column in enumerate(order):
+        word |= grouped[..., column] << np.uint32(4 * i)
+    return np.ascontiguousarray(np.moveaxis(word.view(np.int32), -1, axis))
+
+
+def _write_prequantized(tiny: Path, out: Path, method: str, act_order: bool, sym: bool) -> dict:
+    """The tiny Qwen3 with every layer projection in AutoAWQ's GEMM or GPTQ's published layout (group 32); returns
+    name -> (the test's own dequantized weight [out, in], its term-by-term magnitude |q - 8|·s + |8 - z|·s)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny, out)
+    tensors = load_file(out / "model.safetensors")
+    group, rng, expected, orders = 32, np.random.default_rng(7), {}, {}
+    for name in [n for n in tensors if n.endswith("_proj.weight") and ".layers." in n]:
+        w = tensors.pop(name).float().numpy()                     # [out, in]
+        rows, cols = w.shape
+        g_idx = np.arange(cols) // group
+        if act_order:  # one order per input: q/k/v share theirs (and gate/up theirs), as GPTQ's Hessian is shared
+            shared = name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
+            g_idx = g_idx[orders.setdefault(shared, rng.permutation(cols))]  # each group: 32 inputs, scattered
+        groups = cols // group
+        scale, zero = np.zeros((groups, rows), np.float32), np.zeros((groups, rows), np.int64)
+        q = np.zeros((cols, rows), np.int64)
+        for g in range(groups):
+            ins = np.flatnonzero(g_idx == g)
+            block = w[:, ins].T                                   # [32, out]
+            if sym:
+                s = np.abs(block).max(0) / 7.5
+                z = np.full(rows, 8)
+            else:
+                s = (block.max(0) - block.min(0)) / 15
+                z = np.clip(np.round(-block.min(0) / s), 1, 15).astype(np.int64)  # v1 GPTQ stores z - 1: 0 underflows
+            s = s.astype(np.float16).astype(np.float32)
+            q[ins] = np.clip(np.round(block / s) + z, 0, 15)
+            scale[g], zero[g] = s, z
+        expected[name] = (((q - zero[g_idx]) * scale[g_idx]).T.astype(np.float32),   # [out, in]
+                          ((np.abs(q - 8) + np.abs(8 - zero[g_idx])) * scale[g_idx]).T.astype(np.float32))
+        base = name.removesuffix(".weight")
+        if method == "awq":
+            tensors[base + ".qweight"] = torch.from_numpy(_pack_along(q, 1, (0, 2, 4, 6, 1, 3, 5, 7)))
+            tensors[base + ".qzeros"] = torch.from_numpy(_pack_along(zero, 1, (0, 2, 4, 6, 1, 3, 5, 7)))
+        else:
+            tensors[base + ".qweight"] = torch.from_numpy(_pack_along(q, 0))
+            tensors[base + ".qzeros"] = torch.from_numpy(_pack_along(zero - 1, 1))  # v1: stored one less
+            tensors[base + ".g_idx"] = torch.from_numpy(g_idx.astype(np.int32))
+        tensors[base + ".scales"] = torch.from_numpy(scale.astype(np.float16))
+    save_file(tensors, out / "model.safetensors")
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = ({"quant_method": "awq", "bits": 4, "group_size": group, "version": "gemm",
+                                      "zero_point": True} if method == "awq" else
+                                     {"quant_method": "gptq", "bits": 4, "group_size": group, "desc_act": act_order,
+                                      "sym": sym, "checkpoint_format": "gptq"})
+    (out / "config.json").write_text(json.dumps(config))
+    return expected
+
+
+@pytest.mark.parametrize("method, act_order, sym", [("awq", False, False), ("gptq", False, True),
+                                                    ("gptq", False, False), ("gptq", True, False)])
+def test_awq_and_gptq_checkpoints_load_into_the_same_module(tiny_models, tmp_path, method, act_order, sym):
+    from engines.llm import EngineConfig, LLMEngine, SamplingParams
+
+    expected = _write_prequantized(tiny_models["qwen3"], tmp_path / method, method, act_order, sym)
+    llm = LLMEngine(EngineConfig(str(tmp_path / method), dtype="float32", num_kv_blocks=64, max_model_len=256))
+    model = llm.runner.model
+    gen = torch.Generator().manual_seed(8)
+    for layer in range(2):
+        for stacked, parts in (("self_attn.qkv_proj", ("q_proj", "k_proj", "v_proj")),
+                               ("self_attn.o_proj", ("o_proj",)), ("mlp.gate_up_proj", ("gate_proj", "up_proj")),
+                               ("mlp.down_proj", ("down_proj",))):
+            prefix = f"model.layers.{layer}.{stacked.split('.')[0]}"
+            want = torch.from_numpy(np.concatenate([expected[f"{prefix}.{p}.weight"][0] for p in parts]))
+            size = torch.from_numpy(np.concatenate([expected[f"{prefix}.{p}.weight"][1] for p in parts]))
+            module = model.get_submodule(f"model.layers.{layer}.{stacked}")
+            assert isinstance(module, QuantLinear) and module.format == QuantFormat.INT4
+            x = torch.randn(5, want.shape[1], generator=gen)
+            bound = 3 * U * (x.abs() @ size.t()) + 1e-5
+            assert ((module(x) - x @ want.t()).abs() - bound).max() <= 0, (method, stacked)
+    assert len(llm.generate([[5, 6, 7]], SamplingParams(temperature=0, max_tokens=3))[0].token_ids) == 3
+
+
+@pytest.mark.parametrize("change, field", [({"bits": 3}, "quantization_config.bits is 3"),
+                                           ({"quant_method": "exl2"}, "quant_method is 'exl2'"),
+                                           ({"checkpoint_format": "marlin"}, "Marlin layout")])
+def test_a_quantization_config_we_cannot_serve_is_refused_by_name(tiny_models, tmp_path, change, field, run_cli):
+    import json
+
+    _write_prequantized(tiny_models["qwen3"], tmp_path / "m", "gptq", False, True)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["quantization_config"].update(change)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    from engines.llm.models.loader import ModelLoadError, load_model
+
+    with pytest.raises(ModelLoadError, match=field):
+        load_model(tmp_path / "m", torch.float32, CPU)
+
+
+def test_an_awq_folder_is_planned_as_the_bytes_it_is_held_in(tiny_models, tmp_path):
+    from budget.planner import plan_stack
+    from engines.llm import EngineConfig, LLMEngine
+    from orchestrator.stack import Stack
+
+    _write_prequantized(tiny_models["qwen3"], tmp_path / "awq", "awq", False, False)
+    llm = LLMEngine(EngineConfig(str(tmp_path / "awq"), dtype="float32", num_kv_blocks=64, max_model_len=256))
+    model = llm.runner.model
+    held = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
+    stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
+        {"name": "awq", "kind": "llm", "path": str(tmp_path / "awq"), "dtype": "float32", "memory": "rest",
+         "max_model_len": 256}]})
+    estimate = plan_stack(stack, 4 << 30, "test").models[0].estimate
+    assert estimate.storage.startswith("awq-int4-g32")
+    assert estimate.weights_bytes == sum(t.numel() * t.element_size() for t in held.values())

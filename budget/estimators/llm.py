@@ -72,6 +72,12 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
                    f"disk) dequantized to {dtype} × {b:g} B = {human(weights)}")
         source = f"{files.describe()} (GGUF header)"
         storage = f"{header.quantization} dequantized to {dtype}"
+    elif (scheme := cfg.get("quantization_config")) and scheme.get("quant_method") in ("awq", "gptq"):
+        params = llm_parameters(cfg)[0]
+        weights, formula = _quantized_on_the_fly(cfg, params, b, "int4", tables=False)
+        source = files.describe() + ("" if files.is_card else " (config.json quantization_config)")
+        group = scheme.get("group_size", scheme.get("q_group_size"))
+        storage = f"{scheme['quant_method']}-int4-g{group} (held as int4 groups of {INT4_GROUP})"
     else:
         params, weights, formula = checkpoint_weights(spec.name, files, dtype, lambda: llm_parameters(cfg)[0])
         source = files.describe() + ("" if files.is_card else " (safetensors headers)")
@@ -122,17 +128,23 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
                     dtype=dtype, storage=storage, quantized_alternatives=alternatives, formulas=formulas)
 
 
-def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str) -> tuple[int, str]:
-    """A 16-bit folder whose layer projections are quantized at load: packed projections + the rest dense."""
+def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str, tables: bool = True) -> tuple[int, str]:
+    """Layer projections packed as `fmt`; embeddings as int8 rows and the head as `fmt` when `tables` (quantized at
+    load), else dense (an AWQ/GPTQ checkpoint keeps them 16-bit); the rest dense."""
     h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     q = cfg["num_attention_heads"] * llm_head_dim(cfg)
     kv = llm_kv_heads(cfg) * llm_head_dim(cfg)
     vocab, tied = cfg["vocab_size"], bool(cfg.get("tie_word_embeddings"))
     shapes = [(q + 2 * kv, h), (h, q), (2 * inter, h), (h, inter)]  # qkv, o, gate_up, down
     packed = layers * sum(quantized_bytes(fmt, rows, cols) for rows, cols in shapes)
-    tables = quantized_bytes("int8", vocab, h) + (0 if tied else quantized_bytes(fmt, vocab, h))
+    if not tables:
+        dense = int((params - layers * sum(rows * cols for rows, cols in shapes)) * b)
+        return packed + dense, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + the rest "
+                                f"(embeddings, head, norms) × {b:g} B = {human(dense)}; total {human(packed + dense)}")
+    table_bytes = quantized_bytes("int8", vocab, h) + (0 if tied else quantized_bytes(fmt, vocab, h))
     dense = int((params - layers * sum(rows * cols for rows, cols in shapes) - vocab * h * (1 if tied else 2)) * b)
     head = "the tied head reads them" if tied else f"the head as {fmt}"
-    return packed + tables + dense, (
-        f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + embeddings as int8 rows, {head} = "
-        f"{human(tables)} + the rest (norms, biases) × {b:g} B = {human(dense)}; total {human(packed + tables + dense)}")
+    total = packed + table_bytes + dense
+    return total, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + embeddings as int8 rows, "
+                   f"{head} = {human(table_bytes)} + the rest (norms, biases) × {b:g} B = {human(dense)}; "
+                   f"total {human(total)}")

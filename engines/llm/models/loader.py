@@ -23,7 +23,8 @@ from budget.gguf import (STACKED, gguf_file, hf_name, kept_format, kept_modules,
                          read_gguf)
 from engines.llm.models.decoder import CausalLM
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
-from engines.llm.models.quantization import QuantFormat, QuantizedTensor, from_gguf, quantize, stack
+from engines.llm.models.quantization import (QuantFormat, QuantizedTensor, from_awq, from_gguf, from_gptq, quantize,
+                                             stack)
 
 QUANTIZATION = ("auto", "none", "int8", "int4")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
 PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # what `int8` / `int4` quantize on the fly
@@ -151,6 +152,13 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
         raise ModelLoadError(f"quantization {quantization!r} is not one this engine serves; use one of "
                              f"{', '.join(QUANTIZATION)}")
     gguf = _gguf(path)
+    if (scheme := prequantized(path, cfg)) is not None:
+        if quantization != "auto":
+            raise ModelLoadError(f"{path} is already quantized ({scheme['quant_method']}); it is served as stored, so "
+                                 f"leave quantization at auto (it says {quantization!r})")
+        return {f"model.layers.{i}.{part}.{name}": QuantFormat.INT4 for i in range(cfg["num_hidden_layers"])
+                for part, name in [("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"),
+                                   ("mlp", "down_proj")]}
     if quantization in ("int8", "int4"):
         if gguf is not None:
             raise ModelLoadError(f"{path}: quantization {quantization!r} is for 16-bit Hugging Face folders; a GGUF "
@@ -165,6 +173,41 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
     if gguf is None or quantization == "none":
         return {}
     return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf)).items()}
+
+
+def prequantized(path: Path, cfg: dict) -> dict | None:
+    """A checkpoint's `quantization_config` when it is one we serve (AWQ GEMM or GPTQ, 4-bit); else a clear error."""
+    scheme = cfg.get("quantization_config")
+    if not scheme:
+        return None
+    method, bits = scheme.get("quant_method"), scheme.get("bits", scheme.get("w_bit"))
+    fix = ("serve an AWQ (version gemm) or GPTQ 4-bit checkpoint, a GGUF, or the 16-bit model with "
+           "quantization: int4")
+    if method not in ("awq", "gptq"):
+        raise ModelLoadError(f"{path}/config.json: quantization_config.quant_method is {method!r}, which this engine "
+                             f"does not read; {fix}")
+    if bits != 4:
+        raise ModelLoadError(f"{path}/config.json: quantization_config.bits is {bits!r}; only 4-bit {method.upper()} "
+                             f"is served; {fix}")
+    if method == "awq" and str(scheme.get("version", "gemm")).lower() != "gemm":
+        raise ModelLoadError(f"{path}/config.json: quantization_config.version is {scheme.get('version')!r}; AWQ is "
+                             f"read in its GEMM layout only; {fix}")
+    if method == "gptq" and (scheme.get("is_marlin_format") or "marlin" in str(scheme.get("checkpoint_format", ""))):
+        raise ModelLoadError(f"{path}/config.json: quantization_config names the Marlin layout, which only Marlin "
+                             f"kernels read; {fix}")
+    if method == "awq" and not scheme.get("zero_point", True):
+        raise ModelLoadError(f"{path}/config.json: quantization_config.zero_point is false; {fix}")
+    return scheme
+
+
+def _from_prequantized(scheme: dict, pieces: dict[str, torch.Tensor], inputs: int) -> QuantizedTensor:
+    """One layer's AWQ or GPTQ tensors (qweight, qzeros, scales, g_idx) in our int4 form."""
+    group = scheme.get("group_size", scheme.get("q_group_size", 128))
+    group = inputs if group in (-1, None) else int(group)
+    if scheme["quant_method"] == "awq":
+        return from_awq(pieces["qweight"], pieces["qzeros"], pieces["scales"], group)
+    zero_offset = 0 if scheme.get("checkpoint_format") == "gptq_v2" else 1
+    return from_gptq(pieces["qweight"], pieces["qzeros"], pieces["scales"], pieces.get("g_idx"), group, zero_offset)
 
 
 def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quantization: str = "auto") -> CausalLM:
@@ -184,6 +227,8 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
     loaded: set[str] = set()
     parts: dict[str, dict[int, QuantizedTensor]] = {}
     biases: dict[str, dict[int, torch.Tensor]] = {}
+    scheme = prequantized(path, cfg)
+    pieces: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
     for file, name, tensor in checkpoint_tensors(path, cfg, keep_quantized=bool(formats)):
         if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.get("tie_word_embeddings")):
             continue
@@ -191,7 +236,9 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
         prefix, _, last = module.rpartition(".")
         if (target_module := module_of(name)) in formats:
             part = STACKED[last][1] if last in STACKED else 0
-            if leaf == "bias":
+            if leaf in ("qweight", "qzeros", "scales", "g_idx"):
+                pieces.setdefault((target_module, part), {})[leaf] = tensor
+            elif leaf == "bias":
                 biases.setdefault(target_module, {})[part] = tensor
             else:
                 if isinstance(tensor, torch.Tensor):
@@ -215,6 +262,15 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
             raise ModelLoadError(f"{file}: tensor {name!r} has shape {tuple(tensor.shape)}, the config "
                                  f"implies {tuple(target.shape)}")
         target.data.copy_(tensor)
+    for (target_module, part), found in pieces.items():
+        if not {"qweight", "qzeros", "scales"} <= set(found):
+            missing = sorted({"qweight", "qzeros", "scales"} - set(found))
+            raise ModelLoadError(f"{path}: {target_module} part {part} lacks {missing}")
+        inputs = found["qweight"].shape[0] * (8 if scheme["quant_method"] == "gptq" else 1)
+        try:
+            parts.setdefault(target_module, {})[part] = _from_prequantized(scheme, found, inputs)
+        except ValueError as error:
+            raise ModelLoadError(f"{path}: {target_module}: {error}") from None
     _build_quantized(model, cfg, formats, parts, biases, biased, dtype, device, path)
     missing = [n for n, p in params.items() if n not in loaded and not _stacked_complete(n, p, loaded, cfg)]
     if cfg.get("tie_word_embeddings"):
@@ -237,7 +293,7 @@ def _build_quantized(model: CausalLM, cfg: dict, formats: dict[str, QuantFormat]
         if len(got) != count:
             raise ModelLoadError(f"{path}: the checkpoint lacks parts of {name} ({len(got)} of {count} found)")
         weight = stack([got[i] for i in range(count)])
-        if weight.format != fmt:
+        if weight.format == QuantFormat.INT4 and fmt == QuantFormat.INT8:  # embeddings; a stack with an int8 part
             weight = quantize(weight.dequantize(), fmt)
         if name == "model.embed_tokens":
             _replace(model, name, QuantEmbedding(weight, dtype, device))

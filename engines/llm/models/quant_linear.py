@@ -27,19 +27,22 @@ class QuantLinear(nn.Module):
             self.register_buffer("codes", weight.codes.to(device))
             self.register_buffer("scales", weight.scales.to(device, SCALE_DTYPE))
         self.bias = None if bias is None else nn.Parameter(bias.to(device), requires_grad=False)
+        self.input_order = None if weight.input_order is None else weight.input_order.to(device)  # GPTQ act-order
 
     @classmethod
     def sharing(cls, embedding: QuantEmbedding) -> QuantLinear:
         """The LM head of a model whose embeddings are tied: the same int8 rows, not a second copy."""
         head = cls.__new__(cls)
         nn.Module.__init__(head)
-        head.format, head.bias = QuantFormat.INT8, None
+        head.format, head.bias, head.input_order = QuantFormat.INT8, None, None
         head.out_features, head.in_features = embedding.codes.shape
         head.register_buffer("codes", embedding.codes)
         head.register_buffer("scales", embedding.scales)
         return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_order is not None:
+            x = x[..., self.input_order]
         if self.format == QuantFormat.INT4:
             out = int4_matmul(x, self.packed, self.scales_zeros, GROUP)
         else:

@@ -32,6 +32,7 @@ class QuantizedTensor:
     codes: torch.Tensor          # INT4: uint8 in 0..15; INT8: int8; [out, in]
     scales: torch.Tensor         # float32; INT4: [out, in / GROUP]; INT8: [out]
     zeros: torch.Tensor | None   # INT4 only: [out, in / GROUP]
+    input_order: torch.Tensor | None = None  # GPTQ act-order: inputs gathered in this order make the groups contiguous
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -39,23 +40,29 @@ class QuantizedTensor:
 
     def rows(self, order: torch.Tensor) -> QuantizedTensor:
         zeros = None if self.zeros is None else self.zeros[order]
-        return QuantizedTensor(self.format, self.codes[order], self.scales[order], zeros)
+        return QuantizedTensor(self.format, self.codes[order], self.scales[order], zeros, self.input_order)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight these codes stand for (the tests' oracle; a widening step for mixed stacks)."""
         if self.format == QuantFormat.INT8:
             return self.codes.float() * self.scales[:, None]
         scales = self.scales.repeat_interleave(GROUP, dim=1)
-        return (self.codes.float() - 8) * scales + self.zeros.repeat_interleave(GROUP, dim=1)
+        weight = (self.codes.float() - 8) * scales + self.zeros.repeat_interleave(GROUP, dim=1)
+        if self.input_order is None:
+            return weight
+        return torch.empty_like(weight).index_copy_(1, self.input_order, weight)  # column i was input order[i]
 
 
 def stack(parts: list[QuantizedTensor]) -> QuantizedTensor:
-    """Parts stacked by rows; a mix of formats is widened to INT8 (an int4 grid requantized per row)."""
-    if len({p.format for p in parts}) > 1:
-        parts = [quantize(p.dequantize(), QuantFormat.INT8) if p.format == QuantFormat.INT4 else p for p in parts]
+    """Parts stacked by rows; a mix of formats, or of act-order input orders, is widened to INT8 (requantized per
+    row from the exact weights)."""
+    orders = [p.input_order for p in parts]
+    same_order = all(o is None for o in orders) or all(o is not None and torch.equal(o, orders[0]) for o in orders)
+    if len({p.format for p in parts}) > 1 or not same_order:
+        parts = [p if p.format == QuantFormat.INT8 else quantize(p.dequantize(), QuantFormat.INT8) for p in parts]
     zeros = None if parts[0].zeros is None else torch.cat([p.zeros for p in parts])
     return QuantizedTensor(parts[0].format, torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts]),
-                           zeros)
+                           zeros, parts[0].input_order)
 
 
 def quantize(weight: torch.Tensor, fmt: QuantFormat) -> QuantizedTensor:
@@ -115,3 +122,54 @@ def _q4_k(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     qs = blocks[:, 16:].reshape(-1, 4, 32)                    # 4 chunks of 64 weights: low nibbles, then high
     codes = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(-1, 256)
     return codes, scales, 8 * scales - minimum
+
+
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AutoAWQ's GEMM packing: nibble i of each int32 holds column 8j + AWQ_ORDER[i]
+
+
+def _nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """int32 [..., M] -> uint8 [..., M, 8]: nibble i (bits 4i..4i+3) of each word."""
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    return ((packed.to(torch.int32)[..., None] >> shifts) & 0xF).to(torch.uint8)
+
+
+def from_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group: int) -> QuantizedTensor:
+    """AutoAWQ GEMM: qweight int32 [in, out/8] and qzeros int32 [in/group, out/8] packed along the outputs in
+    AWQ_ORDER, scales [in/group, out]; w = (q - zero) · scale."""
+    def unpack(packed: torch.Tensor) -> torch.Tensor:
+        nib = _nibbles(packed)                                    # [rows, out/8, 8]: nibble i
+        cols = torch.empty_like(nib)
+        cols[..., list(AWQ_ORDER)] = nib                          # column AWQ_ORDER[i] gets nibble i
+        return cols.flatten(-2)                                   # [rows, out]
+    return _int4_groups(unpack(qweight).t(), unpack(qzeros).t(), scales.t().float(), group, None)
+
+
+def from_gptq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor | None,
+              group: int, zero_offset: int) -> QuantizedTensor:
+    """GPTQ: qweight int32 [in/8, out] packed along the inputs in order, qzeros int32 [groups, out/8] packed along the
+    outputs, scales [groups, out], g_idx [in] the group of each input (act-order: not in order);
+    w = (q - zero) · scale, the stored zero one less than the real one in the original (v1) format (zero_offset 1)."""
+    codes = _nibbles(qweight).permute(0, 2, 1).reshape(-1, qweight.shape[1]).t()      # [out, in]
+    zeros = (_nibbles(qzeros).flatten(-2).to(torch.int32) + zero_offset).t()         # [out, groups]
+    inputs = codes.shape[1]
+    g_idx = torch.arange(inputs) // group if g_idx is None else g_idx.long()
+    order = None
+    if not torch.equal(g_idx, torch.arange(inputs) // group):  # act-order: sort the inputs by group
+        order = torch.argsort(g_idx, stable=True)
+        if not torch.equal(g_idx[order], torch.arange(inputs) // group):
+            raise ValueError("g_idx does not give every group the same number of inputs; this GPTQ file is not one "
+                             "this engine reads")
+        codes = codes[:, order]
+    return _int4_groups(codes, zeros, scales.t().float(), group, order)
+
+
+def _int4_groups(codes: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group: int,
+                 order: torch.Tensor | None) -> QuantizedTensor:
+    """Codes [out, in] with a zero and scale per `group` inputs, as our groups of GROUP (each a copy of its group's):
+    (q - z) · s = (q - 8) · s + (8 - z) · s."""
+    if group % GROUP:
+        raise ValueError(f"group_size {group} is not a multiple of {GROUP}")
+    repeat = group // GROUP
+    scales = scales.repeat_interleave(repeat, dim=1)
+    zeros = (8 - zeros.float()).repeat_interleave(repeat, dim=1) * scales
+    return QuantizedTensor(QuantFormat.INT4, codes.contiguous(), scales, zeros, order)
