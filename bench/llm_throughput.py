@@ -189,7 +189,7 @@ def run_gguf(args) -> None:
         ours = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
                                       num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device,
                                       quantization=quantization))
-        memory[f"ours_{label}_weight_bytes"] = _held_weight_bytes(ours.runner.model)
+        memory[f"ours_{label}_weight_bytes"] = ours.runner.model.weight_bytes()
         ours.generate([prompts[0]], SamplingParams(max_tokens=4))  # warm-up
         for n, row in rows.items():
             batch = [prompts[i % len(prompts)] for i in range(n)]
@@ -221,12 +221,6 @@ def run_gguf(args) -> None:
                                "llama_cpp": Llama is not None, "memory": memory, "rows": list(rows.values())},
                               indent=2))
     print(f"wrote {out}")
-
-
-def _held_weight_bytes(model: torch.nn.Module) -> int:
-    """The weights a model holds, each shared tensor once, without the rotary table built from the config."""
-    tensors = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _sync(device: str) -> None:

@@ -10,10 +10,10 @@ import functools
 
 import pytest
 import torch
+from teacher import prefill_logits
 from transformers import AutoModelForCausalLM
 
 from engines.llm.config import EngineConfig
-from engines.llm.input_batch import build_inputs
 from engines.llm.llm_engine import LLMEngine
 from engines.llm.sampling_params import SamplingParams
 
@@ -81,15 +81,7 @@ def test_prefill_logits_equal_transformers(tiny_models, model_type):
     path = tiny_models[model_type]
     llm = engine(path, num_kv_blocks=64, max_model_len=256, max_num_seqs=2, max_num_batched_tokens=24)
     ids = llm.tokenizer.encode(SHARED + "Voice agents need", add_special_tokens=False)
-    llm.add_request("r", ids, GREEDY)
-    chunks = []
-    with torch.inference_mode():
-        while sum(map(len, chunks)) < len(ids):
-            batch = llm.scheduler.schedule()
-            inputs = build_inputs(batch, llm.block_manager.block_size, torch.device("cpu"))
-            hidden = llm.runner._forward(inputs.input_ids, inputs.positions, inputs.context)
-            chunks.append(llm.runner.model.compute_logits(hidden))
-            batch.seqs[0].num_computed_tokens += batch.num_new_tokens[0]
+    chunks = prefill_logits(llm, ids)
     assert len(chunks) == 2
     ours = torch.cat(chunks)
     want = hf_model(path)(torch.tensor([ids])).logits[0]

@@ -142,12 +142,10 @@ def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
     assert len(layers) == 4 * 2 and all(layer.format == fmt for layer in layers)
     assert isinstance(model.model.embed_tokens, QuantEmbedding)  # int8 rows: a lookup reads single rows
     assert model.lm_head.format == fmt  # this Qwen3's head is not tied to its embeddings
-    held = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
         {"name": "tiny", "kind": "llm", "path": str(path), "dtype": "float32", "memory": "rest",
          "max_model_len": 256, "quantization": fmt}]})
-    assert plan_stack(stack, 4 << 30, "test").models[0].estimate.weights_bytes == sum(
-        t.numel() * t.element_size() for t in held.values())
+    assert plan_stack(stack, 4 << 30, "test").models[0].estimate.weights_bytes == model.weight_bytes()
 
     dense = load_model(path, torch.float32, CPU, "none")
     stored = {}
@@ -290,11 +288,9 @@ def test_an_awq_folder_is_planned_as_the_bytes_it_is_held_in(tiny_models, tmp_pa
 
     _write_prequantized(tiny_models["qwen3"], tmp_path / "awq", "awq", False, False)
     llm = LLMEngine(EngineConfig(str(tmp_path / "awq"), dtype="float32", num_kv_blocks=64, max_model_len=256))
-    model = llm.runner.model
-    held = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
         {"name": "awq", "kind": "llm", "path": str(tmp_path / "awq"), "dtype": "float32", "memory": "rest",
          "max_model_len": 256}]})
     estimate = plan_stack(stack, 4 << 30, "test").models[0].estimate
     assert estimate.storage.startswith("awq-int4-g32")
-    assert estimate.weights_bytes == sum(t.numel() * t.element_size() for t in held.values())
+    assert estimate.weights_bytes == llm.runner.model.weight_bytes()

@@ -21,6 +21,7 @@ from live_server import live_server
 from live_stack import live_stack
 from realtime_client import Client
 from speech import silence, word_errors
+from teacher import prefill_logits
 
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, SamplingParams
 from orchestrator.server.audio_decode import decode_audio
@@ -96,30 +97,6 @@ def test_gguf_greedy_tokens_and_parameter_count_equal_transformers(real_models, 
     assert plan.models[0].estimate.weights_bytes == plan.models[0].estimate.parameters * 4
 
 
-def held_bytes(llm: LLMEngine) -> int:
-    """Bytes of the weights the model holds (each shared tensor once), not the rotary table built from the config."""
-    model = llm.runner.model
-    tensors = {id(t): t for name, t in [*model.named_parameters(), *model.named_buffers()] if "rotary" not in name}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-def teacher_forced_logits(llm: LLMEngine, ids: list[int]) -> torch.Tensor:
-    """The logits after every prefix of `ids`, from prefill chunks through the paged pool."""
-    from engines.llm.input_batch import build_inputs
-
-    llm.add_request("teacher", ids, SamplingParams(temperature=0, max_tokens=1))
-    chunks = []
-    with torch.inference_mode():
-        while sum(map(len, chunks)) < len(ids):
-            batch = llm.scheduler.schedule()
-            inputs = build_inputs(batch, llm.block_manager.block_size, torch.device("cpu"))
-            hidden = llm.runner._forward(inputs.input_ids, inputs.positions, inputs.context)
-            chunks.append(llm.runner.model.compute_logits(hidden))
-            batch.seqs[0].num_computed_tokens += batch.num_new_tokens[0]
-    llm.abort_request("teacher")
-    return torch.cat(chunks)
-
-
 @pytest.mark.parametrize("name", list(GGUFS))
 def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(real_models, engines, packed, name):
     """Teacher-forced over 400 tokens of real prose: the packed model's next-token argmax against the dequantized
@@ -134,7 +111,7 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
 
     ids = engines[name].tokenizer.encode(PROSE, add_special_tokens=False)[:400]
     assert len(ids) == 400
-    want, got = teacher_forced_logits(engines[name], ids), teacher_forced_logits(packed[name], ids)
+    want, got = (torch.cat(prefill_logits(llm, ids)) for llm in (engines[name], packed[name]))
     agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
     targets = torch.tensor(ids[1:])
     ppl_want = torch.nn.functional.cross_entropy(want[:-1], targets).exp().item()
@@ -145,8 +122,8 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
                                   "models": [{"name": name, "kind": "llm", "path": gguf, "dtype": "float32",
                                               "memory": "rest", "max_model_len": 4096}]})
     estimate = plan_stack(stack, 16 << 30, "test").models[0].estimate
-    assert estimate.weights_bytes == held_bytes(packed[name]), (estimate.weights_bytes, held_bytes(packed[name]))
-    assert held_bytes(packed[name]) < held_bytes(engines[name]) / 3
+    assert estimate.weights_bytes == packed[name].runner.model.weight_bytes(), (estimate.weights_bytes, packed[name].runner.model.weight_bytes())
+    assert packed[name].runner.model.weight_bytes() < engines[name].runner.model.weight_bytes() / 3
 
 
 def test_qwen_makes_a_real_tool_call_through_the_sdk(packed):

@@ -86,3 +86,8 @@ class CausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
+
+    def weight_bytes(self) -> int:
+        """Bytes of the weights held (a tensor shared by two modules once; not the rotary table, built from config)."""
+        tensors = {id(t): t for name, t in [*self.named_parameters(), *self.named_buffers()] if "rotary" not in name}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
