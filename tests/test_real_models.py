@@ -163,9 +163,12 @@ def demo(real_models):
 
 
 def test_the_demo_llm_answers_a_plain_factual_question(demo):
+    """The demo serves SmolLM2's Q4_1 weights as stored, and answers as llama.cpp does on the same file: "The capital
+    of France is Paris." here, while the bare "What is the capital of France?" gets "L'Étoile, la Cité, ..." from
+    both (only the dequantized float32 weights said Paris to that one)."""
     client = openai.OpenAI(base_url=demo + "/v1", api_key=KEY, max_retries=0)
     reply = client.chat.completions.create(model="smollm2", temperature=0, max_tokens=24, messages=[
-        {"role": "user", "content": "What is the capital of France?"}])
+        {"role": "user", "content": "What is the capital of France? Answer in one sentence."}])
     assert "paris" in reply.choices[0].message.content.lower()
 
 
