@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refreshes requirements.lock: resolves the newest releases pyproject.toml allows in a fresh venv, runs the whole
+# Refreshes requirements-lock.txt: resolves the newest releases pyproject.toml allows in a fresh venv, runs the whole
 # suite on them, and only then writes the lock (commit it: an upgrade is a deliberate change). Extra arguments go
 # to pytest.
 set -euo pipefail
@@ -9,10 +9,10 @@ rm -rf "$VENV"
 VENV="$VENV" UNLOCKED=1 bash scripts/test.sh "$@"
 {
     echo "# Exact versions of everything scripts/setup.sh installs (CPU, Linux x86_64, Python 3.11; extras engines,"
-    echo "# server, test, ray), written by scripts/lock.sh after the suite passed on them. Refresh: bash scripts/lock.sh"
+    echo "# server, test, ray), written by scripts/lock.sh after the suite passed on them (bash scripts/lock.sh)."
     # torch without its local tag (+cpu): the same pin then takes the CUDA build on a GPU machine.
     "$VENV/bin/python" -m pip freeze --all --exclude-editable --disable-pip-version-check \
         | sed -E 's/^(torch==[^+]+)\+.*/\1/' | LC_ALL=C sort -f
-} > requirements.lock.new
-mv requirements.lock.new requirements.lock
-echo "requirements.lock written ($(grep -c '==' requirements.lock) packages); the venv it was tested in: $VENV" >&2
+} > requirements-lock.txt.new
+mv requirements-lock.txt.new requirements-lock.txt
+echo "requirements-lock.txt written ($(grep -c '==' requirements-lock.txt) packages), tested in $VENV" >&2

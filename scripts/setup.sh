@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Creates the venv and installs the project with every extra, at the versions requirements.lock names; safe to run
-# again (skips when nothing changed). VENV picks another folder; UNLOCKED=1 takes the newest allowed releases instead
-# of the lock (scripts/lock.sh uses it to refresh the lock).
+# Creates the venv and installs the project with every extra, at the versions requirements-lock.txt names; safe to
+# run again (skips when nothing changed). VENV picks another folder; UNLOCKED=1 takes the newest allowed releases
+# instead of the lock (scripts/lock.sh uses it to refresh the lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-LOCK=requirements.lock
+LOCK=requirements-lock.txt
 STAMP="$VENV/.installed"
 WANT="$(cat pyproject.toml scripts/setup.sh "$LOCK" <(echo "unlocked=${UNLOCKED:-}") | sha256sum | cut -d' ' -f1)"
 
