@@ -27,7 +27,7 @@ from engines.llm.models.quantization import (QuantFormat, QuantizedTensor, from_
                                              stack)
 
 QUANTIZATION = ("auto", "none", "int8", "int4")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
-PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")  # what `int8` / `int4` quantize on the fly
+PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")  # packed per layer
 
 
 class ModelLoadError(ValueError):
@@ -156,23 +156,24 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
         if quantization != "auto":
             raise ModelLoadError(f"{path} is already quantized ({scheme['quant_method']}); it is served as stored, so "
                                  f"leave quantization at auto (it says {quantization!r})")
-        return {f"model.layers.{i}.{part}.{name}": QuantFormat.INT4 for i in range(cfg["num_hidden_layers"])
-                for part, name in [("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"),
-                                   ("mlp", "down_proj")]}
+        return _projections(cfg, QuantFormat.INT4)
     if quantization in ("int8", "int4"):
         if gguf is not None:
             raise ModelLoadError(f"{path}: quantization {quantization!r} is for 16-bit Hugging Face folders; a GGUF "
                                  "is served as it is stored (quantization: auto) or dequantized (none)")
         fmt = QuantFormat(quantization)
-        formats = {f"model.layers.{i}.{part}.{name}": fmt for i in range(cfg["num_hidden_layers"])
-                   for part, name in [("self_attn", "qkv_proj"), ("self_attn", "o_proj"), ("mlp", "gate_up_proj"),
-                                      ("mlp", "down_proj")]}
         # embeddings as int8 rows (a lookup reads single rows); the head as `fmt`, or the embedding's rows if tied
         tied = bool(cfg.get("tie_word_embeddings"))
-        return {**formats, "model.embed_tokens": QuantFormat.INT8, "lm_head": QuantFormat.INT8 if tied else fmt}
+        return {**_projections(cfg, fmt), "model.embed_tokens": QuantFormat.INT8,
+                "lm_head": QuantFormat.INT8 if tied else fmt}
     if gguf is None or quantization == "none":
         return {}
     return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf)).items()}
+
+
+def _projections(cfg: dict, fmt: QuantFormat) -> dict[str, QuantFormat]:
+    """Every layer's qkv, o, gate_up and down projection, as `fmt`."""
+    return {f"model.layers.{i}.{name}": fmt for i in range(cfg["num_hidden_layers"]) for name in PROJECTIONS}
 
 
 def prequantized(path: Path, cfg: dict) -> dict | None:
