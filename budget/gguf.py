@@ -99,6 +99,11 @@ def open_gguf(path: Path):
     return _reader(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
+def close_gguf_readers() -> None:
+    """Drop the parsed readers, and with them their mappings of the files (a loaded model holds copies)."""
+    _reader.cache_clear()
+
+
 @functools.lru_cache(maxsize=4)
 def _reader(path: Path, mtime_ns: int, size: int):
     from gguf import GGUFReader
