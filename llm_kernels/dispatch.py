@@ -5,29 +5,29 @@ from __future__ import annotations
 
 import torch
 
-from llm_kernels.reference import (int4_matmul_reference, int8_matmul_reference, pack_int4, paged_attention_reference,
-                                   store_kv_reference)
+from llm_kernels.reference import (ReferencePlan, int4_matmul_reference, int8_matmul_reference, pack_int4,
+                                   paged_attention_reference, store_kv_reference)
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
-    """Write the step's new K/V into the paged pool."""
+             slot_mapping: torch.Tensor, plan: ReferencePlan | None = None) -> None:
+    """Write the step's new K/V into the paged pool (off CUDA, at the plan's rows and slots when given)."""
     if k.is_cuda:
         from llm_kernels.triton_store_kv import store_kv_triton
         return store_kv_triton(k, v, k_cache, v_cache, slot_mapping)
-    return store_kv_reference(k, v, k_cache, v_cache, slot_mapping)
+    return store_kv_reference(k, v, k_cache, v_cache, slot_mapping, plan)
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cu_seqlens_q: torch.Tensor,
                     seq_lens: torch.Tensor, block_tables: torch.Tensor, scale: float,
-                    max_seqlen_q: int) -> torch.Tensor:
+                    max_seqlen_q: int, plan: ReferencePlan | None = None) -> torch.Tensor:
     """Causal attention of the step's new queries over each sequence's paged context."""
     if q.is_cuda:
         from llm_kernels.triton_paged_attention import paged_attention_triton
         return paged_attention_triton(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, scale,
                                       max_seqlen_q)
     return paged_attention_reference(q, k_cache, v_cache, cu_seqlens_q, seq_lens, block_tables, scale,
-                                     max_seqlen_q)
+                                     max_seqlen_q, plan)
 
 
 def int4_on_cpu_kernel(device: torch.device, out_features: int) -> bool:

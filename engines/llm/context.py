@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from llm_kernels.reference import ReferencePlan
+
 
 @dataclass(slots=True)
 class AttentionContext:
@@ -13,6 +15,7 @@ class AttentionContext:
     seq_lens: torch.Tensor       # [seqs] tokens of context each sequence attends to, new ones included
     block_tables: torch.Tensor   # [seqs, max_blocks] pool block of each of a sequence's blocks
     max_seqlen_q: int            # longest run of new tokens (1 for a pure decode step)
+    reference_plan: ReferencePlan | None = None  # off CUDA: the gather/scatter indices every layer shares
 
 
 _context: AttentionContext | None = None

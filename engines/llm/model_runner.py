@@ -17,6 +17,7 @@ from engines.llm.input_batch import build_inputs
 from engines.llm.models.loader import load_model
 from engines.llm.sampler import SampledToken, Sampler
 from engines.llm.scheduler import SchedulerOutput
+from llm_kernels.reference import ReferencePlan
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class ModelRunner:
         n = input_ids.shape[0]
         size = next((s for s in self.graphs if s >= n), None) if context.max_seqlen_q == 1 else None
         if size is None or context.block_tables.shape[1] > self.graph_inputs["block_tables"].shape[1]:
+            if self.device.type != "cuda":
+                context.reference_plan = ReferencePlan.build(context.slot_mapping, context.cu_seqlens_q,
+                                                             context.seq_lens, context.block_tables, self.block_size)
             set_context(context)
             try:
                 return self.model(input_ids, positions)

@@ -6,12 +6,12 @@ from torch import nn
 
 from budget.architectures import LLM_ARCHITECTURES, LLMArchitecture, llm_head_dim, llm_kv_heads
 from engines.llm.context import get_context
-from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, rope_parameters
+from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rotary, rope_parameters
 from llm_kernels.dispatch import paged_attention, store_kv
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: dict, arch: LLMArchitecture, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: dict, arch: LLMArchitecture) -> None:
         super().__init__()
         self.num_heads, self.head_dim = cfg["num_attention_heads"], llm_head_dim(cfg)
         self.num_kv_heads = llm_kv_heads(cfg)
@@ -22,35 +22,33 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.q_size, cfg["hidden_size"], bias=bool(cfg.get("attention_bias", False)))
         self.q_norm = RMSNorm(self.head_dim, cfg["rms_norm_eps"]) if arch.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg["rms_norm_eps"]) if arch.qk_norm else None
-        self.rotary = rotary
         self.k_cache = self.v_cache = torch.empty(0)  # views into the pool, set by the ModelRunner
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, rope: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv_proj(x)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        heads = self.num_heads + self.num_kv_heads
+        qk = qkv[:, : heads * self.head_dim].view(-1, heads, self.head_dim)   # q and k rotate as one tensor
+        v = qkv[:, heads * self.head_dim:].view(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(positions, q, k)
+            qk = torch.cat((self.q_norm(qk[:, : self.num_heads]), self.k_norm(qk[:, self.num_heads:])), dim=1)
+        q, k = apply_rotary(qk, *rope).split([self.num_heads, self.num_kv_heads], dim=1)
         ctx = get_context()
-        store_kv(k, v, self.k_cache, self.v_cache, ctx.slot_mapping)
+        store_kv(k, v, self.k_cache, self.v_cache, ctx.slot_mapping, ctx.reference_plan)
         o = paged_attention(q, self.k_cache, self.v_cache, ctx.cu_seqlens_q, ctx.seq_lens, ctx.block_tables,
-                            self.scale, ctx.max_seqlen_q)
+                            self.scale, ctx.max_seqlen_q, ctx.reference_plan)
         return self.o_proj(o.flatten(1))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: dict, arch: LLMArchitecture, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: dict, arch: LLMArchitecture) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
-        self.self_attn = Attention(cfg, arch, rotary)
+        self.self_attn = Attention(cfg, arch)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.mlp = GatedMLP(cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False)))
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x))
+    def forward(self, rope: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(rope, self.input_layernorm(x))
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -60,13 +58,14 @@ class DecoderModel(nn.Module):
         self.rotary = RotaryEmbedding(llm_head_dim(cfg), cfg.get("max_position_embeddings", 32768),
                                       rope_parameters(cfg))
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
-        self.layers = nn.ModuleList(DecoderLayer(cfg, arch, self.rotary) for _ in range(cfg["num_hidden_layers"]))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, arch) for _ in range(cfg["num_hidden_layers"]))
         self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
+        rope = self.rotary(positions, x.dtype)
         for layer in self.layers:
-            x = layer(positions, x)
+            x = layer(rope, x)
         return self.norm(x)
 
 

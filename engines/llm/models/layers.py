@@ -15,10 +15,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        """Normalised in float32, cast back, then scaled: Hugging Face's order, so 16-bit runs round alike."""
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def rope_parameters(cfg: dict) -> dict:
@@ -55,7 +53,7 @@ def _llama3_scaled(inv_freq: torch.Tensor, p: dict) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Neox-style rotation (halves, not interleaved pairs) from a cos/sin table built once."""
+    """Neox-style rotation (halves, not interleaved pairs) from a cos/sin table built once, looked up once a step."""
 
     def __init__(self, head_dim: int, max_position: int, params: dict) -> None:
         super().__init__()
@@ -65,17 +63,18 @@ class RotaryEmbedding(nn.Module):
     def build(self, device: torch.device) -> None:
         inv_freq = inverse_frequencies(self.head_dim, self.params).to(device)
         freqs = torch.outer(torch.arange(self.max_position, device=device, dtype=torch.float32), inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.cos_sin = torch.stack((emb.cos(), emb.sin()))
+        sin = freqs.sin()
+        self.cos_sin = torch.stack((freqs.cos().repeat(1, 2), torch.cat((-sin, sin), dim=-1)))  # sin signed
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self.cos_sin[:, positions].to(q.dtype).unsqueeze(2)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin) for the step's positions, [tokens, 1, head_dim] each, shared by every layer."""
+        cos, sin = self.cos_sin.index_select(1, positions).to(dtype).unsqueeze(2)
+        return cos, sin
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin, with rotate_half's minus sign folded into the table's sin."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
 class GatedMLP(nn.Module):
