@@ -144,7 +144,7 @@ def test_async_tts_round_robin_drop_busy_dead(models):
         broken = await tts.stream(THREE)
         tts.backend.close()  # a piece that fails ends its request with the error; the worker goes on
         third_gate.set()
-        with pytest.raises(RuntimeError, match="synthesis failed"):
+        with pytest.raises(RuntimeError, match="text-to-speech engine failed on this request"):
             await collect(broken)
         kinds = [e.kind for e in tts.events()][-3:]
         assert kinds == ["failed", "dropped", "dropped"] and tts.is_alive() and tts.num_open() == 0

@@ -10,9 +10,11 @@ import asyncio
 import itertools
 import threading
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
-from engines.errors import EngineBusyError, EngineDeadError, EngineFailedError
+from engines.errors import EngineDeadError, EngineFailedError
+from engines.request_streams import RequestStreams
 from orchestrator.workers.channel import Channel
 from orchestrator.workers.messages import Call, Cancel, End, Failed, Item, Opened, RequestType, Result
 
@@ -20,10 +22,9 @@ from orchestrator.workers.messages import Call, Cancel, End, Failed, Item, Opene
 class EngineClient:
     def __init__(self, name: str, max_pending: int = 256) -> None:
         self.name = name
-        self.max_pending = max_pending
         self.channel: Channel | None = None
         self.down_reason = "is starting"
-        self._pending: dict[int | str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._streams = RequestStreams(name, max_pending)
         self._ids = itertools.count()
 
     @classmethod
@@ -39,8 +40,7 @@ class EngineClient:
     def detach(self, reason: str) -> None:
         """The worker is gone: every waiting call ends with a 503 that says why."""
         self.channel, self.down_reason = None, reason
-        for key in list(self._pending):
-            self._post(key, EngineDeadError(f"{self.name} {reason}"))
+        self._streams.fail_all(EngineDeadError(f"{self.name} {reason}"))
 
     def is_alive(self) -> bool:
         return self.channel is not None
@@ -60,25 +60,21 @@ class EngineClient:
     def _dispatch(self, message: Any) -> None:
         match message:
             case Failed(id=key, error=error):
-                self._post(key, error.rebuild())
+                self._streams.post(key, error.rebuild())
             case Result(id=key) | Opened(id=key) | Item(id=key) | End(id=key):
-                self._post(key, message)
+                self._streams.post(key, message)
 
     def _open(self, key: int | str | None = None) -> tuple[int | str, asyncio.Queue]:
+        """A reply queue for a new call: EngineDeadError while no worker is attached, then the busy bound."""
         if self.channel is None:
             raise EngineDeadError(f"{self.name} {self.down_reason}")
-        if len(self._pending) >= self.max_pending:
-            raise EngineBusyError(f"{self.name} has {len(self._pending)} requests in flight (the limit is "
-                                  f"{self.max_pending})")
-        key, replies = next(self._ids) if key is None else key, asyncio.Queue()
-        self._pending[key] = (asyncio.get_running_loop(), replies)
-        return key, replies
+        key = next(self._ids) if key is None else key
+        return key, self._streams.open(key)
 
-    def _post(self, key: int | str, item: Any) -> None:
-        target = self._pending.get(key)
-        if target is not None:
-            loop, replies = target
-            loop.call_soon_threadsafe(replies.put_nowait, item)
+    def _tell(self, message: Any) -> None:
+        """Send a notice the worker may miss (a caller left early): nothing if no worker is attached."""
+        if self.channel is not None:
+            self.channel.send(message)
 
     def _send(self, message: Any) -> None:
         channel = self.channel
@@ -95,7 +91,7 @@ class EngineClient:
                 raise reply
             return reply.value
         finally:
-            self._pending.pop(key, None)
+            self._streams.close(key)
 
     async def open_stream(self, type_: RequestType, *args: Any) -> AsyncIterator[Any]:
         """Start a streaming call in the worker; its refusal raises here, its items come from the result."""
@@ -104,28 +100,17 @@ class EngineClient:
             self._send(Call(key, type_, args))
             reply = await replies.get()
         except BaseException:
-            self._pending.pop(key, None)
+            self._streams.close(key)
             raise
         if not isinstance(reply, Opened):
-            self._pending.pop(key, None)
+            self._streams.close(key)
             if isinstance(reply, BaseException):
                 raise reply
             raise EngineFailedError(f"{self.name}: {type_!s} did not stream")
         return self._items(key, replies)
 
     async def _items(self, key: int, replies: asyncio.Queue) -> AsyncIterator[Any]:
-        done = False
-        try:
-            while True:
-                reply = await replies.get()
-                if isinstance(reply, Item):
-                    yield reply.value
-                    continue
-                done = True
-                if isinstance(reply, BaseException):
-                    raise reply
-                return
-        finally:
-            self._pending.pop(key, None)
-            if not done and self.channel is not None:
-                self.channel.send(Cancel(key))
+        async with aclosing(self._streams.follow(key, replies, lambda reply: isinstance(reply, End),
+                                                 lambda: self._tell(Cancel(key)), yield_last=False)) as items:
+            async for item in items:
+                yield item.value

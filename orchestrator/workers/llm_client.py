@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-from engines.errors import EngineDeadError
 from engines.llm.outputs import EngineStats, RequestOutput
 from engines.llm.requests import AbortRequest, AddRequest
 from engines.llm.sampling_params import SamplingParams
@@ -36,36 +36,26 @@ class LLMClient(EngineClient):
         match message:
             case StepOutputs(outputs=outputs, stats=stats):
                 for out in outputs:
-                    self._post(out.request_id, out)
+                    self._streams.post(out.request_id, out)
                 self._stats = stats
             case Failed(id=request_id, error=error):
-                self._post(request_id, error.rebuild())
+                self._streams.post(request_id, error.rebuild())
 
     async def generate(self, prompt: str | list[int], params: SamplingParams | None = None,
                        request_id: str | None = None, priority: Priority | str = Priority.INTERACTIVE
                        ) -> AsyncIterator[RequestOutput]:
         """Stream one request's outputs; closing the generator aborts it in the worker."""
         request_id = request_id or f"req-{uuid.uuid4().hex}"
-        if self.channel is None:
-            raise EngineDeadError(f"{self.name} {self.down_reason}")
         key, replies = self._open(request_id)
-        finished = False
         try:
             self._send(AddRequest(request_id, prompt, params, priority))
-            while True:
-                out = await replies.get()
-                if isinstance(out, BaseException):
-                    finished = True
-                    raise out
-                finished = out.finished
+        except BaseException:
+            self._streams.close(key)
+            raise
+        async with aclosing(self._streams.follow(key, replies, lambda out: out.finished,
+                                                 lambda: self._tell(AbortRequest(request_id)))) as outputs:
+            async for out in outputs:
                 yield out
-                if finished:
-                    return
-        finally:
-            self._pending.pop(key, None)
-            if not finished and self.channel is not None:
-                self.channel.send(AbortRequest(request_id))
 
     def abort(self, request_id: str) -> None:
-        if self.channel is not None:
-            self.channel.send(AbortRequest(request_id))
+        self._tell(AbortRequest(request_id))
