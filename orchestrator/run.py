@@ -92,6 +92,7 @@ def _start_and_serve(stack, plan, opts: RunOptions, console: Console, errors: Co
     from orchestrator.workers.handle import WorkerStartError
 
     supervisor = Supervisor(stack, plan, opts.log_level)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # while starting, SIGTERM stops as Ctrl-C does
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                       transient=True) as progress:

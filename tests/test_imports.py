@@ -30,6 +30,21 @@ def test_planner_and_cli_without_torch():
     assert '"fits": true' in result.stdout
 
 
+def test_server_supervisor_and_cli_import_without_torch_or_transformers():
+    """A server whose engines live in workers (or elsewhere) loads neither; the LLM's tokenizer brings transformers
+    only when an LLM is attached."""
+    code = BLOCK_TORCH.replace('name == "torch" or name.startswith("torch.")',
+                               'name.split(".")[0] in ("torch", "transformers")') + textwrap.dedent("""
+        import orchestrator.server.app, orchestrator.supervisor, orchestrator.run, orchestrator.cli
+        from orchestrator.server.app import build_app
+        from orchestrator.server.companions import Companions
+        build_app(None, "key", Companions())
+        assert not {"torch", "transformers"} & set(sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 OURS = ("orchestrator", "budget", "engines", "llm_kernels")
 
 

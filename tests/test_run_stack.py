@@ -221,11 +221,19 @@ def ready_stack(models: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, s
     return proc, log, url
 
 
-def test_ctrl_c_stops_every_worker_by_itself_with_nothing_but_shutdown_lines(demo_models, tmp_path):
+STOPS = {
+    "ctrl-c": lambda pid: os.killpg(pid, signal.SIGINT),          # a terminal's Ctrl-C reaches the whole group
+    "sigterm": lambda pid: os.kill(pid, signal.SIGTERM),          # `kill`, systemd's default
+    "group-sigterm": lambda pid: os.killpg(pid, signal.SIGTERM),  # `timeout`, supervisord's killasgroup, containers
+}
+
+
+@pytest.mark.parametrize("how", STOPS)
+def test_every_stop_signal_stops_every_worker_by_itself_with_nothing_but_shutdown_lines(demo_models, tmp_path, how):
     proc, log, _ = ready_stack(demo_models, tmp_path)
     pids = worker_pids(log)
     before = len(log.read_text())
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    STOPS[how](proc.pid)
     assert proc.wait(timeout=30) == 0
     after = log.read_text()[before:]
     lines = [line for line in after.splitlines() if line.strip()]

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from engines.llm.block_manager import BlockManager
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
-from engines.llm.sequence import Priority, Sequence, SequenceStatus
+from engines.llm.requests import Priority
+from engines.llm.sequence import Sequence, SequenceStatus
 
 BLOCK = 16
 BASES = [[random.Random(k).randrange(50) for _ in range(200)] for k in range(2)]  # shared prompt prefixes

@@ -1,7 +1,14 @@
 """Speech-to-text: faster-whisper (CTranslate2) behind the engine lifecycle, and its asyncio front."""
-from engines.asr.async_asr import AsyncASR
-from engines.asr.outputs import Segment, TranscribeOptions, Transcription, Word
-from engines.asr.whisper import WhisperASR
-from engines.errors import OptionError
+from engines.exports import lazy_exports
 
-__all__ = ["AsyncASR", "OptionError", "Segment", "TranscribeOptions", "Transcription", "WhisperASR", "Word"]
+_HOMES = {
+    "AsyncASR": "engines.asr.async_asr",
+    "Segment": "engines.asr.outputs",
+    "TranscribeOptions": "engines.asr.outputs",
+    "Transcription": "engines.asr.outputs",
+    "Word": "engines.asr.outputs",
+    "WhisperASR": "engines.asr.whisper",
+    "OptionError": "engines.errors",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -1,6 +1,12 @@
 """Text embeddings: a sentence-transformers engine and the async wrapper servers call."""
-from engines.embedding.async_embedder import AsyncEmbedder
-from engines.embedding.embedder import EmbeddingResult, SentenceEmbedder
-from engines.errors import DimensionsError, EmbeddingInputError
+from engines.exports import lazy_exports
 
-__all__ = ["AsyncEmbedder", "DimensionsError", "EmbeddingInputError", "EmbeddingResult", "SentenceEmbedder"]
+_HOMES = {
+    "AsyncEmbedder": "engines.embedding.async_embedder",
+    "EmbeddingResult": "engines.embedding.embedder",
+    "SentenceEmbedder": "engines.embedding.embedder",
+    "DimensionsError": "engines.errors",
+    "EmbeddingInputError": "engines.errors",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

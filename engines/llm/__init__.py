@@ -1,9 +1,13 @@
 """The LLM engine: paged KV cache, continuous batching, our own Qwen3 / Qwen2 / Llama models."""
-from engines.llm.async_llm import AsyncLLM
-from engines.llm.config import EngineConfig
-from engines.llm.llm_engine import LLMEngine
-from engines.llm.outputs import RequestOutput
-from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
+from engines.exports import lazy_exports
 
-__all__ = ["AsyncLLM", "EngineConfig", "LLMEngine", "Priority", "RequestOutput", "SamplingParams"]
+_HOMES = {
+    "AsyncLLM": "engines.llm.async_llm",
+    "EngineConfig": "engines.llm.config",
+    "LLMEngine": "engines.llm.llm_engine",
+    "RequestOutput": "engines.llm.outputs",
+    "SamplingParams": "engines.llm.sampling_params",
+    "Priority": "engines.llm.requests",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

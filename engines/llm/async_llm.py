@@ -17,7 +17,7 @@ from engines.llm.llm_engine import LLMEngine
 from engines.llm.outputs import EngineStats, RequestOutput
 from engines.llm.requests import AbortRequest, AddRequest
 from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
+from engines.llm.requests import Priority
 from engines.request_streams import RequestStreams
 
 _request_ids = itertools.count()

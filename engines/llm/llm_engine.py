@@ -19,7 +19,8 @@ from engines.llm.outputs import CompletionOutput, EngineStats, RequestOutput, To
 from engines.llm.sampler import SampledToken
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
-from engines.llm.sequence import Priority, Sequence
+from engines.llm.requests import Priority
+from engines.llm.sequence import Sequence
 from engines.llm.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)

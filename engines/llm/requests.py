@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
+
+
+class Priority(IntEnum):
+    """Lower runs first: a voice turn is never queued behind background work."""
+    INTERACTIVE = 0
+    BATCH = 1
 
 
 @dataclass(slots=True)

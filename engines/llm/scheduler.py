@@ -12,7 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from engines.llm.block_manager import BlockManager
-from engines.llm.sequence import Priority, Sequence, SequenceStatus
+from engines.llm.requests import Priority
+from engines.llm.sequence import Sequence, SequenceStatus
 
 
 @dataclass(slots=True)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import Enum
 
 import torch
 
+from engines.llm.requests import Priority
 from engines.llm.sampling_params import SamplingParams
 
 
@@ -14,12 +15,6 @@ class SequenceStatus(Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
-
-
-class Priority(IntEnum):
-    """Lower runs first: a voice turn is never queued behind background work."""
-    INTERACTIVE = 0
-    BATCH = 1
 
 
 _ids = itertools.count()

@@ -1,9 +1,18 @@
 """Text to speech: a backend interface, the VITS backend, the sentence splitter and the asyncio front."""
-from engines.errors import UnknownVoiceError
-from engines.tts.async_tts import AsyncTTS, AudioChunk, SpeechStream, TTSEvent
-from engines.tts.backend import OPENAI_VOICES, TTSBackend, Voice
-from engines.tts.text_split import SentenceSplitter, split_text
-from engines.tts.vits import VitsBackend
+from engines.exports import lazy_exports
 
-__all__ = ["AsyncTTS", "AudioChunk", "OPENAI_VOICES", "SentenceSplitter", "SpeechStream", "TTSBackend",
-           "TTSEvent", "UnknownVoiceError", "Voice", "VitsBackend", "split_text"]
+_HOMES = {
+    "UnknownVoiceError": "engines.errors",
+    "AsyncTTS": "engines.tts.async_tts",
+    "AudioChunk": "engines.tts.async_tts",
+    "SpeechStream": "engines.tts.async_tts",
+    "TTSEvent": "engines.tts.async_tts",
+    "OPENAI_VOICES": "engines.tts.backend",
+    "TTSBackend": "engines.tts.backend",
+    "Voice": "engines.tts.backend",
+    "SentenceSplitter": "engines.tts.text_split",
+    "split_text": "engines.tts.text_split",
+    "VitsBackend": "engines.tts.vits",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -1,7 +1,11 @@
 """Voice activity detection: Silero VAD, shared by many streams, each with its own state."""
-from engines.vad.async_vad import AsyncVAD
-from engines.vad.detector import VADEvent
-from engines.vad.silero import SileroVAD
-from engines.vad.stream import VADStream
+from engines.exports import lazy_exports
 
-__all__ = ["AsyncVAD", "SileroVAD", "VADEvent", "VADStream"]
+_HOMES = {
+    "AsyncVAD": "engines.vad.async_vad",
+    "VADEvent": "engines.vad.detector",
+    "SileroVAD": "engines.vad.silero",
+    "VADStream": "engines.vad.stream",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -1,9 +1,10 @@
 """Messages to a prompt through the model's own chat template (transformers), tools and switches passed in."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # the tokenizer comes with the LLM; the server itself does not import transformers
+    from transformers import PreTrainedTokenizerBase
 
 from orchestrator.server.errors import OpenAIError
 from orchestrator.server.protocol import ChatCompletionRequest

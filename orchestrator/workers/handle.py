@@ -68,15 +68,12 @@ class WorkerHandle:
             channel.close()
 
     def stop(self, channel: Channel | None = None, timeout: float = 2.0) -> None:
-        """Ask politely, then terminate, then kill: no worker outlives the supervisor."""
+        """Ask politely, then kill (a worker ignores SIGTERM: only its supervisor stops it): none outlives us."""
         if self.process is None:
             return
         self.ask_to_stop(channel)
         self.process.join(timeout)
         if self.process.is_alive():
-            log.warning("%s did not stop in %.0f s; terminating it", self.ws.name, timeout)
-            self.process.terminate()
-            self.process.join(1)
-        if self.process.is_alive():
+            log.warning("%s did not stop in %.0f s; killing it", self.ws.name, timeout)
             self.process.kill()
             self.process.join(1)

@@ -9,7 +9,7 @@ from typing import Any
 from engines.llm.outputs import EngineStats, RequestOutput
 from engines.llm.requests import AbortRequest, AddRequest
 from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
+from engines.llm.requests import Priority
 from orchestrator.workers.client import EngineClient
 from orchestrator.workers.messages import Failed, StepOutputs
 

@@ -38,7 +38,11 @@ class WorkerSpec:
 def worker_main(conn: Connection, ws: WorkerSpec) -> None:
     """Entry point of the spawned process; every failure goes back to the supervisor as text, never a traceback."""
     os.environ.update(ws.env)  # first: CUDA reads which cards it may see once, when it starts
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the supervisor stops us
+    # Ctrl-C, and a SIGTERM sent to the whole process group (`timeout`, container runtimes), reach us too: the
+    # supervisor alone stops workers, so every stop takes its one path (and a supervisor killed outright is
+    # noticed by the parent watch below).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=ws.log_level, format=f"%(asctime)s {ws.name} %(levelname)s %(name)s: %(message)s")
     channel = Channel(conn)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from engines.errors import EngineDeadError
 from engines.llm.sampling_params import SamplingParams
-from engines.llm.sequence import Priority
+from engines.llm.requests import Priority
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.errors import OpenAIError
 from orchestrator.server.realtime.events import usage_dict
