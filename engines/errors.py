@@ -45,6 +45,8 @@ class EngineBusyError(RuntimeError):
 class EngineDeadError(RuntimeError):
     """The engine has stopped or its worker died; no request can be served now (HTTP 503)."""
 
+    code = "engine_unavailable"   # the OpenAI error body's code; an upstream names itself
+
 
 class EngineFailedError(RuntimeError):
     """The engine failed on this request (a bug or a device fault, HTTP 500); it keeps serving the others."""

@@ -124,7 +124,6 @@ def build_stack_app(stack, supervisor, api_key: str | None):
     from orchestrator.server.companions import Companions
     from orchestrator.server.metrics import Metrics
     from orchestrator.server.state import LLMState
-    from orchestrator.server.upstream import Upstream
 
     llm_state, companions = None, Companions()
     for spec in stack.models:
@@ -133,10 +132,8 @@ def build_stack_app(stack, supervisor, api_key: str | None):
             template_kwargs = dict(spec.chat_template_kwargs)
             if spec.enable_thinking is not None:
                 template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
-            upstream = client if isinstance(client, Upstream) else None
-            llm_state = LLMState(None if upstream else client, spec.name, supervisor.infos[spec.name]["max_model_len"],
-                                 template_kwargs, spec.seed, spec.tool_call_parser, spec.reasoning_parser,
-                                 tuple(spec.aliases), upstream)
+            llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
+                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser, tuple(spec.aliases))
         else:
             companions.add(spec.kind, spec.name, client, spec.aliases)
     metrics = Metrics()

@@ -125,7 +125,7 @@ class Supervisor:
 
     def _start_upstream(self, p: ModelPlan, spec, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
         """An LLM served over HTTP: a url we only route to, or a server we launch with the plan's share."""
-        from orchestrator.server.upstream import Upstream
+        from orchestrator.workers.upstream import Upstream
 
         name = spec.name
         self.infos[name] = {"max_model_len": spec.max_model_len or 0}

@@ -39,8 +39,8 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
     app.state.companions = companions or Companions()
     app.state.api_key = api_key or None
     app.state.metrics = metrics or Metrics()
-    if llm_state is not None and llm_state.llm is not None:
-        app.state.metrics.llm_stats = lambda: llm_state.llm.stats
+    if llm_state is not None:
+        app.state.metrics.llm_stats = llm_state.serving.stats
     app.state.voice = voice
     sessions = app.state.realtime_sessions = set()
     app.state.metrics.realtime_live = lambda: (len(sessions), sum(len(s.tasks) for s in sessions))

@@ -31,7 +31,7 @@ def engine_error(error: EngineInputError | EngineBusyError | EngineDeadError | E
         return OpenAIError(429, f"the server is busy: {error}; retry shortly", code="too_many_requests",
                            headers={"Retry-After": "1"})
     if isinstance(error, EngineDeadError):
-        return OpenAIError(503, f"{error}; retry shortly", code="engine_unavailable", headers={"Retry-After": "5"})
+        return OpenAIError(503, f"{error}; retry shortly", code=error.code, headers={"Retry-After": "5"})
     return OpenAIError(500, str(error), code="engine_error")
 
 

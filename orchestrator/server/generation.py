@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from engines.llm.outputs import RequestOutput, TokenLogprob
 from engines.llm.sampling_params import SamplingParams
+from engines.protocols import LLMProtocol
 from orchestrator.server.errors import OpenAIError
 from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import SamplingFields
-from orchestrator.server.state import LLMState
 
 T = TypeVar("T")
 
@@ -43,13 +43,13 @@ def check_n(n: int, best_of: int | None = None) -> None:
         raise OpenAIError(400, f"best_of={best_of} is not supported; send best_of=1 (or leave it out)", "best_of")
 
 
-async def start(state: LLMState, prompt_ids: list[int], params: SamplingParams, request_id: str,
+async def start(llm: LLMProtocol, prompt_ids: list[int], params: SamplingParams, request_id: str,
                 timer: TokenTimer) -> AsyncIterator[RequestOutput]:
     """Queue the request and wait for its first output, so refusals become HTTP errors before any streaming.
 
     The engine's errors (400 with their param, 429, 503) go to the app's handlers.
     """
-    stream = state.llm.generate(prompt_ids, params, request_id=request_id)
+    stream = llm.generate(prompt_ids, params, request_id=request_id)
     first = await anext(stream)
     timer.step(len(first.delta_token_ids), first.num_prompt_tokens, first.num_cached_tokens)
 

@@ -6,14 +6,15 @@ from typing import Any
 
 from fastapi import Request
 
-from engines.protocols import EngineFront, LLMProtocol
+from engines.protocols import LLMProtocol
 from orchestrator.server.errors import OpenAIError
-from orchestrator.server.upstream import Upstream
+from orchestrator.server.llm_serving import LLMServing, serving_for
+from orchestrator.workers.upstream import Upstream
 
 
 @dataclass(slots=True)
 class LLMState:
-    llm: LLMProtocol | None               # AsyncLLM in this process, an LLM worker's client; None: upstream serves
+    llm: LLMProtocol | Upstream           # AsyncLLM in this process, an LLM worker's client, or an upstream server
     served_name: str
     max_model_len: int
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -21,12 +22,10 @@ class LLMState:
     tool_call_parser: str | None = None   # "hermes", or None: requests with tools are refused
     reasoning_parser: str | None = None   # "qwen3": <think> text goes to reasoning_content
     aliases: tuple[str, ...] = ()         # more names clients may ask for
-    upstream: Upstream | None = None      # an OpenAI server we pass requests on to (url:, or one we launched)
+    serving: LLMServing = field(init=False)  # what the routes call, whichever `llm` is
 
-    @property
-    def front(self) -> EngineFront:
-        """What answers for the LLM's health: our engine, or the upstream server."""
-        return self.upstream if self.upstream is not None else self.llm
+    def __post_init__(self) -> None:
+        self.serving = serving_for(self.llm)
 
     def check_model(self, name: str) -> None:
         if name != self.served_name and name not in self.aliases:

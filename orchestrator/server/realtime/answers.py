@@ -8,14 +8,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from typing import TYPE_CHECKING
+
 from engines.errors import EngineDeadError
-from engines.llm.sampling_params import SamplingParams
 from engines.llm.requests import Priority
+from engines.llm.sampling_params import SamplingParams
+from engines.protocols import LLMProtocol
 from orchestrator.server.chat_output import ChatOutput
-from orchestrator.server.errors import OpenAIError
 from orchestrator.server.realtime.events import usage_dict
 from orchestrator.server.realtime.prompt import render_prompt
-from orchestrator.server.state import LLMState
+from orchestrator.workers.upstream import Upstream
+
+if TYPE_CHECKING:
+    from orchestrator.server.state import LLMState
 
 
 @dataclass(slots=True)
@@ -54,11 +59,11 @@ class Answers(Protocol):
 class LocalAnswers:
     """Our engine: the conversation through the model's chat template, the output read by our parsers."""
 
-    def __init__(self, state: LLMState) -> None:
-        self.state = state
+    def __init__(self, state: LLMState, llm: LLMProtocol) -> None:
+        self.state, self.llm = state, llm
 
     async def prompt(self, instructions, messages, tools, temperature, max_tokens) -> Prompt:
-        ids, room = await render_prompt(self.state, instructions, messages, tools.tools if tools else None,
+        ids, room = await render_prompt(self.state, self.llm.tokenizer, instructions, messages, tools.tools if tools else None,
                                         tools.forced if tools else "")
         params = SamplingParams(temperature=temperature, max_tokens=room if max_tokens is None else
                                 min(max_tokens, room), seed=self.state.seed)
@@ -69,7 +74,7 @@ class LocalAnswers:
         tools = prompt.tools
         output = ChatOutput(tools is not None, self.state.reasoning_parser is not None, tools.forced if tools else "",
                             tools.names if tools else frozenset())
-        stream = self.state.llm.generate(list(ids), params, priority=Priority.INTERACTIVE)
+        stream = self.llm.generate(list(ids), params, priority=Priority.INTERACTIVE)
         try:
             async for out in stream:
                 delta = output.update(out.delta_text, out.finished)
@@ -83,8 +88,8 @@ class LocalAnswers:
 class UpstreamAnswers:
     """An OpenAI server: the messages go as they are, and its stream's deltas come back."""
 
-    def __init__(self, state: LLMState) -> None:
-        self.state = state
+    def __init__(self, state: LLMState, upstream: Upstream) -> None:
+        self.state, self.upstream = state, upstream
 
     async def prompt(self, instructions, messages, tools, temperature, max_tokens) -> Prompt:
         system = [{"role": "system", "content": instructions}] if instructions else []
@@ -99,10 +104,7 @@ class UpstreamAnswers:
         return Prompt(json.dumps(body, sort_keys=True), max_tokens, tools)
 
     async def answer(self, prompt: Prompt) -> AsyncIterator[AnswerDelta]:
-        try:
-            response = await self.state.upstream.open("chat/completions", json.loads(prompt.key))
-        except OpenAIError as error:  # unreachable, or 5xx: the response fails as on a dead engine
-            raise EngineDeadError(error.message) from None
+        response = await self.upstream.open("chat/completions", json.loads(prompt.key))  # EngineDeadError if down
         try:
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace")[:300]
@@ -127,7 +129,3 @@ def _delta(chunk: dict) -> AnswerDelta:
         out.tool_calls += delta.get("tool_calls") or []
         out.finish_reason = choice.get("finish_reason") or out.finish_reason
     return out
-
-
-def answers_for(state: LLMState) -> Answers:
-    return UpstreamAnswers(state) if state.upstream is not None else LocalAnswers(state)

@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import asyncio
 
+from typing import TYPE_CHECKING
+
 from orchestrator.server.realtime.events import ClientError
-from orchestrator.server.state import LLMState
+
+if TYPE_CHECKING:
+    from orchestrator.server.state import LLMState
 
 MIN_REPLY_TOKENS = 64  # room a voice reply needs at least; older turns are dropped to keep it
 
 
-async def render_prompt(state: LLMState, instructions: str | None, turns: list[dict], tools: list[dict] | None = None,
+async def render_prompt(state: LLMState, tokenizer, instructions: str | None, turns: list[dict], tools: list[dict] | None = None,
                         forced: str = "") -> tuple[list[int], int]:
     """(prompt token ids, tokens left for the reply), rendered off the event loop; `forced` follows the template."""
-    return await asyncio.to_thread(_render, state, instructions, turns, tools, forced)
+    return await asyncio.to_thread(_render, state, tokenizer, instructions, turns, tools, forced)
 
 
-def _render(state: LLMState, instructions: str | None, turns: list[dict], tools: list[dict] | None,
+def _render(state: LLMState, tokenizer, instructions: str | None, turns: list[dict], tools: list[dict] | None,
             forced: str) -> tuple[list[int], int]:
-    tokenizer = state.llm.tokenizer
     if tokenizer.chat_template is None:
         raise ClientError("the voice LLM has no chat template, so it cannot hold a conversation; use an instruct "
                           "model", "model_not_supported")

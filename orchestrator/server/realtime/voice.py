@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engines.protocols import ASRProtocol, TTSProtocol, VADProtocol
-from orchestrator.server.realtime.answers import Answers, answers_for
+from orchestrator.server.realtime.answers import Answers
 from orchestrator.server.state import LLMState
 
 # OpenAI's realtime model names, so clients with a hard-coded model reach the stack's voice LLM.
@@ -31,7 +31,7 @@ class VoiceEngines:
     answers: Answers = field(init=False)  # our LLM or its upstream, behind one shape
 
     def __post_init__(self) -> None:
-        self.answers = answers_for(self.llm)
+        self.answers = self.llm.serving.answers(self.llm)
 
     def model_matches(self, name: str | None) -> bool:
         return name is None or name == self.llm.served_name or name.startswith(REALTIME_ALIASES)

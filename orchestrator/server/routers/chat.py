@@ -1,25 +1,11 @@
-"""POST /v1/chat/completions, streamed (SSE) and not."""
+"""POST /v1/chat/completions, streamed (SSE) and not, by the LLM's serving interface."""
 from __future__ import annotations
-
-import time
-import uuid
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 
-from engines.llm.outputs import RequestOutput
-from engines.llm.parsers.hermes import forcing_prefix
 from orchestrator.server.auth import require_api_key
-from orchestrator.server.chat_output import ChatOutput
-from orchestrator.server.chat_template import render_chat
-from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import check_n, final_output, off_loop_if_large, sampling_params, start, usage
-from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import ChatCompletionRequest
-from orchestrator.server.sse import DONE, event, guarded
-from orchestrator.server.state import LLMState, llm_state
-from orchestrator.server.streaming import ClosingStreamingResponse
-from orchestrator.server.upstream import proxy
+from orchestrator.server.state import llm_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -28,97 +14,4 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
-    if state.upstream is not None:
-        return await proxy(request, state.upstream, "chat/completions")
-    check_n(body.n, body.best_of)
-    tools_on, forced = _tool_mode(state, body)
-    prompt_ids = await off_loop_if_large(request, _prompt_ids, state, body, tools_on, forced)
-    names = frozenset(t.function.name for t in body.tools or ()) if tools_on else frozenset()
-    output = ChatOutput(tools_on, state.reasoning_parser is not None, forced, names)
-    max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
-    top = body.top_logprobs or 0
-    params = sampling_params(body, max_tokens, state.seed, top if body.logprobs else None)
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    outputs = await start(state, prompt_ids, params, request_id, TokenTimer(request.app.state.metrics))
-    if body.stream:
-        return ClosingStreamingResponse(guarded(_stream(state, body, request_id, outputs, output, body.include_usage)),
-                                        media_type="text/event-stream")
-    final, text, logprobs = await final_output(outputs)
-    message = output.message(text)
-    return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": state.served_name,
-            "choices": [{"index": 0, "message": message,
-                         "logprobs": _logprobs(state, logprobs) if body.logprobs else None,
-                         "finish_reason": _finish_reason(final, output)}],
-            "usage": usage(final)}
-
-
-def _prompt_ids(state: LLMState, body: ChatCompletionRequest, tools_on: bool, forced: str) -> list[int]:
-    """Render the chat template and tokenize: milliseconds to seconds of CPU for long chats, so run in a thread."""
-    prompt = render_chat(state.llm.tokenizer, body, state.chat_template_kwargs, tools_on) + forced
-    return state.llm.tokenizer.encode(prompt, add_special_tokens=False)
-
-
-def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]:
-    """Whether tool calls are parsed, and the text that forces one (tool_choice required or a named function)."""
-    choice = body.tool_choice
-    if not body.tools:
-        if choice not in (None, "none", "auto"):
-            raise OpenAIError(400, "tool_choice needs a non-empty tools list", "tool_choice")
-        return False, ""
-    if not state.tool_call_parser:
-        raise OpenAIError(400, f"model {state.served_name!r} does not support tools: this server has no tool call "
-                               f"parser (set tool_call_parser: hermes in the stack)", "tools")
-    names = [t.function.name for t in body.tools]
-    if choice in (None, "auto"):
-        return True, ""
-    if choice == "none":
-        return False, ""
-    if choice == "required":
-        return True, forcing_prefix(None)
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if name not in names:
-            raise OpenAIError(400, f"tool_choice names {name!r}, which is not among the tools ({', '.join(map(str, names))})",
-                              "tool_choice")
-        return True, forcing_prefix(name)
-    raise OpenAIError(400, "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", "
-                           "\"function\": {\"name\": ...}}", "tool_choice")
-
-
-def _finish_reason(final: RequestOutput, output: ChatOutput) -> str | None:
-    return "tool_calls" if output.called and final.finish_reason == "stop" else final.finish_reason
-
-
-def _logprobs(state: LLMState, entries) -> dict:
-    tokenizer = state.llm.tokenizer
-
-    def item(token_id: int, logprob: float) -> dict:
-        text = tokenizer.decode([token_id])
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
-
-    return {"content": [{**item(e.token_id, e.logprob),
-                         "top_logprobs": [item(t, v) for t, v in e.top_logprobs.items()]} for e in entries]}
-
-
-async def _stream(state: LLMState, body: ChatCompletionRequest, request_id: str,
-                  outputs: AsyncIterator[RequestOutput], output: ChatOutput, include_usage: bool) -> AsyncIterator[str]:
-    created = int(time.time())
-
-    def chunk(delta: dict, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
-        return event({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                      "model": state.served_name,
-                      "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]})
-
-    yield chunk({"role": "assistant", "content": ""})
-    last = None
-    async for out in outputs:
-        last = out
-        logprobs = _logprobs(state, out.logprobs) if body.logprobs else None
-        delta = output.update(out.delta_text, out.finished)
-        if delta or logprobs:
-            yield chunk(delta, logprobs=logprobs)
-    yield chunk({}, _finish_reason(last, output))
-    if include_usage:
-        yield event({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                     "model": state.served_name, "choices": [], "usage": usage(last)})
-    yield DONE
+    return await state.serving.chat(state, body, request)

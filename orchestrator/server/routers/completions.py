@@ -1,22 +1,11 @@
-"""POST /v1/completions: a plain prompt (text or token ids), streamed or not."""
+"""POST /v1/completions: a plain prompt (text or token ids), streamed or not, by the LLM's serving interface."""
 from __future__ import annotations
-
-import time
-import uuid
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 
-from engines.llm.outputs import RequestOutput, TokenLogprob
 from orchestrator.server.auth import require_api_key
-from orchestrator.server.errors import OpenAIError
-from orchestrator.server.generation import check_n, final_output, off_loop_if_large, sampling_params, start, usage
-from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import CompletionRequest
-from orchestrator.server.sse import DONE, event, guarded
-from orchestrator.server.state import LLMState, llm_state
-from orchestrator.server.streaming import ClosingStreamingResponse
-from orchestrator.server.upstream import proxy
+from orchestrator.server.state import llm_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -25,67 +14,4 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def completions(body: CompletionRequest, request: Request):
     state = llm_state(request)
     state.check_model(body.model)
-    if state.upstream is not None:
-        return await proxy(request, state.upstream, "completions")
-    check_n(body.n, body.best_of)
-    if body.logprobs is not None and body.echo:
-        raise OpenAIError(400, "echo with logprobs needs the prompt's logprobs, which this server does not compute; "
-                               "send one or the other", "echo")
-    prompt = body.prompt
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-        if len(prompt) != 1:
-            raise OpenAIError(400, "send one prompt per request", "prompt")
-        prompt = prompt[0]
-    prompt_ids = await off_loop_if_large(request, state.llm.tokenizer.encode, prompt, add_special_tokens=False) \
-        if isinstance(prompt, str) else prompt
-    max_tokens = state.max_tokens(len(prompt_ids), body.max_tokens if body.max_tokens is not None else 16)
-    params = sampling_params(body, max_tokens, state.seed, body.logprobs)
-    request_id = f"cmpl-{uuid.uuid4().hex}"
-    outputs = await start(state, list(prompt_ids), params, request_id, TokenTimer(request.app.state.metrics))
-    echo = prompt if body.echo and isinstance(prompt, str) else ""
-    if body.stream:
-        return ClosingStreamingResponse(guarded(_stream(state, request_id, outputs, echo, body.include_usage,
-                                                 body.logprobs is not None)), media_type="text/event-stream")
-    final, text, entries = await final_output(outputs)
-    logprobs = _logprobs(state, entries, 0)[0] if body.logprobs is not None else None
-    return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": state.served_name,
-            "choices": [{"index": 0, "text": echo + text, "logprobs": logprobs, "finish_reason": final.finish_reason}],
-            "usage": usage(final)}
-
-
-def _logprobs(state: LLMState, entries: list[TokenLogprob], offset: int) -> tuple[dict, int]:
-    """The legacy completions shape (tokens, token_logprobs, top_logprobs, text_offset) and the offset after it."""
-    decode = state.llm.tokenizer.decode
-    tokens, offsets = [], []
-    for entry in entries:
-        tokens.append(decode([entry.token_id]))
-        offsets.append(offset)
-        offset += len(tokens[-1])
-    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{decode([t]): v for t, v in e.top_logprobs.items()} for e in entries],
-            "text_offset": offsets}, offset
-
-
-async def _stream(state: LLMState, request_id: str, outputs: AsyncIterator[RequestOutput], echo: str,
-                  include_usage: bool, with_logprobs: bool) -> AsyncIterator[str]:
-    created = int(time.time())
-
-    def chunk(text: str, finish_reason: str | None = None, logprobs: dict | None = None) -> str:
-        return event({"id": request_id, "object": "text_completion", "created": created, "model": state.served_name,
-                      "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]})
-
-    if echo:
-        yield chunk(echo)
-    last, offset = None, 0
-    async for out in outputs:
-        last = out
-        if with_logprobs and out.logprobs:
-            logprobs, offset = _logprobs(state, out.logprobs, offset)
-            yield chunk(out.delta_text, logprobs=logprobs)
-        elif out.delta_text:
-            yield chunk(out.delta_text)
-    yield chunk("", last.finish_reason)
-    if include_usage:
-        yield event({"id": request_id, "object": "text_completion", "created": created, "model": state.served_name,
-                     "choices": [], "usage": usage(last)})
-    yield DONE
+    return await state.serving.completions(state, body, request)

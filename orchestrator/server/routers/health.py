@@ -18,14 +18,12 @@ router = APIRouter()
 async def engines(request: Request) -> dict:
     """Every engine; an LLM on an upstream server is probed now (at most every few seconds): state, error, latency."""
     state = request.app.state.llm_state
-    upstream = state.upstream if state is not None else None
-    probed = await upstream.probe() if upstream is not None else None
+    details = await state.serving.health() if state is not None else {}
     out = []
     for s in request.app.state.metrics.status():
         entry = asdict(s)
-        if probed is not None and s.name == upstream.name:
-            entry |= {"state": probed.state if s.state == "ready" else s.state, "upstream": upstream.base_url,
-                      "last_error": probed.last_error, "latency_ms": probed.latency_ms}
+        if details and s.name == state.served_name:  # a probe's state counts only while the supervisor says ready
+            entry |= {**details, "state": details.get("state", s.state) if s.state == "ready" else s.state}
         out.append(entry)
     cluster = getattr(request.app.state, "cluster", None)  # on Ray Serve: every replica's engines, from its reports
     if cluster is None:

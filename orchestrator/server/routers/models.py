@@ -19,8 +19,7 @@ async def list_models(request: Request) -> dict:
     data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "voice-orchestrator", "kind": kind}
             for name, kind in request.app.state.companions.names()]
     if state is not None:
-        owner = state.upstream.base_url if state.upstream is not None else "voice-orchestrator"
-        data[:0] = [{"id": name, "object": "model", "created": STARTED, "owned_by": owner, "kind": "llm",
+        data[:0] = [{"id": name, "object": "model", "created": STARTED, "owned_by": state.serving.owner, "kind": "llm",
                      "max_model_len": state.max_model_len or None} for name in (state.served_name, *state.aliases)]
     return {"object": "list", "data": data}
 
@@ -30,7 +29,7 @@ async def health(request: Request) -> JSONResponse:
     """200 when every engine serves; 503 naming the ones that do not (the others keep serving meanwhile)."""
     state = request.app.state.llm_state
     down = [f"{s.name} is {s.state}" for s in request.app.state.metrics.status() if s.state != "ready"]
-    if state is not None and not state.front.is_alive() and not down:
+    if state is not None and not state.serving.is_alive() and not down:
         down.append(f"{state.served_name} is down")
     if not down:
         return JSONResponse({"status": "ok"})

@@ -1,29 +1,29 @@
-"""An OpenAI-compatible server we do not run (a lab's vLLM, an Ollama, or one we launched): proxied, and probed.
+"""The client of an OpenAI-compatible server we do not run (a lab's vLLM, an Ollama, or one we launched).
 
-Our routes check our key and the body, then pass the request on with the upstream's key and model name;
-SSE bytes go back as they arrive, and a client that leaves closes the upstream stream at once (which is
-how vLLM and our own server learn to abort). An upstream that cannot be reached, or answers 5xx, is a 503
-with Retry-After for our client, never a hang: connecting has a deadline and so does the first byte.
+It opens requests with the upstream's key and model name, and probes the server's health. An upstream
+that cannot be reached, or answers 5xx, is a 503 with Retry-After for our client, never a hang:
+connecting has a deadline and so does the first byte. The server serves it through
+`orchestrator/server/llm_serving.py`, beside our own engine.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-from fastapi import Request
-from fastapi.responses import Response
 
-from orchestrator.server.errors import OpenAIError
-from orchestrator.server.streaming import ClosingStreamingResponse, StreamAborted
+from engines.errors import EngineDeadError
 
 log = logging.getLogger(__name__)
 CONNECT_S, FIRST_BYTE_S = 5.0, 120.0  # a long prompt may take a while to prefill; tokens then flow without limit
 PROBE_EVERY_S = 5.0
-RETRY_AFTER_S = "5"
+
+
+class UpstreamUnavailableError(EngineDeadError):
+    """The upstream cannot be reached or answered 5xx: a 503 with Retry-After, as a dead engine is."""
+
+    code = "upstream_unavailable"
 
 
 @dataclass(slots=True)
@@ -82,31 +82,5 @@ class Upstream:
         log.warning("upstream %s (%s): %s", self.name, self.base_url, error)
         self.health = UpstreamHealth(state, error, None, time.monotonic())
 
-    def _unavailable(self, why: str) -> OpenAIError:
-        return OpenAIError(503, f"the model {self.name!r} is served by {self.base_url}, and {why}; retry shortly",
-                           code="upstream_unavailable", headers={"Retry-After": RETRY_AFTER_S})
-
-
-async def proxy(request: Request, upstream: Upstream, path: str) -> Response:
-    """Pass a validated OpenAI request on; the answer (SSE or JSON, success or the upstream's 4xx) comes back as is."""
-    body = json.loads(await request.body())
-    response = await upstream.open(path, body)
-    media = response.headers.get("content-type", "application/json")
-    if body.get("stream") and response.status_code == 200:
-        return ClosingStreamingResponse(_relay(response), media_type=media)
-    try:
-        content = await response.aread()
-    finally:
-        await response.aclose()
-    return Response(content, status_code=response.status_code, media_type=media)
-
-
-async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The upstream's bytes as they arrive; closing this closes the upstream request."""
-    try:
-        async for chunk in response.aiter_raw():
-            yield chunk
-    except httpx.TransportError as exc:  # the upstream died mid-stream: the client must see a broken stream
-        raise StreamAborted(f"the upstream stream broke: {exc}") from None
-    finally:
-        await response.aclose()
+    def _unavailable(self, why: str) -> UpstreamUnavailableError:
+        return UpstreamUnavailableError(f"the model {self.name!r} is served by {self.base_url}, and {why}")
