@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from hardware import describe  # noqa: E402
 
 from engines.llm import AsyncLLM, EngineConfig, SamplingParams  # noqa: E402
+from orchestrator.net import ProcessExited, free_port, wait_healthy  # noqa: E402
 
 MESSAGES = [{"role": "system", "content": "You are a friendly VTuber."},
             {"role": "user", "content": "Tell me about the quick brown fox and the lazy dog."}]
@@ -162,22 +162,10 @@ async def measure(folder: str, urls: dict[str, str], args) -> list[dict]:
 
 
 def wait_ready(url: str, child: subprocess.Popen) -> None:
-    for _ in range(1800):  # a Ray deployment takes a while to come up
-        if child.poll() is not None:
-            raise SystemExit("the server process exited before it was ready")
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the server did not become ready in 180 s")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    try:
+        wait_healthy(url + "/health", child, 180, poll_s=0.1)  # a Ray deployment takes a while to come up
+    except (ProcessExited, TimeoutError) as why:
+        raise SystemExit(f"the server was not ready: {why}") from None
 
 
 def main() -> None:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from budget.calibration import Calibration
 from budget.devices import nvml_index
 from budget.estimate import PlanInputError
 from budget.gpus import preset
+from budget.planner import StackPlan, plan_cards
 from budget.probe import host_memory_bytes, probe_gpus
 from budget.units import human, parse_size
 
@@ -69,3 +71,11 @@ def _resolve(device, stack_memory, gpu_preset: str | None, gpu_memory: str | Non
         raise PlanInputError(f"{section}.device is {device} but this machine has GPUs "
                              f"{', '.join(str(g.index) for g in probe.gpus)}; pick one of them")
     return Target(match.total_bytes, f"{match.name}, {human(match.total_bytes)} (GPU {device}, NVML)", match.name)
+
+
+def plan_stack(stack, gpu_preset: str | None = None, gpu_memory: str | None = None,
+               calibration: Calibration | None = None) -> StackPlan:
+    """The one way into the planner: the stack's cards resolved (a preset or a size standing in for a `gpu:`
+    stack's one card), then every model placed and sized on them."""
+    targets = resolve_cards(stack, gpu_preset, gpu_memory)
+    return plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets], calibration)

@@ -39,9 +39,8 @@ def run(opts: RunOptions, console: Console, errors: Console) -> int:
                      highlight=False)
         return 2
     from budget.estimate import PlanInputError
-    from budget.planner import plan_cards
     from budget.report import print_table
-    from budget.target import resolve_cards
+    from budget.target import plan_stack
     from budget.tensors import CheckpointError
     from budget.units import SizeError
     from orchestrator.stack_file import StackError, load_stack
@@ -52,8 +51,7 @@ def run(opts: RunOptions, console: Console, errors: Console) -> int:
             for model in stack.models:
                 if model.kind == "llm":
                     model.seed = opts.seed
-        targets = resolve_cards(stack, None, opts.gpu_memory)
-        plan = plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets])
+        plan = plan_stack(stack, None, opts.gpu_memory)
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -88,6 +86,7 @@ def _serve_on_ray(stack, plan, opts: RunOptions, errors: Console) -> int:
 def _start_and_serve(stack, plan, opts: RunOptions, console: Console, errors: Console) -> int:
     import uvicorn
 
+    from orchestrator.stack_app import build_stack_app
     from orchestrator.supervisor import AccountingError, Supervisor
     from orchestrator.workers.handle import WorkerStartError
 
@@ -116,48 +115,6 @@ def _start_and_serve(stack, plan, opts: RunOptions, console: Console, errors: Co
     finally:
         supervisor.stop()
     return 0
-
-
-def build_stack_app(stack, supervisor, api_key: str | None):
-    """The one FastAPI app for every engine the supervisor started."""
-    from orchestrator.server.app import build_app
-    from orchestrator.server.companions import Companions
-    from orchestrator.server.metrics import Metrics
-    from orchestrator.server.state import LLMState
-
-    llm_state, companions = None, Companions()
-    for spec in stack.models:
-        client = supervisor.clients[spec.name]
-        if spec.kind == "llm":
-            template_kwargs = dict(spec.chat_template_kwargs)
-            if spec.enable_thinking is not None:
-                template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
-            llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
-                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser, tuple(spec.aliases))
-        else:
-            companions.add(spec.kind, spec.name, client, spec.aliases)
-    metrics = Metrics()
-    metrics.status = lambda: list(supervisor.status.values())
-    app = build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))
-    app.state.plan = supervisor.plan  # /health/plan: every card in its JSON; the playground draws the first
-    return app
-
-
-def voice_engines(stack, supervisor, llm_state):
-    """What /v1/realtime chains: the models the stack's voice: section names, else the first of each kind."""
-    from orchestrator.server.realtime.voice import VoiceEngines, limits_from
-
-    if llm_state is None:
-        return None
-    voice = stack.voice
-
-    def pick(kind: str):
-        named = getattr(voice, kind) if voice else None
-        name = named or next((m.name for m in stack.models if m.kind == kind), None)
-        return supervisor.clients[name] if name else None
-
-    return VoiceEngines(llm_state, pick("vad"), pick("asr"), pick("tts"), voice.system_prompt if voice else None,
-                        limits_from(voice))
 
 
 def print_plan_beside_actual(supervisor, console: Console) -> None:

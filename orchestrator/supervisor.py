@@ -24,7 +24,8 @@ from budget.planner import ModelPlan, StackPlan
 from budget.units import human
 from engines.protocols import EngineFront
 from orchestrator.launch.argv import launch_argv
-from orchestrator.launch.server import LaunchedServer, free_port
+from orchestrator.launch.server import LaunchedServer
+from orchestrator.net import free_port
 from orchestrator.stack import Stack
 from orchestrator.workers.build import Built, build, serve_in_process
 from orchestrator.workers.client import EngineClient

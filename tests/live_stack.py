@@ -12,17 +12,15 @@ from live_server import live_server
 def live_stack(stack_file: Path, key: str, isolation: str | None = "none") -> Iterator[tuple]:
     """Yield (app, supervisor, url) with every model at `isolation` (none: in this process; None: as the stack file
     says, as `orchestrator run` starts it); stop it all on exit."""
-    from budget.planner import plan_cards
-    from budget.target import resolve_cards
-    from orchestrator.run import build_stack_app
+    from budget.target import plan_stack
+    from orchestrator.stack_app import build_stack_app
     from orchestrator.stack_file import load_stack
     from orchestrator.supervisor import Supervisor
 
     spec = load_stack(stack_file)
     for model in spec.models:
         model.isolation = isolation or model.isolation
-    targets = [(t.total_bytes, t.label, t.name) for t in resolve_cards(spec)]
-    supervisor = Supervisor(spec, plan_cards(spec, targets), "WARNING")
+    supervisor = Supervisor(spec, plan_stack(spec), "WARNING")
     supervisor.start(lambda name, stage: None)
     try:
         app = build_stack_app(spec, supervisor, key)

@@ -87,3 +87,52 @@ def test_import_kernels_outside_the_repo_is_hugging_face_s(tmp_path):
     assert origin == "absent" or "site-packages" in origin, origin
     if importlib.util.find_spec("kernels") is not None:
         assert importlib.metadata.packages_distributions()["kernels"] == ["kernels"]
+
+
+def _imports(path, module: str, known: set[str]) -> set[str]:
+    """Our modules `module` imports, at the top or inside functions (not under `if TYPE_CHECKING:`)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package this module is in
+                base = ".".join(module.split(".")[:-node.level] + ([base] if base else []))
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known and name != module}
+    return found
+
+
+def test_no_import_cycle_among_our_modules():
+    """Walk every import of ours, function-level ones included: a cycle (as run.py and ray_serve.py had) fails."""
+    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for name in OURS for p in (ROOT / name).rglob("*.py")}
+    graph = {module: _imports(path, module, set(files)) for module, path in files.items()}
+    done, path_of = set(), {}
+
+    def visit(module: str, stack: list[str]) -> None:
+        path_of[module] = len(stack)
+        stack.append(module)
+        for nxt in sorted(graph[module]):
+            if nxt in path_of:
+                raise AssertionError("import cycle: " + " -> ".join(stack[path_of[nxt]:] + [nxt]))
+            if nxt not in done:
+                visit(nxt, stack)
+        stack.pop()
+        del path_of[module]
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [])

@@ -8,9 +8,8 @@ import pytest
 
 from budget.devices import nvml_index, worker_env
 from budget.gpus import PRESETS
-from budget.planner import plan_cards
 from budget.report import to_json
-from budget.target import resolve_cards
+from budget.target import plan_stack
 from orchestrator.cli import main
 from orchestrator.stack_file import parse_stack
 
@@ -48,7 +47,7 @@ def plan_cli(tmp_path, capsys, monkeypatch):
 
 def _plan(text: str):
     stack = parse_stack(text)
-    return stack, plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in resolve_cards(stack)])
+    return stack, plan_stack(stack)
 
 
 def test_each_card_is_planned_on_its_own():

@@ -19,20 +19,14 @@ import httpx2 as httpx
 import pytest
 from needs import needs_module
 
+from orchestrator.net import free_port
+
 needs_module("ray.serve", "Ray Serve is the optional extra .[ray]; scripts/setup.sh installs it")
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "ray-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_stack(tmp_path: Path, model: Path, memory: str = "2GiB") -> Path:

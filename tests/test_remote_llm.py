@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,11 @@ import openai
 import pytest
 from live_stack import live_stack
 
+from orchestrator.net import ProcessExited, free_port, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY, UP_KEY = "front-key", "up-key"
 TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def upstream_stack(tmp_path: Path, model: Path) -> Path:
@@ -41,16 +36,12 @@ def start_upstream(stack: Path, port: int, log: Path) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port),
                                  "--api-key", UP_KEY], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f"the upstream did not start:\n{log.read_text()[-3000:]}")
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, 180)
+    except (ProcessExited, TimeoutError) as why:
+        proc.kill()
+        pytest.fail(f"the upstream did not start ({why}):\n{log.read_text()[-3000:]}")
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

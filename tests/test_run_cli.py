@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
-import httpx2 as httpx
 import openai
 from conftest import ROOT
+
+from orchestrator.net import ProcessExited, free_port, wait_healthy
 
 
 def stack_file(tmp_path, model_path, memory="1GiB", port=12345, total="4GiB", parser="hermes") -> str:
@@ -26,25 +25,16 @@ models:
     return str(path)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_run_in_process_answers_the_openai_sdk_and_exits_0_on_ctrl_c(tmp_path, tiny_models):
     port = free_port()
     env = {**os.environ, "TEST_KEY": "secret"}
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", stack_file(tmp_path, tiny_models["qwen3"],
                             port=port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read()
-                time.sleep(0.1)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/health", proc, 60, poll_s=0.1)
+        except ProcessExited:
+            raise AssertionError(proc.stdout.read()) from None
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="secret", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["tiny"]
         chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],

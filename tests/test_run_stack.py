@@ -6,7 +6,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ import yaml
 from realtime_client import Client, types
 from speech import silence, speak
 
+from orchestrator.net import ProcessExited, free_port, wait_healthy
 from tests.conftest import ROOT
 
 KEY = "demo-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(stack: Path, models: Path, port: int, log: Path) -> subprocess.Popen:
@@ -40,18 +34,11 @@ def start(stack: Path, models: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"orchestrator run exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"the stack was not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    try:
+        wait_healthy(url + "/health", proc, timeout, poll_s=0.5)
+    except (ProcessExited, TimeoutError) as why:
+        proc.kill()
+        pytest.fail(f"the stack was not ready ({why}):\n{log.read_text()[-3000:]}")
 
 
 def worker_pids(log: Path) -> set[int]:

@@ -65,7 +65,7 @@ class SileroVAD(Engine):
         self._loaded()
         detector = SpeechDetector(self.threshold if threshold is None else threshold, min_silence_ms,
                                   speech_pad_ms, min_speech_ms)
-        return VADStream(self, detector)
+        return VADStream(self.score, self.device, detector)
 
     @torch.inference_mode()
     def score(self, states: list[NetState], windows: list[np.ndarray]) -> list[np.ndarray]:

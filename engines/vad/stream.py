@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,9 +11,6 @@ import torch
 from engines.errors import EngineInputError
 from engines.vad.detector import SpeechDetector, VADEvent
 from engines.vad.model import CONTEXT, HIDDEN, SAMPLE_RATE, WINDOW
-
-if TYPE_CHECKING:
-    from engines.vad.silero import SileroVAD
 
 __all__ = ["NetState", "VADEvent", "VADStream", "as_samples"]
 
@@ -49,6 +46,9 @@ def as_samples(pcm: np.ndarray) -> np.ndarray:
     return pcm
 
 
+Scorer = Callable[[list[NetState], list[np.ndarray]], list[np.ndarray]]  # states and windows -> probabilities
+
+
 class VADStream:
     """Buffers audio into the net's 512-sample windows and reports where speech starts and stops.
 
@@ -56,10 +56,10 @@ class VADStream:
     segment and resets the net, so later audio starts a fresh utterance (positions keep counting).
     """
 
-    def __init__(self, vad: SileroVAD, detector: SpeechDetector) -> None:
-        self.vad = vad
+    def __init__(self, score: Scorer, device: str, detector: SpeechDetector) -> None:
+        self._score, self.device = score, device  # the shared net's batch scorer, and where its state lives
         self.detector = detector
-        self.state = NetState.zeros(vad.device)
+        self.state = NetState.zeros(device)
         self._pending = np.zeros(0, dtype=np.float32)
         self._origin = 0   # sample where the current window grid starts (moves on flush)
         self._windows = 0  # windows scored since _origin
@@ -75,13 +75,13 @@ class VADStream:
         samples = as_samples(pcm)
         with self._lock:
             first, windows = self.take(samples)
-            return self.settle(self.vad.score([self.state], [windows])[0], first, ending=False)
+            return self.settle(self._score([self.state], [windows])[0], first, ending=False)
 
     def flush(self) -> list[VADEvent]:
         """The audio ended: score the buffered tail, close an open segment, and start the net afresh."""
         with self._lock:
             first, windows = self.take(None)
-            return self.settle(self.vad.score([self.state], [windows])[0], first, ending=True)
+            return self.settle(self._score([self.state], [windows])[0], first, ending=True)
 
     def take(self, samples: np.ndarray | None) -> tuple[int, np.ndarray]:
         """First half of feed (None: of flush): the whole windows now ready, (n, WINDOW), and where they start."""
@@ -101,7 +101,7 @@ class VADStream:
         events = self.detector.update(probs, first, self._fed)
         if ending:
             events += self.detector.finish(self._fed)
-            self.state = NetState.zeros(self.vad.device)
+            self.state = NetState.zeros(self.device)
             self._origin, self._windows = self._fed, 0
         return events
 

@@ -11,24 +11,16 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 
+from orchestrator.net import ProcessExited, wait_healthy
 from orchestrator.workers.handle import WorkerStartError
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LaunchedServer:
@@ -60,21 +52,16 @@ class LaunchedServer:
             except OSError as error:
                 raise WorkerStartError(f"model {self.name!r}: its command {self.argv[0]!r} could not be started "
                                        f"({error}); check the command in the stack file") from None
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if (code := self.process.poll()) is not None:
-                self.stop()
-                raise WorkerStartError(f"model {self.name!r}: its server exited with code {code} while starting; "
-                                       f"its output is in {self.log_file}:\n{self._tail()}")
-            try:
-                if httpx.get(self.health_url, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise WorkerStartError(f"model {self.name!r}: its server was not healthy at {self.health_url} within "
-                               f"{self.timeout_s:g} s (start_timeout_s); its output is in {self.log_file}")
+        try:
+            wait_healthy(self.health_url, self.process, self.timeout_s)
+        except ProcessExited as exited:
+            self.stop()
+            raise WorkerStartError(f"model {self.name!r}: its server exited with code {exited.code} while starting; "
+                                   f"its output is in {self.log_file}:\n{self._tail()}") from None
+        except TimeoutError:
+            self.stop()
+            raise WorkerStartError(f"model {self.name!r}: its server was not healthy at {self.health_url} within "
+                                   f"{self.timeout_s:g} s (start_timeout_s); its output is in {self.log_file}") from None
 
     def held_bytes(self, device: str) -> int:
         """What the server's process tree holds: on the GPU by NVML per PID, on CPU its resident set."""

@@ -21,7 +21,6 @@ APP_NAME = "voice-stack"
 NAMESPACE = "voice-orchestrator"
 REGISTRY = "voice-stack-replicas"
 REPORT_EVERY_S, FORGET_AFTER_S = 2.0, 10.0
-SESSION_HEADER = "serve_multiplexed_model_id"  # Serve's multiplexing header, used as a session or user key
 KEYS_PER_REPLICA = 1024
 _REPLICA: dict = {}  # in a replica process: its supervisor, for the health check
 
@@ -64,14 +63,13 @@ def _replica_app(stack_path: str, api_key: str | None, gpu_memory: str | None, l
         import ray
         from ray import serve
 
-        from budget.planner import plan_cards
-        from budget.target import resolve_cards
-        from orchestrator.run import build_stack_app
+        from budget.target import plan_stack
+        from orchestrator.stack_app import build_stack_app
         from orchestrator.stack_file import load_stack
         from orchestrator.supervisor import Supervisor
 
         stack = load_stack(stack_path)
-        plan = plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in resolve_cards(stack, None, gpu_memory)])
+        plan = plan_stack(stack, None, gpu_memory)
         if not plan.fits:  # the card this replica landed on is not the one the stack was checked against
             raise RuntimeError(f"the stack does not fit this replica's card: {'; '.join(plan.problems)}")
         supervisor = Supervisor(stack, plan, log_level)

@@ -12,8 +12,6 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-INPUT_RATES = (16000, 24000)
-
 
 class Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
