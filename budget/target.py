@@ -73,9 +73,9 @@ def _resolve(device, stack_memory, gpu_preset: str | None, gpu_memory: str | Non
     return Target(match.total_bytes, f"{match.name}, {human(match.total_bytes)} (GPU {device}, NVML)", match.name)
 
 
-def plan_stack(stack, gpu_preset: str | None = None, gpu_memory: str | None = None,
-               calibration: Calibration | None = None) -> StackPlan:
-    """The one way into the planner: the stack's cards resolved (a preset or a size standing in for a `gpu:`
-    stack's one card), then every model placed and sized on them."""
+def plan_stack_cards(stack, gpu_preset: str | None = None, gpu_memory: str | None = None,
+                     calibration: Calibration | None = None) -> StackPlan:
+    """How `plan`, `run` and each Ray replica plan: the stack's cards resolved (a preset or a size standing in
+    for a `gpu:` stack's one card), then every model placed and sized on them (`plan_stack` is one card's)."""
     targets = resolve_cards(stack, gpu_preset, gpu_memory)
     return plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets], calibration)

@@ -55,7 +55,7 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     from budget.calibration import load_calibration
     from budget.estimate import PlanInputError
     from budget.report import markdown, print_table, to_json
-    from budget.target import plan_stack
+    from budget.target import plan_stack_cards
     from budget.tensors import CheckpointError
     from budget.units import SizeError
     from orchestrator.launch.argv import planned_launches
@@ -64,7 +64,7 @@ def _plan(args: argparse.Namespace, console: Console, errors: Console) -> int:
     try:
         stack = load_stack(args.stack)
         calibration = load_calibration(args.calibration) if args.calibration else None
-        plan = plan_stack(stack, args.gpu, args.gpu_memory, calibration)
+        plan = plan_stack_cards(stack, args.gpu, args.gpu_memory, calibration)
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT

@@ -40,7 +40,7 @@ def run(opts: RunOptions, console: Console, errors: Console) -> int:
         return 2
     from budget.estimate import PlanInputError
     from budget.report import print_table
-    from budget.target import plan_stack
+    from budget.target import plan_stack_cards
     from budget.tensors import CheckpointError
     from budget.units import SizeError
     from orchestrator.stack_file import StackError, load_stack
@@ -51,7 +51,7 @@ def run(opts: RunOptions, console: Console, errors: Console) -> int:
             for model in stack.models:
                 if model.kind == "llm":
                     model.seed = opts.seed
-        plan = plan_stack(stack, None, opts.gpu_memory)
+        plan = plan_stack_cards(stack, None, opts.gpu_memory)
     except (StackError, PlanInputError, CheckpointError, SizeError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         return 2

@@ -1,7 +1,7 @@
 """The stack file's schema: its card (or cards), one server, the models that share them, and the voice pipeline."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -88,7 +88,11 @@ class ServerSpec(Strict):
 
 
 class ModelSpec(Strict):
-    """What every model kind has: where it is, where it runs, how much it may hold."""
+    """What every model kind has: where it is, where it runs, how much it may hold. Each kind's subclass is that
+    kind's stack-file schema (its `kind` literal names it) and names its planner estimator; the rest of what a
+    kind is lives in its row of `orchestrator/kinds.py`."""
+
+    estimator: ClassVar[str]   # "module:function" that sizes one entry of this kind, without loading weights
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
     path: str | None = None
@@ -102,6 +106,7 @@ class ModelSpec(Strict):
 
 class LLMSpec(ModelSpec):
     kind: Literal["llm"]
+    estimator = "budget.estimators.llm:estimate_llm"
     memory: ShareField = Field(default_factory=lambda: Share(mode="rest"))
     # An OpenAI-compatible server we do not run (the lab's vLLM, an Ollama): `url` instead of `path`.
     url: str | None = Field(None, description="base URL of an OpenAI-compatible server, e.g. http://host:8000/v1")
@@ -157,6 +162,7 @@ class LLMSpec(ModelSpec):
 
 class ASRSpec(ModelSpec):
     kind: Literal["asr"]
+    estimator = "budget.estimators.asr:estimate_asr"
     compute_type: Literal["default", "auto", "float16", "bfloat16", "float32", "int8", "int8_float16",
                           "int8_bfloat16", "int8_float32", "int16"] = "default"
     beam_size: int = Field(5, ge=1, le=16)
@@ -166,6 +172,7 @@ class ASRSpec(ModelSpec):
 
 class TTSSpec(ModelSpec):
     kind: Literal["tts"]
+    estimator = "budget.estimators.tts:estimate_tts"
     backend: Literal["auto", "vits", "piper"] = "auto"  # auto: Piper for an .onnx voice, VITS for a folder
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     max_input_chars: int = Field(400, ge=1, description="longest piece of text synthesised at once")
@@ -176,6 +183,7 @@ class TTSSpec(ModelSpec):
 
 class EmbeddingSpec(ModelSpec):
     kind: Literal["embedding"]
+    estimator = "budget.estimators.embedding:estimate_embedding"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     batch_size: int = Field(32, ge=1)
     max_seq_length: int | None = Field(None, ge=1)
@@ -183,14 +191,16 @@ class EmbeddingSpec(ModelSpec):
 
 class VADSpec(ModelSpec):
     kind: Literal["vad"]
+    estimator = "budget.estimators.vad:estimate_vad"
     device: Device | None = "cpu"
     isolation: Literal["process", "none"] = "none"  # tiny and CPU-bound: in the server, unless asked otherwise
     threshold: float = Field(0.5, gt=0, lt=1)
 
 
-AnyModel = Annotated[LLMSpec | ASRSpec | TTSSpec | EmbeddingSpec | VADSpec, Field(discriminator="kind")]
-SPEC_BY_KIND: dict[str, type[ModelSpec]] = {
-    "llm": LLMSpec, "asr": ASRSpec, "tts": TTSSpec, "embedding": EmbeddingSpec, "vad": VADSpec}
+# Every kind's schema, by its `kind` literal, in the order defined: the stack file's union is made of them.
+SPEC_BY_KIND: dict[str, type[ModelSpec]] = {get_args(cls.model_fields["kind"].annotation)[0]: cls
+                                             for cls in ModelSpec.__subclasses__()}
+AnyModel = Annotated[Union[tuple(SPEC_BY_KIND.values())], Field(discriminator="kind")]
 KINDS = tuple(SPEC_BY_KIND)
 
 

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from orchestrator.stack import Stack
 from orchestrator.workers.build import Built, build, serve_in_process
 from orchestrator.workers.client import EngineClient
 from orchestrator.workers.handle import Started, WorkerHandle, WorkerStartError
-from orchestrator.workers.kinds import KINDS
+from orchestrator.kinds import KINDS
+from orchestrator.status import EngineState, EngineStatus
 from orchestrator.workers.worker import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -42,24 +42,12 @@ class AccountingError(RuntimeError):
     """A model holds more than its share after warm-up; the stack's plan is wrong for this machine."""
 
 
-@dataclass(slots=True)
-class EngineStatus:
-    name: str
-    kind: str
-    state: str                 # loading, ready, restarting, failed
-    planned_bytes: int
-    actual_bytes: int | None   # measured after warm-up: NVML per PID on a GPU, the resident set on CPU
-    restarts: int = 0
-    pid: int | None = None
-    detail: str = ""
-
-
 class Supervisor:
     def __init__(self, stack: Stack, plan: StackPlan, log_level: str = "INFO") -> None:
         self.stack, self.plan, self.log_level = stack, plan, log_level
         self.specs = {m.name: m for m in stack.models}
         self.status: dict[str, EngineStatus] = {
-            m.estimate.name: EngineStatus(m.estimate.name, m.estimate.kind, "loading", m.share_bytes, None)
+            m.estimate.name: EngineStatus(m.estimate.name, m.estimate.kind, EngineState.LOADING, m.share_bytes, None)
             for m in plan.models}
         self.clients: dict[str, EngineFront] = {}  # what the server routes to, by model name (its kind's protocol)
         self.infos: dict[str, dict] = {}           # what each engine told the server at start (paths, voices, limits)
@@ -132,7 +120,7 @@ class Supervisor:
         self.infos[name] = {"max_model_len": spec.max_model_len or 0}
         if spec.url is not None:
             self.clients[name] = Upstream(name, spec.url, spec.api_key, spec.model or name)
-            self.status[name].state, self.status[name].detail = "ready", f"served by {spec.url}"
+            self.status[name].state, self.status[name].detail = EngineState.READY, f"served by {spec.url}"
             return
         port, key = free_port(), LaunchedServer.new_key()
         try:
@@ -161,19 +149,20 @@ class Supervisor:
             code = server.process.wait()
             if self._stopping.is_set():
                 return
-            status.state, status.detail = "restarting", f"its server exited with code {code}"
+            status.state, status.detail = EngineState.RESTARTING, f"its server exited with code {code}"
             log.error("%s: its server exited with code %s; restarting", name, code)
             now = time.monotonic()
             recent = [t for t in self._restart_times.get(name, []) if now - t < RESTART_WINDOW_S] + [now]
             self._restart_times[name] = recent
             if len(recent) > MAX_RESTARTS:
-                status.state, status.detail = "failed", f"died {len(recent)} times in {RESTART_WINDOW_S:.0f} s"
+                status.state = EngineState.FAILED
+                status.detail = f"died {len(recent)} times in {RESTART_WINDOW_S:.0f} s"
                 return
             self._stopping.wait(min(MAX_BACKOFF_S, 2.0 ** (len(recent) - 1)))
             try:
                 server.start()
             except WorkerStartError as error:
-                status.state, status.detail = "failed", str(error)
+                status.state, status.detail = EngineState.FAILED, str(error)
                 return
             status.restarts += 1
             self._mark_ready(name, server.held_bytes(device), server.pid)
@@ -221,7 +210,7 @@ class Supervisor:
 
     def _mark_ready(self, name: str, held: int | None, pid: int | None) -> None:
         status = self.status[name]
-        status.state, status.actual_bytes, status.pid, status.detail = "ready", held, pid, ""
+        status.state, status.actual_bytes, status.pid, status.detail = EngineState.READY, held, pid, ""
         where = "in the server process" if held is None else f"{human(held)} held (pid {pid})"
         log.info("%s ready: %s, its share %s", name, where, human(status.planned_bytes))
 
@@ -239,7 +228,7 @@ class Supervisor:
             client: EngineClient = self.clients[name]
             client.detach(f"is restarting (its worker exited with code {code}); retry shortly")
             status = self.status[name]
-            status.state, status.detail = "restarting", f"worker exited with code {code}"
+            status.state, status.detail = EngineState.RESTARTING, f"worker exited with code {code}"
             log.error("%s: worker exited with code %s; restarting", name, code)
             if not self._restart(name, handle, client):
                 return
@@ -250,7 +239,8 @@ class Supervisor:
         self._restart_times[name] = recent
         status = self.status[name]
         if len(recent) > MAX_RESTARTS:
-            status.state, status.detail = "failed", f"died {len(recent)} times in {RESTART_WINDOW_S:.0f} s; not restarted"
+            status.state = EngineState.FAILED
+            status.detail = f"died {len(recent)} times in {RESTART_WINDOW_S:.0f} s; not restarted"
             client.detach("has failed and is not restarted; see the server log")
             log.error("%s: %s", name, status.detail)
             return False

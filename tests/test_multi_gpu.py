@@ -9,7 +9,7 @@ import pytest
 from budget.devices import nvml_index, worker_env
 from budget.gpus import PRESETS
 from budget.report import to_json
-from budget.target import plan_stack
+from budget.target import plan_stack_cards
 from orchestrator.cli import main
 from orchestrator.stack_file import parse_stack
 
@@ -47,7 +47,7 @@ def plan_cli(tmp_path, capsys, monkeypatch):
 
 def _plan(text: str):
     stack = parse_stack(text)
-    return stack, plan_stack(stack)
+    return stack, plan_stack_cards(stack)
 
 
 def test_each_card_is_planned_on_its_own():

@@ -20,7 +20,7 @@ from speech import silence, speak
 from engines.errors import ERROR_TYPES, EngineFailedError, EngineInputError, rebuild_error
 from engines.llm.sampling_params import SamplingParams
 from orchestrator.workers.client import EngineClient
-from orchestrator.workers.kinds import KINDS
+from orchestrator.kinds import KINDS
 from orchestrator.workers.messages import RequestType, StepOutputs, WireError
 from tests.conftest import CONFIGS
 

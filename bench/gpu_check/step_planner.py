@@ -51,7 +51,7 @@ def snapshot(device: str) -> Snapshot:
 def measure(kind: str, entry: dict, device: str, kv_bytes: int) -> dict:
     """In the child: load and warm one engine as a worker does, with a snapshot between the stages."""
     from orchestrator.stack import SPEC_BY_KIND
-    from orchestrator.workers.kinds import KINDS
+    from orchestrator.kinds import KINDS
 
     spec = SPEC_BY_KIND[kind].model_validate(entry)
     engine_kind = KINDS[kind]

@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import asdict
 
+from orchestrator.status import EngineState
+
 log = logging.getLogger(__name__)
 APP_NAME = "voice-stack"
 NAMESPACE = "voice-orchestrator"
@@ -63,13 +65,13 @@ def _replica_app(stack_path: str, api_key: str | None, gpu_memory: str | None, l
         import ray
         from ray import serve
 
-        from budget.target import plan_stack
+        from budget.target import plan_stack_cards
         from orchestrator.stack_app import build_stack_app
         from orchestrator.stack_file import load_stack
         from orchestrator.supervisor import Supervisor
 
         stack = load_stack(stack_path)
-        plan = plan_stack(stack, None, gpu_memory)
+        plan = plan_stack_cards(stack, None, gpu_memory)
         if not plan.fits:  # the card this replica landed on is not the one the stack was checked against
             raise RuntimeError(f"the stack does not fit this replica's card: {'; '.join(plan.problems)}")
         supervisor = Supervisor(stack, plan, log_level)
@@ -142,7 +144,7 @@ def deploy(stack_path: str, replicas: int, address: str | None, host: str, port:
             def check_health(self) -> None:
                 """A stack with a failed engine (restarts spent) is unhealthy: Serve replaces the replica."""
                 supervisor = _REPLICA.get("supervisor")
-                failed = [s.name for s in supervisor.status.values() if s.state == "failed"] if supervisor else []
+                failed = [s.name for s in supervisor.status.values() if s.state == EngineState.FAILED] if supervisor else []
                 if failed:
                     raise RuntimeError(f"engines failed: {', '.join(failed)}")
 

@@ -6,14 +6,14 @@ import logging
 from fastapi import FastAPI
 
 from orchestrator import __version__
+from orchestrator.kinds import KINDS, load
 from orchestrator.server.body_limits import BodyLimits
 from orchestrator.server.companions import Companions
 from orchestrator.server.docs import install_docs
 from orchestrator.server.errors import install_error_handlers
 from orchestrator.server.metrics import Metrics, RequestMetricsMiddleware
 from orchestrator.server.realtime.voice import VoiceEngines
-from orchestrator.server.routers import (chat, completions, embeddings, health, models, playground, realtime, speech,
-                                         transcriptions)
+from orchestrator.server.routers import health, models, playground, realtime
 from orchestrator.server.state import LLMState
 
 
@@ -48,7 +48,7 @@ def build_app(llm_state: LLMState | None, api_key: str | None = None,
     app.add_middleware(BodyLimits)
     install_error_handlers(app)
     install_docs(app)
-    for router in (models.router, health.router, chat.router, completions.router, transcriptions.router, speech.router,
-                   embeddings.router, realtime.router, playground.router):
+    kind_routers = [load(path) for kind in KINDS.values() for path in kind.routers]  # each kind's API area
+    for router in (models.router, health.router, *kind_routers, realtime.router, playground.router):
         app.include_router(router)
     return app

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 
+from orchestrator.kinds import KINDS
 from orchestrator.server.errors import OpenAIError, error_body
 
 MiB = 1 << 20
 READ_TIMEOUT_S = 30.0       # between two pieces of one body
 DEFAULT_LIMIT = 4 * MiB     # a JSON body: far above any chat OpenAI would take (its context limits come first)
-LIMITS = {"/v1/embeddings": 16 * MiB, "/v1/audio/speech": 1 * MiB}
+LIMITS = {route: kind.body_limit for kind in KINDS.values() if kind.body_limit for route in kind.routes}
 DRAIN_LIMIT = 64 * MiB      # a refused body is read and dropped up to this, then the connection is closed
-UPLOADS = ("/v1/audio/transcriptions", "/v1/audio/translations", "/openai/v1/audio/transcriptions",
-           "/openai/v1/audio/translations")  # multipart: their own 25 MB limit names the file (routers/transcriptions)
+UPLOADS = tuple(route for kind in KINDS.values() if kind.uploads for route in kind.routes)  # their own limit
 
 
 class BodyLimits:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from orchestrator.workers.kinds import KINDS
+from orchestrator.kinds import KINDS
+from orchestrator.status import EngineState
 
 # Which engine kind a route serves, for the per-engine request metrics: each kind's descriptor lists its routes.
 ROUTE_KINDS = {route: kind.name for kind in KINDS.values() for route in kind.routes}
@@ -109,7 +110,7 @@ class _ScrapeTime:
             planned.add_metric([s.name, s.kind], s.planned_bytes)
             if s.actual_bytes is not None:
                 actual.add_metric([s.name, s.kind], s.actual_bytes)
-            up.add_metric([s.name, s.kind], 1.0 if s.state == "ready" else 0.0)
+            up.add_metric([s.name, s.kind], 1.0 if s.state == EngineState.READY else 0.0)
             restarts.add_metric([s.name, s.kind], s.restarts)
         yield from (planned, actual, up, restarts)
         stats = self.metrics.llm_stats()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines.base import Engine
-from orchestrator.workers.kinds import KINDS
+from orchestrator.kinds import KINDS
 
 
 @dataclass(slots=True)

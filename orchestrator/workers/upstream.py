@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 import httpx
 
@@ -26,9 +27,16 @@ class UpstreamUnavailableError(EngineDeadError):
     code = "upstream_unavailable"
 
 
+class UpstreamState(StrEnum):
+    UNKNOWN = "unknown"        # not probed yet
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    FAILING = "failing"        # it answers, with errors
+
+
 @dataclass(slots=True)
 class UpstreamHealth:
-    state: str = "unknown"      # ready, unreachable, failing
+    state: UpstreamState = UpstreamState.UNKNOWN
     last_error: str = ""
     latency_ms: float | None = None
     checked_at: float = 0.0     # monotonic seconds; 0: never
@@ -44,7 +52,7 @@ class Upstream:
         self.health = UpstreamHealth()
 
     def is_alive(self) -> bool:
-        return self.health.state != "unreachable"
+        return self.health.state != UpstreamState.UNREACHABLE
 
     def shutdown(self) -> None:
         """Nothing to stop here: the connections close with the process (or when the server stops)."""
@@ -56,10 +64,10 @@ class Upstream:
         start = time.perf_counter()
         try:
             reply = await self.client.get(f"{self.base_url}/models", timeout=CONNECT_S)
-            state = "ready" if reply.status_code == 200 else "failing"
-            error = "" if state == "ready" else f"GET /models answered {reply.status_code}"
+            state = UpstreamState.READY if reply.status_code == 200 else UpstreamState.FAILING
+            error = "" if state == UpstreamState.READY else f"GET /models answered {reply.status_code}"
         except httpx.TransportError as exc:
-            state, error = "unreachable", f"{type(exc).__name__}: {exc}"
+            state, error = UpstreamState.UNREACHABLE, f"{type(exc).__name__}: {exc}"
         self.health = UpstreamHealth(state, error, round((time.perf_counter() - start) * 1000, 1), time.monotonic())
         return self.health
 
@@ -69,16 +77,16 @@ class Upstream:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
-            self._failed(f"{type(exc).__name__}: {exc}", "unreachable")
+            self._failed(f"{type(exc).__name__}: {exc}", UpstreamState.UNREACHABLE)
             raise self._unavailable(f"cannot reach it ({type(exc).__name__})") from None
         if response.status_code >= 500:
             detail = (await response.aread()).decode(errors="replace")[:300]
             await response.aclose()
-            self._failed(f"POST /{path} answered {response.status_code}: {detail}", "failing")
+            self._failed(f"POST /{path} answered {response.status_code}: {detail}", UpstreamState.FAILING)
             raise self._unavailable(f"it answered {response.status_code}")
         return response
 
-    def _failed(self, error: str, state: str) -> None:
+    def _failed(self, error: str, state: UpstreamState) -> None:
         log.warning("upstream %s (%s): %s", self.name, self.base_url, error)
         self.health = UpstreamHealth(state, error, None, time.monotonic())
 

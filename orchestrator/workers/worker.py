@@ -56,7 +56,7 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
         from engines.base import measure_memory
         from orchestrator.stack import SPEC_BY_KIND
         from orchestrator.workers.build import build, serve_in_process
-        from orchestrator.workers.kinds import KINDS
+        from orchestrator.kinds import KINDS
 
         kind = KINDS[ws.kind]
         log.info(apply_cap(ws.device, ws.share_bytes, kind.ct2_cache))

@@ -72,7 +72,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> JSONRes
     engine = companions.pick("embedding", body.model)
     inputs = body.inputs()
     result = await engine.embed(inputs, body.dimensions)  # its refusals carry their param
-    served = body.model if body.model in companions.embedding else next(iter(companions.embedding))
+    served = body.model if body.model in companions.of("embedding") else next(iter(companions.of("embedding")))
     data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
             for i, vector in enumerate(result.vectors)]
     usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}

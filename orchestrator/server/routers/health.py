@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.server.auth import require_api_key
+from orchestrator.status import EngineState
 
 router = APIRouter()
 
@@ -23,7 +24,7 @@ async def engines(request: Request) -> dict:
     for s in request.app.state.metrics.status():
         entry = asdict(s)
         if details and s.name == state.served_name:  # a probe's state counts only while the supervisor says ready
-            entry |= {**details, "state": details.get("state", s.state) if s.state == "ready" else s.state}
+            entry |= {**details, "state": details.get("state", s.state) if s.state == EngineState.READY else s.state}
         out.append(entry)
     cluster = getattr(request.app.state, "cluster", None)  # on Ray Serve: every replica's engines, from its reports
     if cluster is None:

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from orchestrator import __version__
 from orchestrator.server.auth import require_api_key
+from orchestrator.status import EngineState
 
 router = APIRouter()
 STARTED = int(time.time())
@@ -28,7 +29,7 @@ async def list_models(request: Request) -> dict:
 async def health(request: Request) -> JSONResponse:
     """200 when every engine serves; 503 naming the ones that do not (the others keep serving meanwhile)."""
     state = request.app.state.llm_state
-    down = [f"{s.name} is {s.state}" for s in request.app.state.metrics.status() if s.state != "ready"]
+    down = [f"{s.name} is {s.state}" for s in request.app.state.metrics.status() if s.state != EngineState.READY]
     if state is not None and not state.serving.is_alive() and not down:
         down.append(f"{state.served_name} is down")
     if not down:

@@ -16,6 +16,7 @@ import time
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
+from orchestrator.server.errors import error_body
 from orchestrator.server.realtime.events import ClientError, error_event, new_id, parse_client_event
 from orchestrator.server.realtime.session import RealtimeSession
 from orchestrator.server.realtime.voice import VoiceEngines
@@ -118,8 +119,7 @@ def _authorised(websocket: WebSocket) -> bool:
 async def _deny(websocket: WebSocket, status: int, message: str, code: str) -> None:
     """Refuse the handshake with an HTTP error in the OpenAI shape (or, where the server cannot, close 1008)."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-        await websocket.send_denial_response(JSONResponse(body, status_code=status))
+        await websocket.send_denial_response(JSONResponse(error_body(status, message, None, code), status_code=status))
     else:
         await websocket.close(1008, message.encode()[:120].decode(errors="ignore"))
 

@@ -60,7 +60,7 @@ async def _audio_bytes(stream, encoder: AudioEncoder) -> AsyncGenerator[bytes, N
 async def list_voices(request: Request, model: str | None = None) -> dict:
     """Every voice of every TTS model (or of the one named), with the speaker it maps to."""
     companions = request.app.state.companions
-    engines = {model: companions.pick("tts", model)} if model else companions.tts
+    engines = {model: companions.pick("tts", model)} if model else companions.of("tts")
     data = [{"id": voice.name, "object": "voice", "model": name, "speaker_id": voice.speaker_id}
             for name, tts in engines.items() for voice in await tts.voices()]
     return {"object": "list", "data": data}
