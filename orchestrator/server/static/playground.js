@@ -56,8 +56,11 @@ async function audio() {
   return context;
 }
 
+// The session, opened on first use with the chosen settings sent first, so even the first response has them.
 async function session() {
+  const fresh = !realtime.open;
   await realtime.connect();
+  if (fresh) applySettings();
   return realtime;
 }
 
@@ -89,10 +92,7 @@ function itemText(item) {
 }
 
 const handlers = {
-  "session.created": (e) => {
-    state.session = e.session;
-    applySettings();
-  },
+  "session.created": (e) => (state.session = e.session),
   "session.updated": (e) => (state.session = e.session),
   "input_audio_buffer.speech_started": () => {
     $("status").textContent = "hearing you…";
