@@ -66,13 +66,13 @@ def _nvml_process_bytes(device: str) -> int | None:
 
 
 def local_model_dir(spec, fix: str = "download it, or point path at its folder") -> Path:
-    """The model's folder (or GGUF file) on this machine; a model known only by its config card can be planned, not
+    """The model's folder (or GGUF file) on this machine; a model known only by its shipped config can be planned, not
     served."""
-    from budget.cards import find_model_files
+    from budget.model_files import find_model_files
 
     files = find_model_files(spec.name, spec.path, None)
-    if files.is_card:
-        raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its config card is); {fix}")
+    if files.config_only:
+        raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine (only its shipped config is); {fix}")
     return Path(files.file or files.directory)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from budget.gpus import preset
@@ -96,7 +96,8 @@ class ModelSpec(Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
     path: str | None = None
-    card: str | None = Field(None, description="config card in configs/models/ to plan with when path is absent")
+    config: str | None = Field(None, validation_alias=AliasChoices("config", "card"),  # `card:`: its old name
+                               description="a model config in configs/models/ to plan with when path is absent")
     memory: ShareField = Field(default_factory=lambda: Share(mode="auto"))
     device: Device | None = None
     isolation: Literal["process", "none"] = "process"

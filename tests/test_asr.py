@@ -153,7 +153,7 @@ def test_load_errors_name_the_model_and_the_fix(whisper_dir, tmp_path):
     (garbage / "model.bin").write_bytes(b"\x05\x00\x00\x00not a model")
     assert "reconvert" in load_error(garbage)
     assert "language 'klingon'" in load_error(whisper_dir, language="klingon")
-    with pytest.raises(ValueError, match="config card"):
+    with pytest.raises(ValueError, match="shipped config"):
         WhisperASR.from_spec(ASRSpec(name="w", kind="asr", path="/nowhere/faster-whisper-large-v3-turbo"))
     if ctranslate2.get_cuda_device_count() == 0:
         assert "cannot use device cuda:0" in load_error(whisper_dir, device=0)

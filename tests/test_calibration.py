@@ -9,8 +9,8 @@ from budget.planner import plan_stack
 from budget.units import GiB, MiB
 from orchestrator.stack_file import parse_stack
 
-STACK = ("models:\n  - {name: q, kind: llm, card: qwen3-0.6b, max_model_len: 4096}\n"
-         "  - {name: w, kind: asr, card: whisper-small}\n")
+STACK = ("models:\n  - {name: q, kind: llm, config: qwen3-0.6b, max_model_len: 4096}\n"
+         "  - {name: w, kind: asr, config: whisper-small}\n")
 
 
 def test_measured_parts_replace_estimates(tmp_path):

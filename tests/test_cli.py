@@ -60,15 +60,15 @@ def test_gpus_lists_presets(run_cli):
 
 BAD = {
     "bad yaml": ("models:\n  - name: q\n   kind: [llm\n", "not valid YAML at line 3"),
-    "unknown key": ("models:\n  - {name: q, kind: llm, card: qwen3-8b, max_model_length: 9}\n",
+    "unknown key": ("models:\n  - {name: q, kind: llm, config: qwen3-8b, max_model_length: 9}\n",
                     "did you mean 'max_model_len'"),
-    "negative size": ("models:\n  - {name: t, kind: tts, card: mms-tts-eng, memory: -1GiB}\n", "negative"),
-    "two rest": ("models:\n  - {name: a, kind: llm, card: qwen3-8b}\n  - {name: b, kind: llm, card: qwen3-4b}\n",
+    "negative size": ("models:\n  - {name: t, kind: tts, config: mms-tts-eng, memory: -1GiB}\n", "negative"),
+    "two rest": ("models:\n  - {name: a, kind: llm, config: qwen3-8b}\n  - {name: b, kind: llm, config: qwen3-4b}\n",
                  "only one model can take memory: rest"),
-    "voice names nothing": ("models:\n  - {name: a, kind: llm, card: qwen3-8b}\nvoice: {tts: ghost}\n",
+    "voice names nothing": ("models:\n  - {name: a, kind: llm, config: qwen3-8b}\nvoice: {tts: ghost}\n",
                             "voice.tts names model 'ghost'"),
     "no config no card": ("models:\n  - {name: a, kind: llm, path: /nowhere/Unknown-7B}\n",
-                          "no config card matches it"),
+                          "no shipped model config matches it"),
 }
 
 

@@ -112,7 +112,7 @@ def test_from_spec_lifecycle_dtype_and_refusals():
     engine.close()  # twice is safe
     with pytest.raises(ValueError, match="max_seq_length 1000 is more than the model's 512"):
         loaded(max_seq_length=1000)
-    with pytest.raises(ValueError, match="only its config card"):
+    with pytest.raises(ValueError, match="only its shipped config"):
         SentenceEmbedder.from_spec(spec(name="all-minilm-l6-v2", path="/nowhere/all-MiniLM-L6-v2"))
 
 

@@ -191,7 +191,7 @@ def test_engine_refuses_a_model_known_only_by_its_card():
     from orchestrator.stack_file import parse_stack
 
     stack = parse_stack("models:\n  - {name: big, kind: llm, path: Qwen/Qwen3-8B}\n")
-    with pytest.raises(ValueError, match="only its config card"):
+    with pytest.raises(ValueError, match="only its shipped config"):
         EngineConfig.from_spec(stack.models[0], 1 << 30)
 
 

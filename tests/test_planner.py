@@ -103,8 +103,8 @@ def test_isolation_none_pays_one_context():
     assert plan.models[0].estimate.context_bytes > 0 and plan.models[1].estimate.context_bytes == 0
 
 
-def test_a_model_with_no_files_and_no_card():
-    with pytest.raises(PlanInputError, match="no config card matches it"):
+def test_a_model_with_no_files_and_no_shipped_config():
+    with pytest.raises(PlanInputError, match="no shipped model config matches it"):
         _plan("models:\n  - {name: mystery, kind: llm, path: /nowhere/MysteryLM-7B}\n")
-    with pytest.raises(PlanInputError, match="card 'qwen9' is not in"):
-        _plan("models:\n  - {name: q, kind: llm, card: qwen9}\n")
+    with pytest.raises(PlanInputError, match="config 'qwen9' is not in"):
+        _plan("models:\n  - {name: q, kind: llm, config: qwen9}\n")

@@ -66,4 +66,4 @@ def test_run_refuses_an_unknown_tool_parser(tmp_path, tiny_models, run_cli):
 
 def test_run_refuses_weights_it_does_not_have(tmp_path, run_cli):
     result = run_cli("run", stack_file(tmp_path, "Qwen/Qwen3-8B", memory="40GiB", total="64GiB"))
-    assert result.returncode == 1 and "only its config card" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "only its shipped config" in result.stderr and "Traceback" not in result.stderr

@@ -105,7 +105,7 @@ def test_from_spec_resolves_folder_and_refuses_a_card(models):
                    device="cpu")
     engine = VitsBackend.from_spec(spec)
     assert (engine.device, engine.max_input_chars, engine.voice(None).speaker_id) == ("cpu", 80, 2)
-    with pytest.raises(ValueError, match="only its config card"):
+    with pytest.raises(ValueError, match="only its shipped config"):
         VitsBackend.from_spec(TTSSpec(name="voice", kind="tts", path="/models/mms-tts-eng"))
     with pytest.raises(ValueError, match="not a VITS"):
         VitsBackend(models["four"].parent)

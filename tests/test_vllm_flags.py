@@ -166,7 +166,7 @@ def test_utilization_out_of_range_is_refused_with_the_fix(share, total, message)
 
 def test_no_path_and_no_kv_bytes_are_refused():
     with pytest.raises(ValueError, match="'qwen3-8b': engine vllm needs a path"):
-        _command(_spec(path=None, card="qwen3-8b"))
+        _command(_spec(path=None, config="qwen3-8b"))
     with pytest.raises(ValueError, match="nothing to pass to --kv-cache-memory-bytes"):
         _command(_spec(), kv_bytes=0, kv_cache_memory_bytes=True)
     assert "--kv-cache-memory-bytes" not in _flags(_command(_spec(), kv_bytes=0))

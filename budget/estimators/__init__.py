@@ -1,4 +1,4 @@
-"""One estimator per model kind, each reading real files (or a shipped card) without loading weights; a stack
+"""One estimator per model kind, each reading real files (or a shipped config) without loading weights; a stack
 entry's schema names its kind's estimator (`estimator`), so a new kind is not a new row here."""
 from __future__ import annotations
 

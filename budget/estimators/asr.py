@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from budget.architectures import whisper_parameters
-from budget.cards import find_model_files
+from budget.model_files import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.tensors import TensorInfo, read_ct2_model, read_safetensors_dir
 from budget.units import human
@@ -42,11 +42,11 @@ def _ct2_bytes(variables: list[TensorInfo], compute: str) -> int:
 
 
 def estimate_asr(spec, on_gpu: bool) -> Estimate:
-    files = find_model_files(spec.name, spec.path, spec.card)
+    files = find_model_files(spec.name, spec.path, spec.config)
     cfg = files.json("config.json") or {}
     formulas: dict[str, str] = {}
     model_bin = files.directory / "model.bin"
-    if not files.is_card and model_bin.is_file():
+    if not files.config_only and model_bin.is_file():
         variables = read_ct2_model(model_bin)
         matrices = [v for v in variables if not v.name.endswith("_scale")]
         stored = _STORED.get(next((v.dtype for v in matrices if len(v.shape) >= 2), "F16"), "float16")
@@ -61,7 +61,7 @@ def estimate_asr(spec, on_gpu: bool) -> Estimate:
         if cfg.get("model_type") != "whisper":
             raise PlanInputError(f"model {spec.name!r}: {files.describe()} has neither a CTranslate2 model.bin nor "
                                  "a Whisper config.json; point path at a faster-whisper model directory")
-        tensors = [] if files.is_card else read_safetensors_dir(files.directory)
+        tensors = [] if files.config_only else read_safetensors_dir(files.directory)
         params = sum(t.numel for t in tensors if t.is_float) if tensors else whisper_parameters(cfg)
         stored = str(cfg.get("torch_dtype", "float16"))
         compute = resolve_compute_type(spec.compute_type, "float16" if stored == "float32" else stored, on_gpu)

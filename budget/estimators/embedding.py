@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from budget.architectures import bert_parameters
-from budget.cards import find_model_files
+from budget.model_files import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
 from budget.units import dtype_bytes, human
@@ -11,14 +11,14 @@ ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "nomic
 
 
 def estimate_embedding(spec, on_gpu: bool) -> Estimate:
-    files = find_model_files(spec.name, spec.path, spec.card)
+    files = find_model_files(spec.name, spec.path, spec.config)
     cfg = files.json("config.json")
     if cfg is None or "hidden_size" not in cfg:
         raise PlanInputError(f"model {spec.name!r}: {files.describe()} has no transformer config.json; point "
                              "path at a sentence-transformers model directory")
     b = dtype_bytes(spec.dtype)
-    if files.is_card and cfg.get("model_type") not in ENCODER_TYPES:
-        raise PlanInputError(f"model {spec.name!r}: card {files.directory.name} is not a BERT-family encoder")
+    if files.config_only and cfg.get("model_type") not in ENCODER_TYPES:
+        raise PlanInputError(f"model {spec.name!r}: config {files.directory.name} is not a BERT-family encoder")
     params, weights, formula = checkpoint_weights(spec.name, files, spec.dtype, lambda: bert_parameters(cfg))
     formulas = {"weights": formula}
     st_cfg = files.json("sentence_bert_config.json") or {}

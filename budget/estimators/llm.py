@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, llm_kv_heads, llm_parameters
-from budget.cards import find_model_files
+from budget.model_files import find_model_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
 from budget.gguf import DEQUANT_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
@@ -45,7 +45,7 @@ def step_activation_bytes(cfg: dict, tokens: int, seqs: int, b: float) -> tuple[
 
 
 def estimate_llm(spec, on_gpu: bool) -> Estimate:
-    files = find_model_files(spec.name, spec.path, spec.card)
+    files = find_model_files(spec.name, spec.path, spec.config)
     header = read_gguf(files.gguf) if files.gguf is not None else None
     cfg = header.config if header is not None else files.json("config.json")
     if cfg is None or cfg.get("model_type") not in LLM_TYPES:
@@ -75,12 +75,12 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     elif (scheme := cfg.get("quantization_config")) and scheme.get("quant_method") in ("awq", "gptq"):
         params = llm_parameters(cfg)[0]
         weights, formula = _quantized_on_the_fly(cfg, params, b, "int4", tables=False)
-        source = files.describe() + ("" if files.is_card else " (config.json quantization_config)")
+        source = files.describe() + ("" if files.config_only else " (config.json quantization_config)")
         group = scheme.get("group_size", scheme.get("q_group_size"))
         storage = f"{scheme['quant_method']}-int4-g{group} (held as int4 groups of {INT4_GROUP})"
     else:
         params, weights, formula = checkpoint_weights(spec.name, files, dtype, lambda: llm_parameters(cfg)[0])
-        source = files.describe() + ("" if files.is_card else " (safetensors headers)")
+        source = files.describe() + ("" if files.config_only else " (safetensors headers)")
         storage = ""
         if quantization in ("int8", "int4"):
             weights, formula = _quantized_on_the_fly(cfg, params, b, quantization)

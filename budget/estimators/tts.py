@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from budget.architectures import vits_parameters
-from budget.cards import find_model_files, piper_voice_files
+from budget.model_files import find_model_files, piper_voice_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
 from budget.units import dtype_bytes, human
@@ -43,8 +43,8 @@ def estimate_piper(spec, files, on_gpu: bool) -> Estimate:
 
 
 def estimate_tts(spec, on_gpu: bool) -> Estimate:
-    files = find_model_files(spec.name, spec.path, spec.card)
-    if spec.backend == "piper" or (spec.backend == "auto" and not files.is_card and (
+    files = find_model_files(spec.name, spec.path, spec.config)
+    if spec.backend == "piper" or (spec.backend == "auto" and not files.config_only and (
             (files.file is not None and files.file.suffix == ".onnx") or any(files.directory.glob("*.onnx")))):
         return estimate_piper(spec, files, on_gpu)
     cfg = files.json("config.json")

@@ -1,9 +1,9 @@
-"""Weights of a model directory: its safetensors headers when present, else the count from its config card."""
+"""Weights of a model directory: its safetensors headers when present, else the count from its shipped config."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from budget.cards import ModelFiles
+from budget.model_files import ModelFiles
 from budget.estimate import PlanInputError
 from budget.tensors import converted_bytes, read_safetensors_dir
 from budget.units import dtype_bytes, human
@@ -11,13 +11,13 @@ from budget.units import dtype_bytes, human
 
 def checkpoint_weights(name: str, files: ModelFiles, dtype: str, count: Callable[[], int]) -> tuple[int, int, str]:
     """(parameters, bytes in the serving dtype, the formula); a real directory must hold safetensors."""
-    tensors = [] if files.is_card else read_safetensors_dir(files.directory)
+    tensors = [] if files.config_only else read_safetensors_dir(files.directory)
     if tensors:
         params = sum(t.numel for t in tensors if t.is_float)
         weights = converted_bytes(tensors, dtype)
         return params, weights, (f"{len(tensors)} tensors from safetensors headers, {params:,} parameters, "
                                  f"floats cast to {dtype} = {human(weights)}")
-    if not files.is_card:
+    if not files.config_only:
         raise PlanInputError(f"model {name!r}: {files.directory} has a config.json but no *.safetensors weights; "
                              "the engines load safetensors only (convert .bin checkpoints first)")
     params = count()

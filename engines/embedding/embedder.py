@@ -45,7 +45,7 @@ class SentenceEmbedder(Engine):
 
     @classmethod
     def from_spec(cls, spec, device: str | None = None) -> SentenceEmbedder:
-        """The engine for a stack file's embedding entry; refuses a model that is only a config card here."""
+        """The engine for a stack file's embedding entry; refuses a model that is only a shipped config here."""
         return cls(str(local_model_dir(spec)), device or spec_device(spec), spec.dtype, spec.batch_size, spec.max_seq_length, spec.name)
 
     def load(self) -> None:

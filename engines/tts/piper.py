@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from budget.caps import SHARE_ENV  # set by the worker on a GPU: the plan's share, the session's arena limit
-from budget.cards import piper_voice_files
+from budget.model_files import piper_voice_files
 from budget.estimate import PlanInputError
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError

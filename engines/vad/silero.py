@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from budget.cards import find_model_files
+from budget.model_files import find_model_files
 from engines.base import Engine
 from engines.vad.detector import SpeechDetector
 from engines.vad.model import CONTEXT, WINDOW, SileroNet, load_net, packaged_weights, weights_in
@@ -36,7 +36,7 @@ class SileroVAD(Engine):
         weights = None
         if spec.path:
             files = find_model_files(spec.name, spec.path, None)
-            if files.is_card:
+            if files.config_only:
                 raise ValueError(f"model {spec.name!r}: {spec.path} is not on this machine; leave `path` out to "
                                  f"use the weights the silero-vad package ships")
             weights = weights_in(files.directory)

@@ -60,7 +60,7 @@ def vllm_command(spec: LLMSpec, share_bytes: int, card_total_bytes: int, kv_byte
     """The exact `vllm serve` argv that holds `spec` to its planned share of the card."""
     if spec.path is None:
         raise ValueError(f"model {spec.name!r}: engine vllm needs a path (a local folder or a Hugging Face id) "
-                         "to pass to `vllm serve`; a config card alone can be planned but not served")
+                         "to pass to `vllm serve`; a shipped config alone can be planned but not served")
     utilization, utilization_text = utilization_of(spec.name, share_bytes, card_total_bytes)
     argv = ["vllm", "serve", spec.path,
             "--served-model-name", spec.name, *spec.aliases,

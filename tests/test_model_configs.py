@@ -1,4 +1,4 @@
-"""Every shipped config card gives its model's published parameter count, and transformers agrees exactly."""
+"""Every shipped model config gives its model's published parameter count, and transformers agrees exactly."""
 import json
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from budget.architectures import bert_parameters, llm_parameters, vits_parameters, whisper_parameters
-from budget.cards import CARDS_DIR, known_cards
+from budget.model_files import MODEL_CONFIGS_DIR, known_configs
 from budget.estimators.llm import estimate_llm
 from orchestrator.stack import LLMSpec
 
@@ -20,8 +20,8 @@ PUBLISHED = {
 }
 
 
-def _config(card: str) -> dict:
-    return json.loads((CARDS_DIR / card / "config.json").read_text())
+def _config(name: str) -> dict:
+    return json.loads((MODEL_CONFIGS_DIR / name / "config.json").read_text())
 
 
 def _count(cfg: dict) -> int:
@@ -36,24 +36,24 @@ def _matches(value: int, published: str) -> bool:
     return abs(value / unit - float(number)) < last_digit
 
 
-def test_every_card_is_checked():
-    assert set(known_cards()) == set(PUBLISHED)
+def test_every_config_is_checked():
+    assert set(known_configs()) == set(PUBLISHED)
 
 
-@pytest.mark.parametrize("card", sorted(PUBLISHED))
-def test_card_matches_published_figure(card):
-    cfg = _config(card)
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_config_matches_published_figure(name):
+    cfg = _config(name)
     total = _count(cfg)
-    published, published_body = PUBLISHED[card]
-    assert _matches(total, published), (card, total, published)
+    published, published_body = PUBLISHED[name]
+    assert _matches(total, published), (name, total, published)
     if published_body:
         body = total - llm_parameters(cfg)[1]
-        assert _matches(body, published_body), (card, body, published_body)
+        assert _matches(body, published_body), (name, body, published_body)
 
 
-@pytest.mark.parametrize("card", sorted(PUBLISHED))
-def test_card_count_equals_transformers(card):
-    cfg = _config(card)
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_config_count_equals_transformers(name):
+    cfg = _config(name)
     config = transformers.AutoConfig.for_model(**cfg)
     model_class = {"whisper": transformers.WhisperForConditionalGeneration, "bert": transformers.BertModel,
                    "vits": transformers.VitsModel}.get(cfg["model_type"], transformers.AutoModelForCausalLM)
@@ -64,16 +64,22 @@ def test_card_count_equals_transformers(card):
 
 
 def test_qwen3_8b_facts():
-    est = estimate_llm(LLMSpec(name="q", kind="llm", card="qwen3-8b"), on_gpu=True)
+    est = estimate_llm(LLMSpec(name="q", kind="llm", config="qwen3-8b"), on_gpu=True)
     assert est.parameters == 8_190_735_360
     assert est.weights_bytes == 16_381_470_720
     assert est.kv_bytes_per_token == 147_456 and est.dtype == "bfloat16"
-    fp8 = estimate_llm(LLMSpec(name="q", kind="llm", card="qwen3-8b", kv_cache_dtype="fp8"), on_gpu=True)
+    fp8 = estimate_llm(LLMSpec(name="q", kind="llm", config="qwen3-8b", kv_cache_dtype="fp8"), on_gpu=True)
     assert fp8.kv_bytes_per_token == 73_728
 
 
 def test_head_dim_from_config_is_respected():
     """Qwen3-0.6B: hidden 1024 / 16 heads would say 64, but its head_dim is 128."""
-    est = estimate_llm(LLMSpec(name="q", kind="llm", card="qwen3-0.6b"), on_gpu=False)
+    est = estimate_llm(LLMSpec(name="q", kind="llm", config="qwen3-0.6b"), on_gpu=False)
     assert est.kv_bytes_per_token == 2 * 28 * 8 * 128 * 2
     assert est.graph_bytes == 0  # no CUDA graphs on CPU
+
+
+def test_config_names_a_shipped_config_and_the_old_card_key_still_reads():
+    """`config:` names a file in configs/models/ ("card" now means a GPU only); a stack written with `card:` loads."""
+    assert LLMSpec(name="q", kind="llm", config="qwen3-8b").config == "qwen3-8b"
+    assert LLMSpec.model_validate({"name": "q", "kind": "llm", "card": "qwen3-8b"}).config == "qwen3-8b"

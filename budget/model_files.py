@@ -1,4 +1,4 @@
-"""Where a model's files are: its own directory, the local Hugging Face cache, or a shipped config card."""
+"""Where a model's files are: its own directory, the local Hugging Face cache, or a shipped model config."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from budget.estimate import PlanInputError
 from budget.gguf import gguf_file, is_gguf
 from budget.ollama import PREFIX as OLLAMA, resolve_ollama
 
-CARDS_DIR = Path(os.environ.get("ORCH_CARDS_DIR", Path(__file__).resolve().parents[1] / "configs" / "models"))
+MODEL_CONFIGS_DIR = Path(os.environ.get("ORCH_MODEL_CONFIGS_DIR", Path(__file__).resolve().parents[1] / "configs" / "models"))
 _PREFIXES = ("faster-whisper-", "faster-", "hf-", "models--")
 _SUFFIXES = ("-ct2", "-ctranslate2", "-hf", "-safetensors")
 MODEL_FILE_SUFFIXES = (".gguf", ".onnx")  # models that are one file
@@ -19,11 +19,11 @@ MODEL_FILE_SUFFIXES = (".gguf", ".onnx")  # models that are one file
 
 @dataclass(frozen=True, slots=True)
 class ModelFiles:
-    """The directory to read, whether it holds real weights or only a card, and the one model file a path may name
+    """The directory to read, whether it holds real weights or only a config, and the one model file a path may name
     (a .gguf LLM, a Piper .onnx voice)."""
 
     directory: Path
-    is_card: bool
+    config_only: bool
     file: Path | None = None
 
     @property
@@ -33,7 +33,7 @@ class ModelFiles:
     def describe(self) -> str:
         if self.file is not None:
             return str(self.file)
-        return f"card {self.directory.name} (configs/models)" if self.is_card else str(self.directory)
+        return f"config {self.directory.name} (configs/models)" if self.config_only else str(self.directory)
 
     def json(self, name: str) -> dict[str, Any] | None:
         file = self.directory / name
@@ -64,8 +64,8 @@ def piper_voice_files(path: Path) -> tuple[Path, Path] | None:
     return onnx, config
 
 
-def known_cards() -> list[str]:
-    return sorted(p.name for p in CARDS_DIR.iterdir() if (p / "config.json").is_file()) if CARDS_DIR.is_dir() else []
+def known_configs() -> list[str]:
+    return sorted(p.name for p in MODEL_CONFIGS_DIR.iterdir() if (p / "config.json").is_file()) if MODEL_CONFIGS_DIR.is_dir() else []
 
 
 def _hf_cache_snapshot(repo_id: str) -> Path | None:
@@ -78,7 +78,7 @@ def _hf_cache_snapshot(repo_id: str) -> Path | None:
     return found[-1] if found else None
 
 
-def card_candidates(text: str) -> list[str]:
+def config_candidates(text: str) -> list[str]:
     """Card names a path or repo id may stand for: `/m/faster-whisper-large-v3-turbo` → whisper-large-v3-turbo."""
     base = text.rstrip("/").split("/")[-1].lower()
     names = [base]
@@ -92,8 +92,8 @@ def card_candidates(text: str) -> list[str]:
     return names
 
 
-def find_model_files(name: str, path: str | None, card: str | None, required: bool = True) -> ModelFiles | None:
-    """Real files when `path` exists (or is cached), else the named or guessed card; else a clear error."""
+def find_model_files(name: str, path: str | None, config: str | None, required: bool = True) -> ModelFiles | None:
+    """Real files when `path` exists (or is cached), else the named or guessed config; else a clear error."""
     if path and path.startswith(OLLAMA):
         blob = resolve_ollama(path)
         return ModelFiles(blob.parent, False, blob)
@@ -108,15 +108,15 @@ def find_model_files(name: str, path: str | None, card: str | None, required: bo
                                  "(or at a .gguf LLM or a Piper .onnx voice)")
         if "/" in path and not path.startswith(("/", ".", "~")) and (snap := _hf_cache_snapshot(path)):
             return ModelFiles(snap, False)
-    wanted = [card.lower()] if card else card_candidates(path or name)
+    wanted = [config.lower()] if config else config_candidates(path or name)
     for candidate in wanted:
-        if (CARDS_DIR / candidate / "config.json").is_file():
-            return ModelFiles(CARDS_DIR / candidate, True)
+        if (MODEL_CONFIGS_DIR / candidate / "config.json").is_file():
+            return ModelFiles(MODEL_CONFIGS_DIR / candidate, True)
     if not required:
         return None
     where = f"path {path} does not exist on this machine" if path else "it has no path"
-    if card:
-        raise PlanInputError(f"model {name!r}: card {card!r} is not in {CARDS_DIR}; known cards: "
-                             f"{', '.join(known_cards())}")
-    raise PlanInputError(f"model {name!r}: {where}, and no config card matches it. Point path at the model's "
-                         f"directory, or set `card:` to one of {', '.join(known_cards())} to plan without weights.")
+    if config:
+        raise PlanInputError(f"model {name!r}: config {config!r} is not in {MODEL_CONFIGS_DIR}; known configs: "
+                             f"{', '.join(known_configs())}")
+    raise PlanInputError(f"model {name!r}: {where}, and no shipped model config matches it. Point path at the model's "
+                         f"directory, or set `config:` to one of {', '.join(known_configs())} to plan without weights.")
