@@ -79,7 +79,7 @@ KINDS: dict[str, EngineKind] = {k.name: k for k in (
                        "/openai/v1/audio/translations"),
                routers=("orchestrator.server.routers.transcriptions:router",), uploads=True,
                openai_names=frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})),
-    EngineKind("tts", "text-to-speech", "engines.tts.backends:backend_class", "engines.tts.async_tts:AsyncTTS",
+    EngineKind("tts", "text-to-speech", "engines.tts.backend_choice:backend_class", "engines.tts.async_tts:AsyncTTS",
                RemoteTTS, TTSProtocol, frozenset({RequestType.SPEAK}), routes=("/v1/audio/speech",),
                routers=("orchestrator.server.routers.speech:router",), body_limit=1 << 20, info=_tts_info,
                openai_names=frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})),

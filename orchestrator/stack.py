@@ -202,7 +202,7 @@ class VADSpec(ModelSpec):
 SPEC_BY_KIND: dict[str, type[ModelSpec]] = {get_args(cls.model_fields["kind"].annotation)[0]: cls
                                              for cls in ModelSpec.__subclasses__()}
 AnyModel = Annotated[Union[tuple(SPEC_BY_KIND.values())], Field(discriminator="kind")]
-KINDS = tuple(SPEC_BY_KIND)
+KIND_NAMES = tuple(SPEC_BY_KIND)
 
 
 class VoiceSpec(Strict):

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.stack import KINDS, SPEC_BY_KIND, CardSpec, GpuSpec, ServerSpec, Stack, VoiceSpec
+from orchestrator.stack import KIND_NAMES, SPEC_BY_KIND, CardSpec, GpuSpec, ServerSpec, Stack, VoiceSpec
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS: dict[str, type[BaseModel]] = {"gpu": GpuSpec, "server": ServerSpec, "voice": VoiceSpec}
@@ -82,7 +82,7 @@ def _expand_env(value: Any, root: yaml.Node | None, loc: tuple, source: str) -> 
 def _describe(err: dict, data: dict, root: yaml.Node | None) -> tuple[int, str]:
     """One pydantic error as (line, `line N, where: what to do`)."""
     loc = tuple((err.get("ctx") or {}).get("where") or err["loc"])
-    kind_tag = len(loc) > 2 and loc[0] == "models" and loc[2] in KINDS
+    kind_tag = len(loc) > 2 and loc[0] == "models" and loc[2] in KIND_NAMES
     data_loc = loc[:2] + loc[3:] if kind_tag else loc
     where = _dotted(data_loc, data)
     line = _line(root, data_loc)
@@ -98,9 +98,9 @@ def _explain(err: dict, loc: tuple, data_loc: tuple, prefix: str) -> str:
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(fields)}"
         return f"{prefix}: unknown key {key!r}; {hint}"
     if kind == "union_tag_not_found":
-        return f"{prefix}: missing `kind`; set it to one of {', '.join(KINDS)}"
+        return f"{prefix}: missing `kind`; set it to one of {', '.join(KIND_NAMES)}"
     if kind == "union_tag_invalid":
-        return f"{prefix}: kind {err['input'].get('kind')!r} is not one of {', '.join(KINDS)}"
+        return f"{prefix}: kind {err['input'].get('kind')!r} is not one of {', '.join(KIND_NAMES)}"
     if kind == "missing":
         return f"{prefix}: required, but missing"
     message = err["msg"].removeprefix("Value error, ")

@@ -28,7 +28,7 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-class ContentPart(BaseModel):
+class ChatContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "image_url", "input_audio", "file"]
     text: Text | None = None
@@ -51,7 +51,7 @@ class ToolSpec(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[ContentPart] | None = None
+    content: Text | list[ChatContentPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None

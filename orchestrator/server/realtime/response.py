@@ -47,7 +47,8 @@ class TurnClock:
 
 
 @dataclass(slots=True)
-class Voice:
+class SpokenOutput:
+    """How a response speaks: the TTS, its voice and speed, and the rate the client takes."""
     tts: TTSProtocol
     name: str | None
     speed: float
@@ -55,7 +56,7 @@ class Voice:
 
 
 @dataclass(slots=True)
-class Call:
+class FunctionCall:
     """A function call the model is making: one output item of the response."""
     item_id: str
     call_id: str
@@ -73,8 +74,8 @@ class Call:
 
 
 class Response:
-    def __init__(self, send: Callable[[dict], Awaitable[None]], answers: Answers, prompt: Prompt, voice: Voice | None,
-                 clock: TurnClock, conversation_id: str, metadata: dict | None = None,
+    def __init__(self, send: Callable[[dict], Awaitable[None]], answers: Answers, prompt: Prompt,
+                 voice: SpokenOutput | None, clock: TurnClock, conversation_id: str, metadata: dict | None = None,
                  prefetch: Prefetch | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")  # item_id: the spoken or written message's
         self.previous_item_id: str | None = None  # where the answer joins the conversation (None: out of band)
@@ -85,7 +86,7 @@ class Response:
         self.text = ""                 # the answer as generated (text mode: as sent)
         self.spoken: list[str] = []    # audio mode: pieces whose audio was all sent
         self.spoken_end_ms: list[float] = []  # where each spoken piece's audio ends, from the answer's start
-        self.calls: list[Call] = []
+        self.calls: list[FunctionCall] = []
         self.message_index: int | None = None  # the message's output index, once it has begun
         self._audio_ms = 0.0
         self.cancel_reason: str | None = None
@@ -236,7 +237,7 @@ class Response:
             function = delta.get("function") or {}
             if delta.get("id"):
                 index = len(self.calls) + (self.message_index is not None)
-                call = Call(new_id("item"), delta["id"], function.get("name") or "", index)
+                call = FunctionCall(new_id("item"), delta["id"], function.get("name") or "", index)
                 self.calls.append(call)
                 await self._added(index, call.item())
             piece = function.get("arguments") or ""

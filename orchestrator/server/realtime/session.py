@@ -25,7 +25,7 @@ from orchestrator.server.realtime.draft import Draft, Prefetch
 from orchestrator.server.realtime.end_of_turn import utterance_complete
 from orchestrator.server.realtime.events import ClientError, error_event, new_id, validation_message
 from orchestrator.server.realtime.microphone import Microphone
-from orchestrator.server.realtime.response import Response, TurnClock, Voice
+from orchestrator.server.realtime.response import Response, SpokenOutput, TurnClock
 from orchestrator.server.realtime.voice import VoiceEngines
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,7 @@ class RealtimeSession:
                               "invalid_value", "response.output_modalities")
         prompt = await self._prompt(options, self.history)
         out = config.audio.output
-        voice = Voice(self.engines.tts, out.voice, out.speed, out.format.rate) if "audio" in modalities else None
+        voice = SpokenOutput(self.engines.tts, out.voice, out.speed, out.format.rate) if "audio" in modalities else None
         if self.response is not None:  # another turn started one while this prompt was rendered
             raise ClientError("the conversation already has an active response",
                               "conversation_already_has_active_response")
