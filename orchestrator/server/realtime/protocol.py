@@ -5,7 +5,7 @@ so a client never believes a setting took effect when it did not.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -259,6 +259,6 @@ class ItemDelete(ClientEvent):
 
 AnyClientEvent = Annotated[SessionUpdate | AudioAppend | AudioCommit | AudioClear | ItemCreate | ResponseCreate
                            | ResponseCancel | ItemTruncate | ItemRetrieve | ItemDelete, Field(discriminator="type")]
-EVENT_TYPES = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-               "conversation.item.create", "conversation.item.truncate", "conversation.item.retrieve",
-               "conversation.item.delete", "response.create", "response.cancel")
+# The client event types this server handles, read off the union (each event's `type` literal), in its order.
+EVENT_TYPES = tuple(get_args(event.model_fields["type"].annotation)[0]
+                    for event in get_args(get_args(AnyClientEvent)[0]))

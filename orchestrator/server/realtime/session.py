@@ -31,6 +31,12 @@ from orchestrator.server.realtime.voice import VoiceEngines
 log = logging.getLogger(__name__)
 
 
+# Each client event's handler, by the event's class: the dispatch table, built once.
+HANDLERS: dict[type, str] = {
+    p.SessionUpdate: "_update", p.AudioAppend: "_append", p.AudioCommit: "_commit_buffer", p.AudioClear: "_clear",
+    p.ItemCreate: "_create_item", p.ResponseCreate: "_create_response", p.ResponseCancel: "_cancel_response",
+    p.ItemTruncate: "_truncate_item", p.ItemRetrieve: "_retrieve_item", p.ItemDelete: "_delete_item"}
+
 class RealtimeSession:
     def __init__(self, engines: VoiceEngines, send: Callable[[dict], Awaitable[None]], metrics: Metrics,
                  model: str | None) -> None:
@@ -64,10 +70,7 @@ class RealtimeSession:
 
     async def handle(self, event) -> None:
         """Apply one client event; ClientError goes back to the client as an `error` event."""
-        handler = {p.SessionUpdate: self._update, p.AudioAppend: self._append, p.AudioCommit: self._commit_buffer,
-                   p.AudioClear: self._clear, p.ItemCreate: self._create_item, p.ResponseCreate: self._create_response,
-                   p.ResponseCancel: self._cancel_response, p.ItemTruncate: self._truncate_item,
-                   p.ItemRetrieve: self._retrieve_item, p.ItemDelete: self._delete_item}[type(event)]
+        handler = getattr(self, HANDLERS[type(event)])
         try:
             await handler(event)
         except ClientError as error:
