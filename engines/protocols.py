@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # the planner imports nothing heavy; these are for readers an
 
 
 @runtime_checkable
-class EngineFront(Protocol):
+class FrontProtocol(Protocol):
+    """What every front and every worker client answers, whatever its kind (EngineFront is the in-process base)."""
+
     def is_alive(self) -> bool:
         """False once the engine (or its worker) is gone; calls then raise EngineDeadError."""
 
@@ -31,7 +33,7 @@ class EngineFront(Protocol):
 
 
 @runtime_checkable
-class LLMProtocol(EngineFront, Protocol):
+class LLMProtocol(FrontProtocol, Protocol):
     tokenizer: Any  # the server renders chat templates and counts tokens itself
 
     @property
@@ -45,7 +47,7 @@ class LLMProtocol(EngineFront, Protocol):
 
 
 @runtime_checkable
-class ASRProtocol(EngineFront, Protocol):
+class ASRProtocol(FrontProtocol, Protocol):
     async def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription: ...
 
 
@@ -60,7 +62,7 @@ class SpeechStreamProtocol(Protocol):
 
 
 @runtime_checkable
-class TTSProtocol(EngineFront, Protocol):
+class TTSProtocol(FrontProtocol, Protocol):
     sample_rate: int
 
     async def voices(self) -> list[Voice]: ...
@@ -70,12 +72,12 @@ class TTSProtocol(EngineFront, Protocol):
 
 
 @runtime_checkable
-class EmbeddingProtocol(EngineFront, Protocol):
+class EmbeddingProtocol(FrontProtocol, Protocol):
     async def embed(self, inputs: list[str] | list[list[int]], dimensions: int | None = None) -> EmbeddingResult: ...
 
 
 @runtime_checkable
-class VADProtocol(EngineFront, Protocol):
+class VADProtocol(FrontProtocol, Protocol):
     async def open_stream(self, threshold: float | None = None, min_silence_ms: int = 300, speech_pad_ms: int = 30,
                           min_speech_ms: int = 100) -> str: ...
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from budget.devices import nvml_index, worker_env
 from budget.planner import ModelPlan, StackPlan
 from budget.units import human
-from engines.protocols import EngineFront
+from engines.protocols import FrontProtocol
 from orchestrator.launch.argv import launch_argv
 from orchestrator.launch.server import LaunchedServer
 from orchestrator.net import free_port
@@ -49,7 +49,7 @@ class Supervisor:
         self.status: dict[str, EngineStatus] = {
             m.estimate.name: EngineStatus(m.estimate.name, m.estimate.kind, EngineState.LOADING, m.share_bytes, None)
             for m in plan.models}
-        self.clients: dict[str, EngineFront] = {}  # what the server routes to, by model name (its kind's protocol)
+        self.clients: dict[str, FrontProtocol] = {}  # what the server routes to, by model name (its kind's protocol)
         self.infos: dict[str, dict] = {}           # what each engine told the server at start (paths, voices, limits)
         self._handles: dict[str, WorkerHandle] = {}
         self._launched: dict[str, LaunchedServer] = {}  # OpenAI servers we started as an LLM's worker
