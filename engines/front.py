@@ -13,11 +13,11 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from engines.errors import EngineDeadError, EngineFailedError, EngineInputError
-from engines.request_streams import busy_error
+from engines.request_streams import busy_error, call_on
 
 log = logging.getLogger(__name__)
 P = TypeVar("P")
@@ -30,14 +30,11 @@ class Job(Generic[P]):
     loop: asyncio.AbstractEventLoop
     sink: Callable[[Any], None]
     future: asyncio.Future | None = None   # a one-result job's future (None: the job streams into its sink)
-    finished: bool = field(default=False)
+    finished: bool = False
 
     def deliver(self, item: Any) -> None:
         """Run the sink with `item` on the caller's loop; nothing if that loop is closed (nobody waits)."""
-        try:
-            self.loop.call_soon_threadsafe(self.sink, item)
-        except RuntimeError:
-            pass
+        call_on(self.loop, self.sink, item)
 
     @property
     def abandoned(self) -> bool:

@@ -34,10 +34,7 @@ class RequestStreams:
         if target is None:
             return
         loop, replies = target
-        try:
-            loop.call_soon_threadsafe(replies.put_nowait, item)
-        except RuntimeError:  # the caller's loop is closed: nobody is waiting
-            pass
+        call_on(loop, replies.put_nowait, item)
 
     def close(self, key: Hashable) -> None:
         self._queues.pop(key, None)
@@ -67,6 +64,14 @@ class RequestStreams:
             self.close(key)
             if not done:
                 abandon()
+
+
+def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], None], item: Any) -> None:
+    """Run `fn(item)` on `loop` from any thread; nothing if that loop is closed (nobody is waiting)."""
+    try:
+        loop.call_soon_threadsafe(fn, item)
+    except RuntimeError:
+        pass
 
 
 def busy_error(owner: str, in_flight: int, limit: int) -> EngineBusyError:
