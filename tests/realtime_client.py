@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 import typing
 
@@ -40,6 +41,23 @@ def _ga_rates(event: dict) -> dict:
     return {**event, key: {**session, "audio": audio}}
 
 
+def shape(value):
+    """A value's structure without its data: keys and value types, so two runs compare ignoring ids and timings."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [shape(item) for item in value[:1]]
+    return type(value).__name__
+
+
+def _record(event: dict) -> None:
+    """With ORCH_RECORD_REALTIME=FILE, each event's shape is appended there (one JSON line, with the test's name)."""
+    if path := os.environ.get("ORCH_RECORD_REALTIME"):
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        with open(path, "a") as out:
+            out.write(json.dumps({"test": test, "type": event["type"], "shape": shape(event)}) + "\n")
+
+
 def pcm16_b64(audio: np.ndarray) -> str:
     return base64.b64encode((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()).decode()
 
@@ -68,6 +86,7 @@ class Client:
         """The next event, stamped with when it arrived (`received_at`, perf_counter seconds)."""
         event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         check_server_event(event)
+        _record(event)
         event["received_at"] = time.perf_counter()
         self.events.append(event)
         return event

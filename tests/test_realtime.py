@@ -61,11 +61,16 @@ async def wait_idle(stack, blocks: int, timeout: float = 20) -> None:
     while time.monotonic() < deadline:
         stats = llm(stack).stats
         if (stats.running, stats.waiting, stats.blocks_used, reusable_blocks(stack), tts(stack).num_open(),
-                len(app.state.realtime_sessions)) == (0, 0, 0, blocks, 0, 0):
+                open_sessions(app)) == (0, 0, 0, blocks, 0, 0):
             return
         await asyncio.sleep(0.05)
     stats = llm(stack).stats
-    pytest.fail(f"not idle: {stats}, tts open {tts(stack).num_open()}, sessions {len(app.state.realtime_sessions)}")
+    pytest.fail(f"not idle: {stats}, tts open {tts(stack).num_open()}, sessions {open_sessions(app)}")
+
+
+def open_sessions(app) -> int:
+    """Realtime sessions open, as /metrics reports them."""
+    return int(app.state.metrics.registry.get_sample_value("orchestrator_realtime_sessions"))
 
 
 def test_a_spoken_turn_through_the_openai_sdk_gets_events_in_order(stack):
@@ -159,12 +164,15 @@ def test_speech_during_a_response_cancels_it_and_frees_its_blocks(stack):
             released.clear()
         released.set()
         third = await client.until("response.done")
-        history = [(h.role, h.text) for s in app.state.realtime_sessions for h in s.history]
+        await client.send(type="conversation.item.retrieve", item_id=second[-1]["response"]["output"][0]["id"])
+        kept_item = await client.recv()  # the cancelled answer as the conversation holds it, or an error if it does not
+        while kept_item["type"] not in ("conversation.item.retrieved", "error"):
+            kept_item = await client.recv()
         await client.close()
-        return first, second + third, history, busy_free
+        return first, second + third, kept_item, busy_free
 
     try:
-        first, rest, history, busy_free = run(main())
+        first, rest, kept_item, busy_free = run(main())
     finally:
         released.set()
         tts(stack).before_piece = None
@@ -178,7 +186,10 @@ def test_speech_during_a_response_cancels_it_and_frees_its_blocks(stack):
     sent = "".join(e["delta"] for e in first + rest if e["type"] == "response.output_audio_transcript.delta"
                    and e["response_id"] == cancelled["response"]["id"])
     assert sent.startswith(kept)
-    assert ("assistant", kept) in history if kept else all(r != "assistant" for r, _ in history)
+    if kept:
+        assert kept_item["item"]["role"] == "assistant" and kept_item["item"]["content"][0]["transcript"] == kept
+    else:
+        assert kept_item["type"] == "error" and kept_item["error"]["code"] == "item_not_found"
     final = rest[-1]
     assert final["response"]["status"] in ("completed", "incomplete") and final["response"]["id"] != \
         cancelled["response"]["id"]
@@ -245,8 +256,8 @@ def test_twenty_sessions_opened_and_closed_leave_nothing_behind(stack):
         await wait_idle(stack, start_free)
 
     run(main())
-    assert not app.state.realtime_sessions
-    assert app.state.metrics.realtime_live() == (0, 0)
+    assert open_sessions(app) == 0
+    assert app.state.metrics.registry.get_sample_value("orchestrator_realtime_tasks") == 0
 
 
 BAD_EVENTS = [
@@ -448,31 +459,42 @@ def test_manual_commit_without_server_vad(stack):
     assert base64.b64decode(next(e for e in events if e["type"] == "response.output_audio.delta")["delta"])
 
 
+def spoken_pieces(events: list[dict], rate: int = 24000) -> list[tuple[str, float]]:
+    """An answer's spoken pieces as the client heard them: each transcript delta, and where its audio ended (ms)."""
+    pieces: list[tuple[str, float]] = []
+    samples = 0
+    for event in events:
+        if event["type"] == "response.output_audio_transcript.delta":
+            pieces.append((event["delta"].strip(), samples * 1000 / rate))
+        elif event["type"] == "response.output_audio.delta" and pieces:
+            samples += len(base64.b64decode(event["delta"])) // 2
+            pieces[-1] = (pieces[-1][0], samples * 1000 / rate)
+    return pieces
+
+
 def test_truncate_retrieve_and_delete_items(stack):
     """truncate cuts an answer's text at the audio the client played; retrieve and delete; bad ids are errors."""
-    app = stack[0]
 
     async def main():
         client = await Client.connect(stack[2], KEY, MODEL)
         await client.until("session.created")
         await client.send(type="session.update", session={"max_output_tokens": 64})
-        session = next(iter(app.state.realtime_sessions))
         for _ in range(6):  # a random-weight answer may hold nothing the tiny voice can say: then ask again
             await client.send(type="conversation.item.create", item={
                 "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]})
             user_item = (await client.until("conversation.item.done"))[-1]["item"]["id"]
             await client.send(type="response.create")
-            answer = (await client.until("response.done"))[-1]["response"]["output"][0]["id"]
-            entry = next((h for h in session.history if h.id == answer), None)  # there before response.done
-            if entry is not None and entry.pieces:
+            events = await client.until("response.done")
+            answer = events[-1]["response"]["output"][0]["id"]
+            if pieces := spoken_pieces(events):
                 break
-        pieces = list(entry.pieces)
-        cut = int(pieces[0][1])  # the end of the first piece's audio
+        # Just past the end of the first piece's audio (the server counts it before resampling, a few ms apart).
+        cut = int(pieces[0][1]) + 20
         await client.send(type="conversation.item.truncate", item_id=answer, content_index=0, audio_end_ms=cut)
         truncated = (await client.until("conversation.item.truncated"))[-1]
-        kept = entry.text
         await client.send(type="conversation.item.retrieve", item_id=answer)
         retrieved = (await client.until("conversation.item.retrieved"))[-1]["item"]
+        kept = retrieved["content"][0]["transcript"]
         errors = []
         for bad in ({"type": "conversation.item.truncate", "item_id": answer, "audio_end_ms": -5},
                     {"type": "conversation.item.truncate", "item_id": answer, "audio_end_ms": 10**9},
@@ -484,7 +506,13 @@ def test_truncate_retrieve_and_delete_items(stack):
             errors.append((await client.until("error"))[-1]["error"])
         await client.send(type="conversation.item.delete", item_id=user_item)
         deleted = (await client.until("conversation.item.deleted"))[-1]
-        left = [h.id for h in session.history]
+        left = []
+        for item_id in (user_item, answer):  # what the conversation still holds
+            await client.send(type="conversation.item.retrieve", item_id=item_id)
+            reply = await client.recv()
+            while reply["type"] not in ("conversation.item.retrieved", "error"):
+                reply = await client.recv()
+            left += [item_id] if reply["type"] == "conversation.item.retrieved" else []
         await client.close()
         return pieces, cut, truncated, kept, retrieved, errors, deleted, left, answer, user_item
 

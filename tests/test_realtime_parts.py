@@ -1,17 +1,22 @@
 """The realtime session's parts on their own: input buffer, resampling, output deltas, settings merge, stage clock."""
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import numpy as np
 import pytest
+from realtime_client import SERVER_EVENTS
 
 from orchestrator.server.realtime.audio import InputResampler, OutputAudio, decode_pcm16
+from orchestrator.server.realtime.conversation import Conversation, HistoryItem
 from orchestrator.server.realtime.events import ClientError, parse_client_event
 from orchestrator.server.realtime.input_buffer import InputBuffer
 from orchestrator.server.realtime.protocol import SessionConfig
 from orchestrator.server.realtime.response import TurnClock
-from orchestrator.server.realtime.session import _merge
+from orchestrator.server.realtime.server_events import SERVER_EVENT_TYPES
+from orchestrator.server.realtime.settings import Abilities, apply_update, merge
+from orchestrator.server.realtime.turn import Turn, TurnPhase
 
 
 def tone(hz: float, seconds: float, rate: int) -> np.ndarray:
@@ -75,12 +80,86 @@ def test_decode_pcm16_refuses_what_is_not_pcm16():
 
 def test_session_update_merges_object_by_object():
     config = SessionConfig(model="m").model_dump()
-    merged = _merge(config, {"audio": {"output": {"speed": 1.2}}, "instructions": "Be brief."})
+    merged = merge(config, {"audio": {"output": {"speed": 1.2}}, "instructions": "Be brief."})
     parsed = SessionConfig.model_validate(merged)
     assert parsed.audio.output.speed == 1.2 and parsed.audio.input.format.rate == 24000
     assert parsed.instructions == "Be brief." and parsed.audio.input.turn_detection.silence_duration_ms == 500
-    off = SessionConfig.model_validate(_merge(merged, {"audio": {"input": {"turn_detection": None}}}))
+    off = SessionConfig.model_validate(merge(merged, {"audio": {"input": {"turn_detection": None}}}))
     assert off.audio.input.turn_detection is None and off.audio.output.speed == 1.2
+
+
+def test_session_update_applies_what_it_can_and_names_each_refusal():
+    """The pure merge-and-check: a bad setting is dropped and named; the rest applies; what the stack cannot do
+    refuses the whole update."""
+    can = Abilities("m", speaks=True, listens=True, calls_tools=False)
+    config = SessionConfig(model="m", id="sess_1")
+    new, refused = apply_update(config, {"instructions": "Hi.", "temperature": 9, "audio": {"output": {
+        "voice": "nobody", "speed": 1.2}}, "tools": [{"type": "function", "name": "f"}]}, can, ["alloy", "echo"], "e1")
+    assert new.instructions == "Hi." and new.audio.output.speed == 1.2
+    assert new.temperature == config.temperature and new.audio.output.voice is None and new.tools == []
+    assert [r.param for r in refused] == ["session.temperature", "session.audio.output.voice", "session.tools"]
+    assert all(r.event_id == "e1" and "the rest of the update was applied" in r.message for r in refused)
+    assert "alloy, echo" in refused[1].message and "tool_call_parser" in refused[2].message
+    assert config.instructions is None  # the old config is left as it was
+    mute = Abilities("m", speaks=False, listens=True, calls_tools=True)
+    with pytest.raises(ClientError) as whole:
+        apply_update(config, {"output_modalities": ["audio"]}, mute, None)
+    assert whole.value.param == "session.output_modalities"
+    with pytest.raises(ClientError) as renamed:
+        apply_update(config, {"model": "other"}, can, None)
+    assert renamed.value.param == "session.model"
+
+
+def test_the_conversation_places_items_and_names_the_one_before():
+    """Positions (end, after an item, root), previous_item_id in every event, and messages for the chat template."""
+    sent = []
+
+    async def send(event):
+        sent.append(event.wire())
+
+    async def main():
+        conversation = Conversation(send)
+        await conversation.add(HistoryItem("a", "user", "one"))
+        await conversation.add(HistoryItem("c", "user", "three"))
+        await conversation.add(HistoryItem("b", "assistant", "two", "output_text"), "a")
+        await conversation.add(HistoryItem("z", "system", "first"), "root")
+        answer = HistoryItem("d", "assistant", "", "output_text", status="in_progress")
+        await conversation.add_after(answer, "gone")  # its anchor was deleted: at the end
+        await conversation.done(conversation.get("b"))
+        with pytest.raises(ClientError) as missing:
+            await conversation.add(HistoryItem("x", "user", "?"), "nope")
+        await conversation.delete("c")
+        return conversation, missing.value
+
+    conversation, missing = asyncio.run(main())
+    assert [i.id for i in conversation.items] == ["z", "a", "b", "d"]
+    assert [(m["type"], m.get("previous_item_id")) for m in sent] == [
+        ("conversation.item.added", None), ("conversation.item.added", "a"), ("conversation.item.added", "a"),
+        ("conversation.item.added", None), ("conversation.item.added", "c"), ("conversation.item.done", "a"),
+        ("conversation.item.deleted", None)]
+    assert missing.param == "previous_item_id"
+    assert conversation.messages() == [{"role": "system", "content": "first"}, {"role": "user", "content": "one"},
+                                       {"role": "assistant", "content": "two"}]  # the answer in progress is not read
+
+
+def test_the_turn_moves_through_its_phases():
+    turn = Turn("sess")
+    turn.speech_started()
+    turn.paused()
+    assert turn.phase is TurnPhase.PAUSED and turn.user_talking
+    turn.ended()
+    turn.answering()
+    turn.speech_started()  # the user talks over the answer (interrupt_response off): the answer does not reset it
+    turn.answered()
+    assert turn.phase is TurnPhase.SPEAKING
+    turn.cleared()
+    turn.heard()  # nothing was being recognised
+    assert turn.phase is TurnPhase.LISTENING and not turn.user_talking
+
+
+def test_every_server_event_is_a_ga_event_the_sdk_knows():
+    assert len(SERVER_EVENT_TYPES) == len(set(SERVER_EVENT_TYPES)) == 29
+    assert set(SERVER_EVENT_TYPES) <= set(SERVER_EVENTS), set(SERVER_EVENT_TYPES) - set(SERVER_EVENTS)
 
 
 def test_client_events_parse_to_their_types_and_errors_name_the_param():

@@ -48,6 +48,9 @@ class Metrics:
         self.voice_preemptive = Counter("orchestrator_voice_preemptive_answers", "answers started on a pause before "
                                         "the turn ended: used (the pause ended it), cancelled (the user went on), "
                                         "stale (the prompt changed meanwhile)", ["outcome"], registry=self.registry)
+        self.voice_pauses_judged = Counter("orchestrator_voice_pauses_judged", "pauses whose words were recognised "
+                                           "(and judged, and the answer started when it could be) before the turn "
+                                           "ended or went on", registry=self.registry)
         self.realtime_sessions_opened = Counter("orchestrator_realtime_sessions_opened", "realtime sessions accepted",
                                                 registry=self.registry)
         self.realtime_live: Callable[[], tuple[int, int]] = lambda: (0, 0)  # (open sessions, their running tasks)

@@ -1,12 +1,12 @@
-"""Server events as OpenAI's Realtime API shapes them, and client events parsed into clear errors."""
+"""Client events parsed into clear errors, and a client's mistake as the `error` event it gets back."""
 from __future__ import annotations
 
 import json
-import uuid
 
 from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.server.realtime.protocol import EVENT_TYPES, ITEM_TYPES, AnyClientEvent
+from orchestrator.server.realtime.server_events import Error, ErrorDetail
 
 _CLIENT_EVENT = TypeAdapter(AnyClientEvent)
 
@@ -20,13 +20,9 @@ class ClientError(Exception):
         self.message, self.code, self.param, self.event_id = message, code, param, event_id
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-def error_event(error: ClientError) -> dict:
-    return {"type": "error", "error": {"type": "invalid_request_error", "code": error.code, "message": error.message,
-                                       "param": error.param, "event_id": error.event_id}}
+def error_event(error: ClientError) -> Error:
+    return Error(error=ErrorDetail(code=error.code, message=error.message, param=error.param,
+                                   event_id=error.event_id))
 
 
 def validation_message(error: ValidationError, root: str, skip: int = 0) -> tuple[str, str]:

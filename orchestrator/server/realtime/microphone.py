@@ -3,20 +3,20 @@
 The VAD hears pauses (PAUSE_MS of silence); the microphone decides when a pause ends the turn. server_vad
 ends it after silence_duration_ms; semantic_vad after a wait the session sets once it has read the words
 so far (short when they are complete, long when the user is mid-sentence). The session hears of a turn
-through callbacks: `on_speech` when the user starts talking (barge-in), `on_pause` with the audio so far
-when a pause begins (it may transcribe and start the answer early), `on_resume` when the user goes on,
-and `on_turn` with the utterance's audio when the turn ends (or the client commits).
+as a `TurnListener`.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from orchestrator.server.realtime.audio import ENGINE_RATE, InputResampler, decode_pcm16
-from orchestrator.server.realtime.events import ClientError, new_id
+from orchestrator.server.realtime import server_events as e
+from orchestrator.server.realtime.events import ClientError
+from orchestrator.server.realtime.ids import new_id
 from orchestrator.server.realtime.input_buffer import InputBuffer
 from orchestrator.server.realtime.protocol import SemanticVad, TurnDetection
 from orchestrator.server.realtime.response import TurnClock
@@ -26,8 +26,22 @@ PRE_ROLL_S = 1.0  # audio kept before speech starts, beyond the prefix padding (
 PAUSE_MS = 160    # silence that counts as a pause: work on the words so far may begin
 SPEECH_PAD_MS = 30  # the VAD pads each segment's end by this much, so the silence counted after it is that much less
 
-OnTurn = Callable[[np.ndarray, str, TurnClock, bool], Awaitable[None]]
-OnPause = Callable[[np.ndarray, str], Awaitable[None]]
+
+
+class TurnListener(Protocol):
+    """What the microphone tells the session, as it happens."""
+
+    async def speech_started(self) -> None:
+        """The user started talking (a response may be interrupted)."""
+
+    async def paused(self, audio: np.ndarray, item_id: str) -> None:
+        """A pause that may end the turn, with the audio so far (its words may be worked on early)."""
+
+    async def resumed(self, item_id: str) -> None:
+        """The user went on after a pause that did not end the turn."""
+
+    async def turn_ended(self, audio: np.ndarray, item_id: str, clock: TurnClock, respond: bool) -> None:
+        """The turn's audio, at its end (the VAD's silence, or the client's commit: then respond is False)."""
 
 
 @dataclass(slots=True)
@@ -40,11 +54,8 @@ class Speech:
 
 
 class Microphone:
-    def __init__(self, vad, max_seconds: float, send: Callable[[dict], Awaitable[None]],
-                 on_speech: Callable[[], Awaitable[None]], on_turn: OnTurn, on_pause: OnPause,
-                 on_resume: Callable[[str], Awaitable[None]]) -> None:
-        self.vad, self.send, self.on_speech, self.on_turn = vad, send, on_speech, on_turn
-        self.on_pause, self.on_resume = on_pause, on_resume
+    def __init__(self, vad, max_seconds: float, send: e.Send, listener: TurnListener) -> None:
+        self.vad, self.send, self.listener = vad, send, listener
         self.max_seconds = max_seconds
         self.buffer = InputBuffer(max_seconds)
         self.resampler = InputResampler(24000)
@@ -52,17 +63,19 @@ class Microphone:
         self.stream: str | None = None
         self.speech: Speech | None = None
 
-    async def configure(self, rate: int, detection: TurnDetection | SemanticVad | None) -> None:
-        """Follow the session's input settings; a new turn_detection starts a fresh VAD stream."""
+    async def configure(self, rate: int, detection: TurnDetection | SemanticVad | None) -> bool:
+        """Follow the session's input settings; a new turn_detection starts a fresh VAD stream (True: it did, and
+        a turn in progress was dropped)."""
         if rate != self.resampler.rate:
             self.resampler = InputResampler(rate)
         if detection == self.detection and (self.stream is not None) == (detection is not None):
-            return
+            return False
         await self.close()
         self.detection = detection
         if detection is not None:
             pause = min(PAUSE_MS, detection.wait_ms(True))
             self.stream = await self.vad.open_stream(detection.threshold, pause, SPEECH_PAD_MS)
+        return True
 
     async def close(self) -> None:
         if self.stream is not None:
@@ -99,7 +112,8 @@ class Microphone:
         item_id = self.speech.item_id if self.speech else new_id("item")
         await self._forget_segment()
         now = time.perf_counter()
-        await self.on_turn(self.buffer.take(), item_id, TurnClock(speech_end=now, speech_stopped=now), False)
+        await self.listener.turn_ended(self.buffer.take(), item_id, TurnClock(speech_end=now, speech_stopped=now),
+                                       False)
 
     async def clear(self) -> None:
         self.buffer.clear()
@@ -114,13 +128,11 @@ class Microphone:
             await self._end_if_due(sample)  # the silence before this speech may have ended the turn already
             if self.speech is speech:  # it did not: the user goes on with the same turn
                 speech.pause = speech.wait_ms = None
-                await self.on_resume(speech.item_id)
+                await self.listener.resumed(speech.item_id)
                 return
         self.speech = Speech(new_id("item"), sample)
-        await self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": sample * 1000 // ENGINE_RATE,
-                         "item_id": self.speech.item_id})
-        if self.detection.interrupt_response:
-            await self.on_speech()
+        await self.send(e.SpeechStarted(audio_start_ms=sample * 1000 // ENGINE_RATE, item_id=self.speech.item_id))
+        await self.listener.speech_started()
 
     async def _paused(self, sample: int) -> None:
         speech = self.speech
@@ -130,7 +142,7 @@ class Microphone:
         if not self.detection.judges_words:
             speech.wait_ms = self.detection.wait_ms(None)
         if speech.wait_ms is None or speech.wait_ms > PAUSE_MS:  # the pause may not be the end: start on it early
-            await self.on_pause(self.buffer.peek(speech.start - self._prefix(), sample), speech.item_id)
+            await self.listener.paused(self.buffer.peek(speech.start - self._prefix(), sample), speech.item_id)
 
     async def _end_if_due(self, now: int) -> None:
         """End the turn when the silence since the pause (up to sample `now`) has reached its wait."""
@@ -142,10 +154,9 @@ class Microphone:
             return
         self.speech = None
         clock = TurnClock(speech_end=self.buffer.arrival(speech.pause - 1), speech_stopped=time.perf_counter())
-        await self.send({"type": "input_audio_buffer.speech_stopped",
-                         "audio_end_ms": speech.pause * 1000 // ENGINE_RATE, "item_id": speech.item_id})
+        await self.send(e.SpeechStopped(audio_end_ms=speech.pause * 1000 // ENGINE_RATE, item_id=speech.item_id))
         audio = self.buffer.take(speech.start - self._prefix(), speech.pause)
-        await self.on_turn(audio, speech.item_id, clock, self.detection.create_response)
+        await self.listener.turn_ended(audio, speech.item_id, clock, self.detection.create_response)
 
     async def _forget_segment(self) -> None:
         """A segment in progress is over: the audio it covered is committed or cleared."""

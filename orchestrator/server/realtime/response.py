@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -18,9 +17,10 @@ from engines.protocols import TTSProtocol
 from engines.tts.text_split import SentenceSplitter
 from orchestrator.server.realtime.answers import Answers, Prompt
 from orchestrator.server.realtime.audio import OutputAudio
-from orchestrator.server.realtime.conversation import CALL, HistoryItem, item_dict
+from orchestrator.server.realtime import server_events as e
+from orchestrator.server.realtime.conversation import CALL, Conversation, HistoryItem
 from orchestrator.server.realtime.draft import Prefetch
-from orchestrator.server.realtime.events import new_id
+from orchestrator.server.realtime.ids import new_id
 
 log = logging.getLogger(__name__)
 MAX_PIECE_CHARS = 200
@@ -58,36 +58,26 @@ class SpokenOutput:
 @dataclass(slots=True)
 class FunctionCall:
     """A function call the model is making: one output item of the response."""
-    item_id: str
-    call_id: str
-    name: str
+    entry: HistoryItem         # its item: arguments as `text`, in_progress until its arguments are done
     output_index: int
-    arguments: str = ""
-    status: str | None = None  # set once the call is done (completed, or incomplete when cut off)
-
-    def entry(self) -> HistoryItem:
-        return HistoryItem(self.item_id, "assistant", self.arguments, type=CALL, call_id=self.call_id, name=self.name,
-                           status=self.status or "in_progress")
-
-    def item(self) -> dict:
-        return self.entry().as_item()
+    done: bool = False
 
 
 class Response:
-    def __init__(self, send: Callable[[dict], Awaitable[None]], answers: Answers, prompt: Prompt,
-                 voice: SpokenOutput | None, clock: TurnClock, conversation_id: str, metadata: dict | None = None,
+    def __init__(self, send: e.Send, answers: Answers, prompt: Prompt, voice: SpokenOutput | None, clock: TurnClock,
+                 conversation_id: str, conversation: Conversation | None = None, metadata: dict | None = None,
                  prefetch: Prefetch | None = None) -> None:
         self.id, self.item_id = new_id("resp"), new_id("item")  # item_id: the spoken or written message's
-        self.previous_item_id: str | None = None  # where the answer joins the conversation (None: out of band)
-        self.before_done: Callable[[Response], None] | None = None  # in the conversation: the session records it here
+        self.conversation = conversation  # None: out of band, nothing joins the conversation
+        self.anchor = conversation.last_id if conversation else None  # the item the answer follows
         self.send, self.answers, self.prompt = send, answers, prompt
         self.prefetch = prefetch  # the answer started on the pause that ended the turn, if it was
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
         self.text = ""                 # the answer as generated (text mode: as sent)
         self.spoken: list[str] = []    # audio mode: pieces whose audio was all sent
-        self.spoken_end_ms: list[float] = []  # where each spoken piece's audio ends, from the answer's start
         self.calls: list[FunctionCall] = []
-        self.message_index: int | None = None  # the message's output index, once it has begun
+        self.message: HistoryItem | None = None  # the spoken or written message, once it has begun
+        self.message_index: int | None = None
         self._audio_ms = 0.0
         self.cancel_reason: str | None = None
         self.status, self.details = "in_progress", None
@@ -105,15 +95,6 @@ class Response:
         """What the user was given: the spoken pieces (audio) or the text sent."""
         return " ".join(self.spoken) if self.audio else self.text
 
-    def items(self) -> list[HistoryItem]:
-        """What the response adds to the conversation, in output order: its message (if any was given) and calls."""
-        out = [(call.output_index, call.entry()) for call in self.calls]
-        if self.message_index is not None and self.transcript:
-            pieces = list(zip(self.spoken, self.spoken_end_ms)) if self.audio else None
-            out.append((self.message_index, HistoryItem(self.item_id, "assistant", self.transcript,
-                                                        "output_audio" if self.audio else "output_text", pieces)))
-        return [item for _, item in sorted(out, key=lambda pair: pair[0])]
-
     async def cancel(self, reason: str) -> None:
         """Stop the response, and wait until its done events are sent."""
         if self.task is None or self.task.done():
@@ -127,7 +108,7 @@ class Response:
         """Stream the response and end it with response.done; run as the task that cancel() stops."""
         self._started = True
         try:
-            await self.send({"type": "response.created", "response": self.resource()})
+            await self.send(e.ResponseCreated(response=self.resource()))
             if self.cancel_reason is not None:  # cancelled before it began
                 raise asyncio.CancelledError
             await (self._speak() if self.audio else self._write())
@@ -148,42 +129,35 @@ class Response:
                 await self.prefetch.aclose()
         await self._finish()
 
-    async def _added(self, output_index: int, item: dict) -> None:
-        """A new output item: to the response, and (in the conversation) after the one before it."""
-        await self.send({"type": "response.output_item.added", "response_id": self.id, "output_index": output_index,
-                         "item": item})
-        if self.before_done is not None:
-            await self.send({"type": "conversation.item.added", "previous_item_id": self._previous(item["id"]),
-                             "item": item})
+    async def _added(self, output_index: int, entry: HistoryItem) -> None:
+        """A new output item: to the response, and (in the conversation) after the response's item before it."""
+        await self.send(e.OutputItemAdded(response_id=self.id, output_index=output_index, item=entry.as_item()))
+        if self.conversation is not None:
+            await self.conversation.add_after(entry, self.anchor)
+            self.anchor = entry.id
 
-    async def _done(self, output_index: int, item: dict) -> None:
-        await self.send({"type": "response.output_item.done", "response_id": self.id, "output_index": output_index,
-                         "item": item})
-        if self.before_done is not None:
-            await self.send({"type": "conversation.item.done", "previous_item_id": self._previous(item["id"]),
-                             "item": item})
-
-    def _previous(self, item_id: str) -> str | None:
-        """The item before this one in the conversation: the response's item before it, or where the answer joins."""
-        ids = [item_id for _, item_id in sorted([(call.output_index, call.item_id) for call in self.calls] + (
-            [(self.message_index, self.item_id)] if self.message_index is not None else []))]
-        at = ids.index(item_id)
-        return ids[at - 1] if at else self.previous_item_id
+    async def _done(self, output_index: int, entry: HistoryItem) -> None:
+        await self.send(e.OutputItemDone(response_id=self.id, output_index=output_index, item=entry.as_item()))
+        if self.conversation is not None:
+            await self.conversation.done(entry)
 
     async def _open_message(self) -> None:
         """The spoken or written message begins with its first words (a response may be calls alone)."""
-        if self.message_index is not None:
+        if self.message is not None:
             return
         self.message_index = len(self.calls)
-        await self._added(self.message_index, item_dict(self.item_id, "assistant", self._part(""), "in_progress"))
-        await self.send({"type": "response.content_part.added", **self._where(), "part": self._part("", True)})
+        self.message = HistoryItem(self.item_id, "assistant", "", "output_audio" if self.audio else "output_text",
+                                   [] if self.audio else None, status="in_progress")
+        await self._added(self.message_index, self.message)
+        await self.send(e.ContentPartAdded(**self._where(), part=self._part("", True)))
 
     async def _write(self) -> None:
         async with aclosing(self._answer()) as answer:
             async for delta in answer:
                 await self._open_message()
                 self.text += delta
-                await self.send({"type": "response.output_text.delta", **self._where(), "delta": delta})
+                self.message.text = self.text
+                await self.send(e.TextDelta(**self._where(), delta=delta))
 
     async def _speak(self) -> None:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
@@ -193,7 +167,7 @@ class Response:
             while (piece := await pieces.get()) is not None:
                 await self._say(piece, audio)
             await producer  # its error, if it had one
-            if self.message_index is not None:
+            if self.message is not None:
                 await self._send_audio(audio.deltas(None))
         finally:
             producer.cancel()
@@ -237,27 +211,27 @@ class Response:
             function = delta.get("function") or {}
             if delta.get("id"):
                 index = len(self.calls) + (self.message_index is not None)
-                call = FunctionCall(new_id("item"), delta["id"], function.get("name") or "", index)
+                call = FunctionCall(HistoryItem(new_id("item"), "assistant", "", type=CALL, call_id=delta["id"],
+                                                name=function.get("name") or "", status="in_progress"), index)
                 self.calls.append(call)
-                await self._added(index, call.item())
+                await self._added(index, call.entry)
             piece = function.get("arguments") or ""
             if not piece or not self.calls:
                 continue
             call = self.calls[min(delta.get("index", 0), len(self.calls) - 1)]
-            call.arguments += piece
-            await self.send({"type": "response.function_call_arguments.delta", "response_id": self.id,
-                             "item_id": call.item_id, "output_index": call.output_index, "call_id": call.call_id,
-                             "delta": piece})
+            call.entry.text += piece
+            await self.send(e.ArgumentsDelta(response_id=self.id, item_id=call.entry.id, output_index=call.output_index,
+                                             call_id=call.entry.call_id, delta=piece))
 
     async def _end_calls(self, status: str) -> None:
         """Each call's arguments are final: done events now, so the client can run them while the answer plays."""
         for call in self.calls:
-            if call.status is None:
-                call.status = status
-                await self.send({"type": "response.function_call_arguments.done", "response_id": self.id,
-                                 "item_id": call.item_id, "output_index": call.output_index,
-                                 "call_id": call.call_id, "name": call.name, "arguments": call.arguments})
-                await self._done(call.output_index, call.item())
+            if not call.done:
+                call.done, entry = True, call.entry
+                entry.status = status
+                await self.send(e.ArgumentsDone(response_id=self.id, item_id=entry.id, output_index=call.output_index,
+                                                call_id=entry.call_id, name=entry.name, arguments=entry.text))
+                await self._done(call.output_index, entry)
 
     async def _say(self, piece: str, audio: OutputAudio) -> None:
         try:
@@ -268,7 +242,7 @@ class Response:
         try:
             await self._open_message()
             delta = piece if not self.spoken else " " + piece
-            await self.send({"type": "response.output_audio_transcript.delta", **self._where(), "delta": delta})
+            await self.send(e.AudioTranscriptDelta(**self._where(), delta=delta))
             async for chunk in stream:
                 if self.clock.first_audio is None:
                     self.clock.first_audio = time.perf_counter()
@@ -277,33 +251,32 @@ class Response:
         finally:
             await stream.aclose()
         self.spoken.append(piece)
-        self.spoken_end_ms.append(self._audio_ms)
+        self.message.pieces.append((piece, self._audio_ms))
+        self.message.text = self.transcript
 
     async def _send_audio(self, deltas: list[str]) -> None:
         for delta in deltas:
-            await self.send({"type": "response.output_audio.delta", **self._where(), "delta": delta})
+            await self.send(e.AudioDelta(**self._where(), delta=delta))
 
     async def _finish(self) -> None:
         await self._end_calls("incomplete")  # calls still open were cut off
-        if self.message_index is None and not self.calls:
+        if self.message is None and not self.calls:
             await self._open_message()  # an empty answer is still an (empty) message
-        output = [call.item() for call in self.calls]
-        if self.message_index is not None:
+        output = [call.entry.as_item() for call in self.calls]
+        if (message := self.message) is not None:
             where, final = self._where(), self.transcript
             if self.audio:
-                await self.send({"type": "response.output_audio.done", **where})
-                await self.send({"type": "response.output_audio_transcript.done", **where, "transcript": final})
+                await self.send(e.AudioDone(**where))
+                await self.send(e.AudioTranscriptDone(**where, transcript=final))
             else:
-                await self.send({"type": "response.output_text.done", **where, "text": final})
-            await self.send({"type": "response.content_part.done", **where, "part": self._part(final, True)})
-            item = item_dict(self.item_id, "assistant", self._part(final),
-                             "completed" if self.status == "completed" else "incomplete")
-            await self._done(self.message_index, item)
-            output.insert(self.message_index, item)
-        if self.before_done is not None:  # in the history before the client hears of the end, so it can act on it
-            self.before_done(self)
-        await self.send({"type": "response.done", "response": {**self.resource(), "output": output},
-                         "latency": self.clock.breakdown()})
+                await self.send(e.TextDone(**where, text=final))
+            await self.send(e.ContentPartDone(**where, part=self._part(final, True)))
+            message.text, message.status = final, "completed" if self.status == "completed" else "incomplete"
+            await self._done(self.message_index, message)
+            output.insert(self.message_index, message.as_item())
+            if not final and self.conversation is not None:  # nothing of it was given: the next turn does not see it
+                self.conversation.discard(message)
+        await self.send(e.ResponseDone(response={**self.resource(), "output": output}, latency=self.clock.breakdown()))
 
     def resource(self) -> dict:
         voice = self.voice

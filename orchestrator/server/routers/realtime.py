@@ -17,7 +17,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from orchestrator.server.errors import error_body
-from orchestrator.server.realtime.events import ClientError, error_event, new_id, parse_client_event
+from orchestrator.server.realtime.events import ClientError, error_event, parse_client_event
+from orchestrator.server.realtime.server_events import ServerEvent
 from orchestrator.server.realtime.session import RealtimeSession
 from orchestrator.server.realtime.voice import VoiceEngines
 
@@ -45,10 +46,10 @@ async def realtime(websocket: WebSocket, model: str | None = None) -> None:
     await websocket.accept(subprotocol="realtime" if "realtime" in websocket.scope.get("subprotocols", []) else None)
     lock = asyncio.Lock()
 
-    async def send(event: dict) -> None:
+    async def send(event: ServerEvent) -> None:
         async with lock:
             try:
-                await websocket.send_text(json.dumps({"event_id": new_id("event"), **event}))
+                await websocket.send_text(json.dumps(event.wire()))
             except (WebSocketDisconnect, RuntimeError) as gone:  # one kind of error for "the client has gone"
                 raise ConnectionError("the realtime client has gone") from gone
 
