@@ -1,7 +1,9 @@
 """Every error leaves in the OpenAI shape {"error": {"message", "type", "param", "code"}}, never FastAPI's own."""
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,18 +43,36 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
                       "param": param, "code": code}}
 
 
-UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+@dataclass(slots=True, frozen=True)
+class Problem:
+    """The one problem in a request that an error names: what is wrong, the dotted param, pydantic's location."""
+    message: str
+    param: str | None
+    loc: tuple
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """The most specific error (deepest location), its path without pydantic's union-member tags."""
-    errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return "the request body is not valid JSON; send a JSON object", None
-    best = max(errors, key=lambda e: len(e.get("loc", ())))
-    parts = [str(p) for p in best.get("loc", ()) if p != "body"]
-    where = ".".join(p for p in parts if p.split("[")[0] not in UNION_TAGS and "[" not in p)
-    return (f"{where}: {best.get('msg')}" if where else str(best.get("msg"))), where or None
+def validation_problem(errors: list[dict], root: str = "", skip: int = 0, tags: tuple[str, ...] = ()) -> Problem:
+    """The most specific problem pydantic found (the deepest location), in words, its param dotted as OpenAI writes
+    it: the HTTP routes and the realtime socket both say it this way. `tags` are discriminator values in locations."""
+    if any(e["type"] == "json_invalid" for e in errors):
+        return Problem("the request body is not valid JSON; send a JSON object", None, ())
+    best = max(errors, key=lambda e: len(e["loc"]))
+    parts = [str(place) for place in best["loc"][skip:] if not _union_member(str(place), tags)]
+    param = ".".join([root, *parts]).strip(".") or None
+    kind, message = best["type"], best["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        message = f"unknown parameter '{param}'; this server does not support it"
+    elif kind == "missing":
+        message = f"missing required parameter '{param}'"
+    elif param:
+        message = f"invalid value for '{param}': {message} (got {json.dumps(best.get('input'), default=str)[:80]})"
+    return Problem(message, param, tuple(best["loc"]))
+
+
+def _union_member(place: str, tags: tuple[str, ...]) -> bool:
+    """Whether a pydantic location names which member of a union failed (a tag, a type, a model), not a field."""
+    return (place[:1].isupper() or "[" in place or place.startswith(("function-", "constrained-", "tagged-union"))
+            or place in ("body", "str", "int", "float", "bool", "dict", "list", "none", *tags))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -68,8 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return JSONResponse(error_body(400, message, param), 400)
+        problem = validation_problem(list(exc.errors()))
+        return JSONResponse(error_body(400, problem.message, problem.param), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -5,6 +5,7 @@ import json
 
 from pydantic import TypeAdapter, ValidationError
 
+from orchestrator.server.errors import validation_problem
 from orchestrator.server.realtime.protocol import EVENT_TYPES, ITEM_TYPES, AnyClientEvent
 from orchestrator.server.realtime.server_events import Error, ErrorDetail
 
@@ -23,24 +24,6 @@ class ClientError(Exception):
 def error_event(error: ClientError) -> Error:
     return Error(error=ErrorDetail(code=error.code, message=error.message, param=error.param,
                                    event_id=error.event_id))
-
-
-def validation_message(error: ValidationError, root: str, skip: int = 0) -> tuple[str, str]:
-    """The first problem pydantic found as (message, param), the param dotted as OpenAI writes it."""
-    first = error.errors(include_url=False)[0]
-    loc = [str(p) for p in first["loc"][skip:] if not _union_member(str(p))]
-    param = ".".join([root, *loc]).strip(".")
-    if first["type"] == "extra_forbidden":
-        return f"unknown parameter '{param}'; this server does not support it", param
-    if first["type"] == "missing":
-        return f"missing required parameter '{param}'", param
-    return f"invalid value for '{param}': {first['msg']} (got {json.dumps(first.get('input'))[:80]})", param
-
-
-def _union_member(place: str) -> bool:
-    """Whether a pydantic location names which member of a union failed (a tag, a type, a model), not a field."""
-    return (place[:1].isupper() or place.startswith(("function-", "literal[", "constrained-"))
-            or place in ("int", "str", "float", "bool", *ITEM_TYPES))
 
 
 MAX_BRACKETS = 4096  # objects and arrays in one event; a real one has a few dozen (audio travels as base64 text)
@@ -69,8 +52,8 @@ def parse_client_event(text: str):
     try:
         return _CLIENT_EVENT.validate_python(raw)
     except ValidationError as error:
-        message, param = validation_message(error, "", skip=1)  # the first place is the event type
-        raise ClientError(message, "invalid_value", param, event_id) from None
+        problem = validation_problem(error.errors(include_url=False), skip=1, tags=ITEM_TYPES)  # skip: the type
+        raise ClientError(problem.message, "invalid_value", problem.param, event_id) from None
 
 
 def usage_dict(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> dict:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from orchestrator.server.errors import validation_problem
 from orchestrator.server.realtime import protocol as p
-from orchestrator.server.realtime.events import ClientError, validation_message
+from orchestrator.server.realtime.events import ClientError
 
 
 @dataclass(slots=True, frozen=True)
@@ -30,11 +31,11 @@ def apply_update(config: p.SessionConfig, update: dict, can: Abilities, voices: 
             new = p.SessionConfig.model_validate(merge(config.model_dump(), update))
             break
         except ValidationError as error:
-            message, param = validation_message(error, "session")
-            if not _drop(update, error.errors()[0]["loc"]):  # the fault is not in what was sent: refuse it all
-                raise ClientError(message, "invalid_value", param) from None
-            refused.append(ClientError(f"{message}; the rest of the update was applied", "invalid_value", param,
-                                       event_id))
+            problem = validation_problem(error.errors(include_url=False), "session", tags=p.ITEM_TYPES)
+            if not _drop(update, problem.loc):  # the fault is not in what was sent: refuse it all
+                raise ClientError(problem.message, "invalid_value", problem.param) from None
+            refused.append(ClientError(f"{problem.message}; the rest of the update was applied", "invalid_value",
+                                       problem.param, event_id))
     _check(config, new, can)
     voice = new.audio.output.voice
     if voice is not None and voice != config.audio.output.voice and voices is not None and voice not in voices:
