@@ -48,7 +48,8 @@ class _Speech:
 
 
 class SpeechStream:
-    """One request's audio, piece by piece in order; aclose() (or leaving it) drops what is still queued."""
+    """One request's audio, piece by piece in order; aclose() drops what is still queued (whoever opens one closes
+    it: the speech route, the realtime response and the worker's pipe each do, in a finally)."""
 
     def __init__(self, tts: AsyncTTS, job: Job, out: asyncio.Queue, num_pieces: int) -> None:
         self._tts, self._job, self._out = tts, job, out
@@ -75,16 +76,14 @@ class SpeechStream:
         self._next = self.num_pieces
         self._tts._close(self._job)
 
-    def __del__(self) -> None:
-        if self._next < self.num_pieces:  # a stream nobody finished or closed still gives its slot back
-            self._tts._close(self._job)
-
 
 class AsyncTTS(EngineFront):
     def __init__(self, backend: TTSBackend, max_pending: int = 64, max_events: int = 10_000) -> None:
         self.backend = backend
         self._events: deque[TTSEvent] = deque(maxlen=max_events)
-        self.before_piece: Callable[[], None] | None = None  # runs on the worker before each piece; tests hold it here
+        # Runs on the worker before each piece: the one seam where tests hold the worker between pieces, so they prove
+        # order (round robin, drops) by events, not by clocks. It stays: no public behaviour shows that boundary.
+        self.before_piece: Callable[[], None] | None = None
         self._seq = itertools.count()
         super().__init__("the text-to-speech engine", max_pending, "tts-engine")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi.responses import StreamingResponse
 
@@ -19,6 +20,10 @@ class ClosingStreamingResponse(StreamingResponse):
     library reports an incomplete read instead of taking a cut-off file for a whole one.
     """
 
+    def __init__(self, content, *, on_close: Callable[[], Awaitable[None]] | None = None, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close  # frees what the body holds even when the body never started (the client left first)
+
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
@@ -30,3 +35,5 @@ class ClosingStreamingResponse(StreamingResponse):
             log.warning("stream aborted: %s", group.exceptions[0])
         finally:
             await self.body_iterator.aclose()
+            if self.on_close is not None:
+                await self.on_close()

@@ -37,7 +37,7 @@ async def create_speech(body: SpeechRequest, request: Request) -> ClosingStreami
     stream = await tts.stream(body.input, body.voice, body.speed)  # its refusals carry their param
     encoder = make_encoder(body.response_format, tts.sample_rate)
     return ClosingStreamingResponse(_audio_bytes(stream, encoder), media_type=encoder.media_type,
-                                    headers={"X-Request-Id": stream.request_id})
+                                    headers={"X-Request-Id": stream.request_id}, on_close=stream.aclose)
 
 
 async def _audio_bytes(stream, encoder: AudioEncoder) -> AsyncGenerator[bytes, None]:
@@ -52,7 +52,7 @@ async def _audio_bytes(stream, encoder: AudioEncoder) -> AsyncGenerator[bytes, N
     except Exception as error:
         raise StreamAborted(f"speech {stream.request_id} ended early: {error}") from None
     finally:
-        await stream.aclose()  # the client went away: its queued pieces are dropped
+        await stream.aclose()  # the client went away: its queued pieces are dropped (the response closes it too)
         encoder.close()
 
 
