@@ -21,14 +21,16 @@ class ServerEvent(BaseModel):
         return {"event_id": new_id("event"), **self.model_dump()}
 
 
-class SessionCreated(ServerEvent):
+class WithSession(ServerEvent):
+    session: dict[str, Any]
+
+
+class SessionCreated(WithSession):
     type: Literal["session.created"] = "session.created"
-    session: dict[str, Any]
 
 
-class SessionUpdated(ServerEvent):
+class SessionUpdated(WithSession):
     type: Literal["session.updated"] = "session.updated"
-    session: dict[str, Any]
 
 
 class ErrorDetail(BaseModel):
@@ -66,16 +68,18 @@ class SpeechStopped(ServerEvent):
     item_id: str
 
 
-class ItemAdded(ServerEvent):
+class ItemPlaced(ServerEvent):
+    """An item of the conversation, and the one before it."""
+    previous_item_id: str | None
+    item: dict[str, Any]
+
+
+class ItemAdded(ItemPlaced):
     type: Literal["conversation.item.added"] = "conversation.item.added"
-    previous_item_id: str | None
-    item: dict[str, Any]
 
 
-class ItemDone(ServerEvent):
+class ItemDone(ItemPlaced):
     type: Literal["conversation.item.done"] = "conversation.item.done"
-    previous_item_id: str | None
-    item: dict[str, Any]
 
 
 class ItemRetrieved(ServerEvent):
@@ -131,18 +135,19 @@ class ResponseDone(ServerEvent):
     latency: dict[str, float]  # ours, beside GA's fields: milliseconds per stage of the turn
 
 
-class OutputItemAdded(ServerEvent):
+class InOutput(ServerEvent):
+    """One output item of a response."""
+    response_id: str
+    output_index: int
+    item: dict[str, Any]
+
+
+class OutputItemAdded(InOutput):
     type: Literal["response.output_item.added"] = "response.output_item.added"
-    response_id: str
-    output_index: int
-    item: dict[str, Any]
 
 
-class OutputItemDone(ServerEvent):
+class OutputItemDone(InOutput):
     type: Literal["response.output_item.done"] = "response.output_item.done"
-    response_id: str
-    output_index: int
-    item: dict[str, Any]
 
 
 class InContent(ServerEvent):
@@ -192,21 +197,21 @@ class AudioDone(InContent):
     type: Literal["response.output_audio.done"] = "response.output_audio.done"
 
 
-class ArgumentsDelta(ServerEvent):
-    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
+class InCall(ServerEvent):
+    """An event about a function call's arguments."""
     response_id: str
     item_id: str
     output_index: int
     call_id: str
+
+
+class ArgumentsDelta(InCall):
+    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
     delta: str
 
 
-class ArgumentsDone(ServerEvent):
+class ArgumentsDone(InCall):
     type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
-    response_id: str
-    item_id: str
-    output_index: int
-    call_id: str
     name: str
     arguments: str
 
