@@ -23,7 +23,7 @@ def build_stack_app(stack, supervisor, api_key: str | None) -> FastAPI:
             if spec.enable_thinking is not None:
                 template_kwargs.setdefault("enable_thinking", spec.enable_thinking)
             llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
-                                 spec.seed, spec.tool_call_parser, spec.reasoning_parser, tuple(spec.aliases))
+                                 spec.seed, spec.reasoning_parser, tuple(spec.aliases))
         else:
             companions.add(spec.kind, spec.name, client, spec.aliases)
     metrics = Metrics()

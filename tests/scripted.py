@@ -8,22 +8,29 @@ from contextlib import contextmanager
 class ScriptedSampler:
     """Each sequence emits the current script's tokens, then EOS; with no script, the real sampler decides.
 
-    `scripts` (a list of token lists) gives successive requests successive scripts, the last one repeating."""
+    `scripts` (a list of token lists) gives successive requests successive scripts, the last one repeating. A
+    scripted token the request's grammar does not allow is replaced by the model's best allowed one, as a
+    constrained model would have it."""
 
     def __init__(self, real, eos: int) -> None:
         self.real, self.eos, self.script = real, eos, None
         self.scripts: list[list[int]] = []
         self._given: dict[str, list[int]] = {}
 
-    def __call__(self, logits, seqs):
+    def __call__(self, logits, seqs, bitmask=None):
         from engines.llm.sampler import SampledToken
 
         if self.script is None and not self.scripts:
-            return self.real(logits, seqs)
+            return self.real(logits, seqs, bitmask)
+        from engines.llm.structured_output import apply_bitmask
+
         out = []
-        for s in seqs:
+        for row, s in enumerate(seqs):
             script = self._script_for(s.seq_id)
-            out.append(SampledToken(script[s.num_output_tokens] if s.num_output_tokens < len(script) else self.eos))
+            token = script[s.num_output_tokens] if s.num_output_tokens < len(script) else self.eos
+            if bitmask is not None and not (int(bitmask[row, token // 32]) >> (token % 32)) & 1:
+                token = int(apply_bitmask(logits[row:row + 1], bitmask[row:row + 1], [0]).argmax())
+            out.append(SampledToken(token))
         return out
 
     def _script_for(self, seq_id) -> list[int]:

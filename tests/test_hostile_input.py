@@ -62,7 +62,7 @@ def server(tiny_models):
                                             max_model_len=512))
     spec = EmbeddingSpec(name="minilm", kind="embedding", path=str(get_model_path()))
     embedder = AsyncEmbedder.from_spec(spec, "cpu")
-    app = build_app(LLMState(llm, MODEL, 512, tool_call_parser="hermes"), KEY,
+    app = build_app(LLMState(llm, MODEL, 512), KEY,
                     Companions(embedding={"minilm": embedder}))
     with live_server(app) as url:
         yield url

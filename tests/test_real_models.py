@@ -135,7 +135,7 @@ def test_qwen_makes_a_real_tool_call_through_the_sdk(packed):
         "name": "get_weather", "description": "Get the current weather in a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
     try:
-        with live_server(build_app(LLMState(llm, "qwen", 4096, tool_call_parser="hermes"), KEY)) as url:
+        with live_server(build_app(LLMState(llm, "qwen", 4096), KEY)) as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
             question = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
             reply = client.chat.completions.create(model="qwen", messages=question, tools=tools, temperature=0,

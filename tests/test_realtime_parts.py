@@ -91,17 +91,17 @@ def test_session_update_merges_object_by_object():
 def test_session_update_applies_what_it_can_and_names_each_refusal():
     """The pure merge-and-check: a bad setting is dropped and named; the rest applies; what the stack cannot do
     refuses the whole update."""
-    can = Abilities("m", speaks=True, listens=True, calls_tools=False)
+    can = Abilities(speaks=True, listens=True)
     config = SessionConfig(model="m", id="sess_1")
     new, refused = apply_update(config, {"instructions": "Hi.", "temperature": 9, "audio": {"output": {
-        "voice": "nobody", "speed": 1.2}}, "tools": [{"type": "function", "name": "f"}]}, can, ["alloy", "echo"], "e1")
+        "voice": "nobody", "speed": 1.2}}, "tool_choice": "required"}, can, ["alloy", "echo"], "e1")
     assert new.instructions == "Hi." and new.audio.output.speed == 1.2
-    assert new.temperature == config.temperature and new.audio.output.voice is None and new.tools == []
-    assert [r.param for r in refused] == ["session.temperature", "session.audio.output.voice", "session.tools"]
+    assert new.temperature == config.temperature and new.audio.output.voice is None and new.tool_choice == "auto"
+    assert [r.param for r in refused] == ["session.temperature", "session.audio.output.voice", "session.tool_choice"]
     assert all(r.event_id == "e1" and "the rest of the update was applied" in r.message for r in refused)
-    assert "alloy, echo" in refused[1].message and "tool_call_parser" in refused[2].message
+    assert "alloy, echo" in refused[1].message and "needs at least one tool" in refused[2].message
     assert config.instructions is None  # the old config is left as it was
-    mute = Abilities("m", speaks=False, listens=True, calls_tools=True)
+    mute = Abilities(speaks=False, listens=True)
     with pytest.raises(ClientError) as whole:
         apply_update(config, {"output_modalities": ["audio"]}, mute, None)
     assert whole.value.param == "session.output_modalities"

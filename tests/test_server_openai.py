@@ -23,7 +23,7 @@ MODEL = "tiny-qwen3"
 def server(tiny_models):
     llm = AsyncLLM.from_config(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=1024,
                                             max_model_len=2048, max_num_seqs=64))
-    state = LLMState(llm, MODEL, 2048, seed=0, tool_call_parser="hermes")
+    state = LLMState(llm, MODEL, 2048, seed=0)
     with live_server(build_app(state, KEY)) as url:
         yield url, llm, state
     llm.shutdown()
@@ -77,16 +77,6 @@ def test_open_llm_vtuber_shaped_request(client):
         assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_tools_without_a_parser_say_so(client, server):
-    state = server[2]
-    state.tool_call_parser = None
-    try:
-        with pytest.raises(openai.BadRequestError, match="does not support tools"):
-            client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], stream=True)
-    finally:
-        state.tool_call_parser = "hermes"
-
-
 TOOL = {"type": "function", "function": {"name": "get_time", "description": "the time in a zone",
                                          "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
 TOOL_REPLY = 'Let me check.<tool_call>\n{"name": "get_time", "arguments": {"tz": "Europe/Paris"}}\n</tool_call>'
@@ -99,16 +89,11 @@ def scripted(server):
         yield sampler
 
 
-def byte_tokens(tokenizer, text: str) -> list[int]:
-    """One byte-level token per byte: every tag and JSON piece split across tokens."""
-    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(text, add_special_tokens=False))
-    return [tokenizer.convert_tokens_to_ids(ch) for piece in pieces for ch in piece]
-
-
-@pytest.mark.parametrize("split", ["bpe", "bytes"])
-def test_streamed_tool_call_deltas_reassemble(client, server, scripted, split):
+def test_streamed_tool_call_deltas_reassemble(client, server, scripted):
+    """Through the engine a call is written in the tokens its grammar allows (text it forces, such as the keys, in
+    the tokenizer's own pieces); splits down to single characters are the parser's own test (test_parsers)."""
     tok = server[1].tokenizer
-    scripted.script = tok.encode(TOOL_REPLY, add_special_tokens=False) if split == "bpe" else byte_tokens(tok, TOOL_REPLY)
+    scripted.script = tok.encode(TOOL_REPLY, add_special_tokens=False)
     stream = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], stream=True)
     content, calls, finish = "", {}, None
     for chunk in stream:
@@ -144,18 +129,31 @@ def test_tool_round_trip_history_renders(client, server, scripted):
     assert reply.choices[0].message.content == "It is noon." and reply.choices[0].finish_reason == "stop"
 
 
-def test_malformed_tool_call_falls_back_to_content(client, server, scripted):
-    text = "<tool_call>get the time please</tool_call>"
+def test_a_call_once_opened_is_held_to_its_tool(client, server, scripted):
+    """The model (scripted) opens a call and then tries to write prose in it: the grammar lets only a valid call
+    through, so the reply holds a call whose arguments parse, never a broken one passed off as content."""
+    text = "Sure.<tool_call>get the time please</tool_call>"
     scripted.script = server[1].tokenizer.encode(text, add_special_tokens=False)
-    reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL])
-    assert reply.choices[0].message.content == text and not reply.choices[0].message.tool_calls
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model=MODEL, messages=USER, tools=[TOOL], stream=True))
-    assert streamed == text
+    for stream in (False, True):
+        reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL], max_tokens=200,
+                                               stream=stream, parallel_tool_calls=False)
+        if stream:
+            chunks = list(reply)
+            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            names = [t.function.name for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or () if t.id]
+            arguments = "".join(t.function.arguments or "" for c in chunks if c.choices
+                                for t in c.choices[0].delta.tool_calls or ())
+        else:
+            message = reply.choices[0].message
+            content, names = message.content, [t.function.name for t in message.tool_calls or ()]
+            arguments = "".join(t.function.arguments for t in message.tool_calls or ())
+        assert content == "Sure." and names == ["get_time"], (content, names)
+        assert isinstance(json.loads(arguments), dict)
 
 
 def test_named_tool_choice_forces_the_call(client, server, scripted):
-    scripted.script = server[1].tokenizer.encode('{"tz": "UTC"}}\n</tool_call>', add_special_tokens=False)
+    scripted.script = server[1].tokenizer.encode('<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n'
+                                                 '</tool_call>', add_special_tokens=False)
     reply = client.chat.completions.create(model=MODEL, messages=USER, tools=[TOOL],
                                            tool_choice={"type": "function", "function": {"name": "get_time"}})
     call = reply.choices[0].message.tool_calls[0]

@@ -7,20 +7,35 @@ engine. After every step the loop hands that step's outputs (deltas only) and th
 A step that raises fails only its culprits when it can: the requests admitted since the last good step
 are failed and the step is tried again without them; only if it still fails are the rest ended too.
 A failed step changes nothing the next one depends on (tokens are appended only after a step returns).
+
+A request with structured outputs waits in `compiling` while its grammar compiles on the grammar threads;
+the others keep stepping meanwhile. A grammar that fails, or takes past COMPILE_TIMEOUT_S, fails its request.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from engines.errors import EngineFailedError, EngineInputError
 from engines.llm.llm_engine import LLMEngine
 from engines.llm.outputs import EngineStats, RequestOutput
 from engines.llm.requests import AbortRequest, AddRequest
+from engines.llm.structured_output import COMPILE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Compiling:
+    """A request waiting for its grammar."""
+    command: AddRequest
+    grammar: Future
+    since: float
 
 
 class EngineLoop:
@@ -31,6 +46,7 @@ class EngineLoop:
         self._wake = threading.Event()
         self._stopping = False
         self._new: list[str] = []   # requests admitted since the last good step: the suspects if one fails
+        self.compiling: dict[str, Compiling] = {}
 
     def submit(self, command: AddRequest | AbortRequest) -> None:
         self._inbox.put(command)
@@ -45,11 +61,12 @@ class EngineLoop:
         busy = False
         while not self._stopping:
             self._drain()
+            self._admit_compiled()
             if not self.engine.has_unfinished_requests():
                 if busy:  # the last step's stats, so the idle engine's KV figures are current
                     self._emit([], self.engine.stats())
                     busy = False
-                self._wake.wait()
+                self._wake.wait(timeout=0.5 if self.compiling else None)  # a compile's time limit is checked
                 self._wake.clear()
                 continue
             busy = True
@@ -84,12 +101,47 @@ class EngineLoop:
             except queue.Empty:
                 return
             if isinstance(command, AbortRequest):
-                self.engine.abort_request(command.request_id)
+                if self.compiling.pop(command.request_id, None) is None:
+                    self.engine.abort_request(command.request_id)
                 continue
-            try:
-                self.engine.add_request(command.request_id, command.prompt, command.params, command.priority)
-            except Exception as error:  # a bad request is that request's error, never the loop's end
-                self._fail(command.request_id, error if isinstance(error, EngineInputError)
-                           else EngineInputError(f"the request could not be added: {error}"))
+            if command.params is not None and command.params.structured_outputs is not None:
+                try:
+                    grammar = self.engine.compile_grammar(command.params)
+                except Exception as error:
+                    self._refuse(command.request_id, error)
+                    continue
+                self.compiling[command.request_id] = Compiling(command, grammar, time.monotonic())
+                grammar.add_done_callback(lambda _: self._wake.set())
                 continue
-            self._new.append(command.request_id)
+            self._add(command)
+
+    def _admit_compiled(self) -> None:
+        """Requests whose grammar is ready join the engine; a failed or overdue compile fails its request."""
+        now = time.monotonic()
+        for request_id, waiting in list(self.compiling.items()):
+            if waiting.grammar.done():
+                del self.compiling[request_id]
+                error = waiting.grammar.exception()
+                if error is not None:
+                    self._refuse(request_id, error)
+                else:
+                    self._add(waiting.command, waiting.grammar.result())
+            elif now - waiting.since > COMPILE_TIMEOUT_S:
+                del self.compiling[request_id]
+                spec = waiting.command.params.structured_outputs
+                self.engine.grammars.forget(spec)
+                self._fail(request_id, EngineInputError(
+                    f"{spec.param} did not compile within {COMPILE_TIMEOUT_S:g} s; send a simpler schema or grammar",
+                    spec.param))
+
+    def _add(self, command: AddRequest, grammar=None) -> None:
+        try:
+            self.engine.add_request(command.request_id, command.prompt, command.params, command.priority, grammar)
+        except Exception as error:  # a bad request is that request's error, never the loop's end
+            self._refuse(command.request_id, error)
+            return
+        self._new.append(command.request_id)
+
+    def _refuse(self, request_id: str, error: BaseException) -> None:
+        self._fail(request_id, error if isinstance(error, EngineInputError)
+                   else EngineInputError(f"the request could not be added: {error}"))

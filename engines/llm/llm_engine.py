@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -15,12 +16,13 @@ from engines.llm.config import EngineConfig
 from engines.llm.detokenizer import IncrementalDetokenizer
 from engines.llm.model_runner import ModelRunner
 from engines.llm.models.loader import read_config
-from engines.llm.outputs import CompletionOutput, EngineStats, RequestOutput, TokenLogprob
+from engines.llm.outputs import CompletionOutput, EngineStats, RequestOutput, TimeHistogram, TokenLogprob
 from engines.llm.sampler import SampledToken
 from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import Scheduler
 from engines.llm.requests import Priority
 from engines.llm.sequence import Sequence
+from engines.llm.structured_output import GrammarCompiler
 from engines.llm.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ class LLMEngine(Engine):
         self.config, self.device = config, config.device
         self.runner: ModelRunner | None = None
         self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+        self.grammars: GrammarCompiler | None = None
+        self._grammar_times = (TimeHistogram(), TimeHistogram())  # compile, mask: since start
         self._warm = False
         if start:
             self.load()
@@ -60,6 +64,8 @@ class LLMEngine(Engine):
         self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
         self.runner = ModelRunner(config, hf_config)
+        if self.tokenizer is not None:
+            self.grammars = GrammarCompiler(self.tokenizer, self.runner.model.config["vocab_size"], self.eos_token_ids)
         if self.runner.num_blocks * config.block_size < config.max_model_len:
             raise ValueError(f"the KV pool holds {self.runner.num_blocks * config.block_size:,} tokens, fewer than "
                              f"max_model_len {config.max_model_len:,}; lower max_model_len or give the LLM more memory")
@@ -79,12 +85,27 @@ class LLMEngine(Engine):
         """Drop the model, the pool and the graphs; safe to call twice."""
         for request_id in list(self.requests):
             self.abort_request(request_id)
+        if self.runner is not None:
+            self.runner.masks.close()
+        if self.grammars is not None:
+            self.grammars.close()
         self.runner = None
         self._warm = False
 
+    def compile_grammar(self, params: SamplingParams) -> Future:
+        """Start compiling the request's grammar (off the caller's thread); its future gives the request's matcher."""
+        spec = params.structured_outputs
+        if self.grammars is None:
+            raise EngineInputError("this engine was started with skip_tokenizer_init, so it cannot hold the output to "
+                                   "a grammar; leave out structured outputs", spec.param)
+        return self.grammars.compile(spec)
+
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
-                    priority: Priority | str = Priority.INTERACTIVE) -> None:
-        """Queue a request; raises EngineInputError (with what to change) if it can never run."""
+                    priority: Priority | str = Priority.INTERACTIVE, grammar: Any = None) -> None:
+        """Queue a request; raises EngineInputError (with what to change) if it can never run.
+
+        `grammar`: its compiled matcher (compile_grammar), when structured outputs were compiled beforehand; without
+        it, a grammar is compiled here, blocking (offline use)."""
         if request_id in self.requests:
             raise EngineInputError(f"request id {request_id!r} is already in flight", "request_id")
         params = params or SamplingParams()
@@ -106,6 +127,8 @@ class LLMEngine(Engine):
                 raise EngineInputError(f"priority must be 'interactive' or 'batch', got {priority!r}", "priority")
             priority = Priority[priority.upper()]
         seq = Sequence(request_id, token_ids, params, priority)
+        if params.structured_outputs is not None:
+            seq.grammar = grammar if grammar is not None else self.compile_grammar(params).result()
         self.requests[request_id] = (seq, IncrementalDetokenizer(self.tokenizer, token_ids, params))
         self.scheduler.add(seq)
 
@@ -122,8 +145,12 @@ class LLMEngine(Engine):
 
     def stats(self) -> EngineStats:
         bm, sched = self.block_manager, self.scheduler
+        if self.grammars is not None:
+            compiled, self.grammars.compile_seconds = self.grammars.compile_seconds, []
+            masked, self.runner.masks.fill_seconds = self.runner.masks.fill_seconds, []
+            self._grammar_times = (self._grammar_times[0].plus(compiled), self._grammar_times[1].plus(masked))
         return EngineStats(bm.num_used, len(bm.free), len(bm.cached), len(sched.running), sched.num_waiting,
-                           sched.num_preemptions)
+                           sched.num_preemptions, *self._grammar_times)
 
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
@@ -143,10 +170,14 @@ class LLMEngine(Engine):
         _, detok = self.requests[seq.request_id]
         detok.add_tokens([token.token_id])
         p, reason, stop_reason = seq.params, None, None
+        if seq.grammar is not None and not seq.grammar.consume_token(token.token_id):
+            log.warning("request %s: token %d is outside its grammar; ending it", seq.request_id, token.token_id)
         if detok.stopped_by is not None:
             reason, stop_reason = "stop", detok.stopped_by
         elif token.token_id in p.stop_token_ids or (not p.ignore_eos and token.token_id in self.eos_token_ids):
             reason, stop_reason = "stop", (token.token_id if token.token_id in p.stop_token_ids else None)
+        elif seq.grammar is not None and (seq.grammar.is_stopped() or seq.grammar.is_error()):
+            reason = "stop"  # the grammar is complete and allows nothing more (or was broken: it cannot go on)
         elif (p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens) \
                 or seq.num_tokens >= self.config.max_model_len:
             reason = "length"

@@ -17,6 +17,7 @@ from engines.llm.input_batch import build_inputs
 from engines.llm.models.loader import load_model
 from engines.llm.sampler import SampledToken, Sampler
 from engines.llm.scheduler import SchedulerOutput
+from engines.llm.structured_output import MaskFiller
 from llm_kernels.reference import ReferencePlan
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class ModelRunner:
         self.kv_cache = self._allocate_kv_cache(hf_config)
         self.num_blocks = self.kv_cache.shape[2]
         self.sampler = Sampler()
+        self.masks = MaskFiller(self.model.config["vocab_size"])
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
     def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
@@ -52,12 +54,13 @@ class ModelRunner:
     def run(self, batch: SchedulerOutput) -> list[SampledToken]:
         """One forward step; returns a sampled token for each sequence whose prompt is now fully computed."""
         inputs = build_inputs(batch, self.block_size, self.device)
+        sampled = [seq for seq, n in zip(batch.seqs, batch.num_new_tokens) if seq.num_computed_tokens + n == seq.num_tokens]
+        masks = self.masks.start([seq.grammar for seq in sampled])  # filled on its thread while the model runs
         hidden = self._forward(inputs.input_ids, inputs.positions, inputs.context)
         if not inputs.sample_rows:
             return []
         logits = self.model.compute_logits(hidden[inputs.sample_rows])
-        sampled = [seq for seq, n in zip(batch.seqs, batch.num_new_tokens) if seq.num_computed_tokens + n == seq.num_tokens]
-        return self.sampler(logits, sampled)
+        return self.sampler(logits, sampled, masks.result() if masks is not None else None)
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: AttentionContext) -> torch.Tensor:
         n = input_ids.shape[0]

@@ -48,6 +48,24 @@ class CompletionOutput:
                    last.finish_reason, last.stop_reason, [lp for o in outputs for lp in o.logprobs])
 
 
+GRAMMAR_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0)
+
+
+@dataclass(slots=True, frozen=True)
+class TimeHistogram:
+    """Seconds observed since start, as Prometheus histograms count them (cumulative per upper bound)."""
+    bounds: tuple[float, ...] = GRAMMAR_BUCKETS
+    counts: tuple[int, ...] = (0,) * len(GRAMMAR_BUCKETS)
+    total: float = 0.0
+    count: int = 0
+
+    def plus(self, seconds: list[float]) -> TimeHistogram:
+        if not seconds:
+            return self
+        counts = tuple(c + sum(s <= bound for s in seconds) for c, bound in zip(self.counts, self.bounds))
+        return TimeHistogram(self.bounds, counts, self.total + sum(seconds), self.count + len(seconds))
+
+
 @dataclass(slots=True, frozen=True)
 class EngineStats:
     """The engine's load after a step, for /metrics: KV blocks by state and sequences by queue."""
@@ -58,3 +76,5 @@ class EngineStats:
     running: int
     waiting: int
     preemptions: int          # since start
+    grammar_compile: TimeHistogram = TimeHistogram()  # structured outputs: compiling each grammar
+    grammar_mask: TimeHistogram = TimeHistogram()     # filling a step's token masks (beside the forward pass)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from engines.llm.sequence import Sequence
+from engines.llm.structured_output import apply_bitmask
 
 
 @dataclass(slots=True)
@@ -21,7 +22,9 @@ class SampledToken:
 
 
 class Sampler:
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[SampledToken]:
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence], bitmask: torch.Tensor | None = None
+                 ) -> list[SampledToken]:
+        """`bitmask`: the step's grammar masks (one row per sequence; free rows allow everything)."""
         params = [s.params for s in seqs]
         want_logprobs = any(p.logprobs is not None for p in params)
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
@@ -29,6 +32,8 @@ class Sampler:
             logits = apply_logit_bias(logits.clone(), seqs)
         if any(p.penalized for p in params):
             logits = apply_penalties(logits.clone(), seqs)
+        if bitmask is not None:  # after bias and penalties, before any choice: no mode can pick a banned token
+            logits = apply_bitmask(logits, bitmask, [row for row, s in enumerate(seqs) if s.grammar is not None])
         greedy_ids = logits.argmax(dim=-1)
         if all(p.greedy for p in params):
             token_ids = greedy_ids

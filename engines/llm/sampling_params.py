@@ -3,9 +3,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engines.errors import EngineInputError
+
 MAX_LOGPROBS = 20
 MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1   # what torch.Generator.manual_seed takes
 MAX_STOP = 16                             # stop strings a request may give (OpenAI allows 4, vLLM any)
+MAX_GRAMMAR_CHARS = 256 * 1024            # a schema, regex or grammar; OpenAI's own strict-schema limits are smaller
+# JSON as json.dumps writes it: one space after ':' and ','. No free whitespace: a small model cannot then loop
+# on newlines forever, and the output is the JSON the model saw most in training (llguidance's JSON options).
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+@dataclass(slots=True, frozen=True)
+class StructuredOutputsParams:
+    """What the output must match, as vLLM names it: one of a JSON Schema, any JSON object, a regex, a choice of
+    strings, or a grammar (Lark in llguidance's dialect, or GBNF). `param` names where the client gave it."""
+    json: str | None = None            # a JSON Schema, as JSON text
+    json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+    param: str = "structured_outputs"
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("json", "regex", "choice", "grammar") if getattr(self, name) is not None]
+        given += ["json_object"] if self.json_object else []
+        if len(given) != 1:
+            raise EngineInputError(f"{self.param} takes exactly one of json, json_object, regex, choice or grammar"
+                             f"{'; got ' + ', '.join(given) if given else ''}", self.param)
+        if self.choice is not None and (not self.choice or not all(isinstance(c, str) and c for c in self.choice)):
+            raise EngineInputError(f"{self.param}.choice must be a list of non-empty strings", self.param)
+        size = len(self.json or self.regex or self.grammar or "") + sum(map(len, self.choice or ()))
+        if size > MAX_GRAMMAR_CHARS:
+            raise EngineInputError(f"{self.param} is {size:,} characters; at most {MAX_GRAMMAR_CHARS:,} are taken "
+                                   "(send a smaller schema)", self.param)
 
 
 @dataclass(slots=True)
@@ -27,6 +58,7 @@ class SamplingParams:
     logprobs: int | None = None
     skip_special_tokens: bool = True
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit, -100 to 100
+    structured_outputs: StructuredOutputsParams | None = None  # the output is held to this (a grammar's mask)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -6,15 +6,13 @@ from engines.llm.parsers.qwen3_reasoning import Qwen3ReasoningParser
 
 
 class ChatOutput:
-    """Feed it the output text as it grows (after a forced prefix, if any); it returns the delta to send."""
+    """Feed it the output text as it grows; it returns the delta to send."""
 
-    def __init__(self, tools: bool, reasoning: bool, forced_prefix: str = "",
-                 tool_names: frozenset[str] = frozenset()) -> None:
+    def __init__(self, tools: bool, reasoning: bool, tool_names: frozenset[str] = frozenset()) -> None:
         self.reasoning = Qwen3ReasoningParser() if reasoning else None
         self.tools = HermesParser(tool_names) if tools else None
         self.tool_names = tool_names
-        self.forced_prefix = forced_prefix
-        self.content = forced_prefix
+        self.content = ""
         self.text = ""
         self.called = False
 
@@ -45,7 +43,7 @@ class ChatOutput:
             thought, content = Qwen3ReasoningParser().update(text, finished=True)
             message["reasoning_content"] = thought or None
         if self.tools:
-            content, calls = parse_tool_calls(self.forced_prefix + content, self.tool_names)
+            content, calls = parse_tool_calls(content, self.tool_names)
             if calls:
                 message["tool_calls"] = calls
                 self.called = True

@@ -8,6 +8,7 @@ if TYPE_CHECKING:  # the tokenizer comes with the LLM; the server itself does no
 
 from orchestrator.server.errors import OpenAIError
 from orchestrator.server.protocol import ChatCompletionRequest
+from orchestrator.server.tool_choice import place_tools
 
 
 def _flatten(index: int, content) -> str | None:
@@ -33,8 +34,9 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, body: ChatCompletionRequest,
     if tokenizer.chat_template is None:
         raise OpenAIError(400, "this model has no chat template; use /v1/completions with a plain prompt")
     kwargs = {**defaults, **(body.chat_template_kwargs or {})}
+    messages, tools = place_tools(tokenizer, messages, body.tool_dicts() if with_tools else None)
     try:
-        return tokenizer.apply_chat_template(messages, tools=body.tool_dicts() if with_tools else None, add_generation_prompt=True,
-                                             tokenize=False, **kwargs)
+        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False,
+                                             **kwargs)
     except Exception as error:  # a template raises on shapes it does not accept (jinja's raise_exception)
         raise OpenAIError(400, f"the model's chat template rejected these messages: {error}", "messages") from None

@@ -5,14 +5,17 @@ classes over its engine client are the model. `serving_for` is the one place tha
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
+from engines.errors import EngineInputError
 from engines.protocols import LLMProtocol
+from orchestrator.server.errors import OpenAIError
 from orchestrator.server.protocol import ChatCompletionRequest, CompletionRequest
 from orchestrator.server.realtime.answers import Answers, LocalAnswers, UpstreamAnswers
 from orchestrator.server.serving_chat import create_chat_completion
@@ -22,6 +25,8 @@ from orchestrator.workers.upstream import Upstream
 
 if TYPE_CHECKING:
     from orchestrator.server.state import LLMState
+
+log = logging.getLogger(__name__)
 
 
 class LLMServing(Protocol):
@@ -61,10 +66,12 @@ class LocalServing:
         return {}
 
     async def chat(self, state: LLMState, body: ChatCompletionRequest, request: Request) -> Any:
-        return await create_chat_completion(state, self.llm, body, request)
+        ignored = _ignored_fields(body)
+        return _naming_ignored(await create_chat_completion(state, self.llm, body, request), ignored)
 
     async def completions(self, state: LLMState, body: CompletionRequest, request: Request) -> Any:
-        return await create_completion(state, self.llm, body, request)
+        ignored = _ignored_fields(body)
+        return _naming_ignored(await create_completion(state, self.llm, body, request), ignored)
 
     def answers(self, state: LLMState) -> Answers:
         return LocalAnswers(state, self.llm)
@@ -96,6 +103,32 @@ class UpstreamServing:
 
     def answers(self, state: LLMState) -> Answers:
         return UpstreamAnswers(state, self.upstream)
+
+
+_logged_ignored: set[str] = set()
+
+
+def _ignored_fields(body: ChatCompletionRequest | CompletionRequest) -> list[str]:
+    """Unknown fields our engine would not honour: 400 for one that would change the answer, else each is logged
+    once and named back (vLLM logs and ignores; OpenAI refuses: a client sees which happened)."""
+    try:
+        ignored = body.unknown_fields()
+    except EngineInputError as error:
+        raise OpenAIError(400, str(error), error.param, "unsupported_parameter") from None
+    for name in set(ignored) - _logged_ignored:
+        _logged_ignored.add(name)
+        log.warning("ignoring the request field %r (not an OpenAI or vLLM field this server reads); it is named "
+                    "in the x-ignored-fields header of each answer", name)
+    return ignored
+
+
+def _naming_ignored(answer: Any, ignored: list[str]) -> Any:
+    """The answer, with the x-ignored-fields header when the request had fields that were not read."""
+    if not ignored:
+        return answer
+    response = answer if isinstance(answer, Response) else JSONResponse(answer)
+    response.headers["x-ignored-fields"] = ", ".join(ignored)
+    return response
 
 
 def serving_for(llm: LLMProtocol | Upstream) -> LLMServing:

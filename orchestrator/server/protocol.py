@@ -1,13 +1,15 @@
 """What crosses the wire for the LLM routes: OpenAI request bodies, validated, and their sampling params."""
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
 from engines.errors import EngineInputError
-from engines.llm.sampling_params import MAX_LOGPROBS, MAX_SEED, MAX_STOP, MIN_SEED, SamplingParams
+from engines.llm.sampling_params import (MAX_LOGPROBS, MAX_SEED, MAX_STOP, MIN_SEED, SamplingParams,
+                                         StructuredOutputsParams)
 
 
 def encodable(text: str) -> str:
@@ -64,9 +66,55 @@ class ChatMessage(BaseModel):
         return self
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field("response", max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | bool | None = Field(None, alias="schema")
+    strict: StrictBool | None = None   # honoured either way: the schema is enforced whole, never best effort
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format: text, any JSON object, or JSON matching a schema."""
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise PydanticCustomError("json_schema", "json_schema is given with type 'json_schema', and only then")
+        return self
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's structured_outputs: exactly one of a JSON Schema, any JSON object, a regex, a choice, a grammar."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    json_: dict[str, Any] | Text | None = Field(None, alias="json")
+    json_object: StrictBool | None = None
+    regex: Text | None = None
+    choice: list[Text] | None = None
+    grammar: Text | None = None
+
+
+# Fields that would change what the client gets back if honoured; this server cannot, so they are refused by name.
+REFUSED_FIELDS = {
+    "audio": "audio output is not produced by this route; use /v1/audio/speech or the realtime API",
+    "prediction": "predicted outputs are not supported; leave out prediction",
+    "web_search_options": "this server cannot search the web; leave out web_search_options",
+    "functions": "the legacy functions field is not supported; send them as tools",
+    "function_call": "the legacy function_call field is not supported; send tool_choice",
+    "guided_json": "send response_format or structured_outputs instead of the removed guided_* fields",
+    "guided_regex": "send structured_outputs.regex instead of guided_regex",
+    "guided_choice": "send structured_outputs.choice instead of guided_choice",
+    "guided_grammar": "send structured_outputs.grammar instead of guided_grammar",
+}
+
+
 class SamplingFields(BaseModel):
-    """Fields shared by chat and text completions (OpenAI's plus vLLM's extras)."""
-    model_config = ConfigDict(extra="ignore")
+    """Fields shared by chat and text completions (OpenAI's plus vLLM's extras). Unknown fields are kept, so the
+    server can refuse those that would change the answer (REFUSED_FIELDS) and name the rest as ignored."""
+    model_config = ConfigDict(extra="allow")
     model: str
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -85,6 +133,37 @@ class SamplingFields(BaseModel):
     logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=1024)] | None = None
     user: str | None = None
     ignore_eos: StrictBool = False
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+
+    def unknown_fields(self) -> list[str]:
+        """Fields this server does not read: 400 for one that would change the answer, else their names."""
+        extra = sorted(self.model_extra or {})
+        for name in extra:
+            if name in REFUSED_FIELDS:
+                raise EngineInputError(f"{name}: {REFUSED_FIELDS[name]}", name)
+        if self.modalities and "audio" in self.modalities:
+            raise EngineInputError("modalities: this route answers in text only; ask for ['text'], or use the "
+                                   "realtime API for spoken answers", "modalities")
+        return extra
+
+    def structured(self) -> StructuredOutputsParams | None:
+        """What the output must match (response_format or structured_outputs), as the engine takes it."""
+        if self.response_format is not None and self.structured_outputs is not None:
+            raise EngineInputError("send response_format or structured_outputs, not both", "structured_outputs")
+        if (so := self.structured_outputs) is not None:
+            json_schema = so.json_ if so.json_ is None or isinstance(so.json_, str) else json.dumps(so.json_)
+            return StructuredOutputsParams(json=json_schema, json_object=bool(so.json_object), regex=so.regex,
+                                           choice=tuple(so.choice) if so.choice is not None else None,
+                                           grammar=so.grammar, param="structured_outputs")
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.type == "json_object" or fmt.json_schema.schema_ is None:
+            return StructuredOutputsParams(json_object=True, param="response_format")
+        return StructuredOutputsParams(json=json.dumps(fmt.json_schema.schema_),
+                                       param="response_format.json_schema.schema")
 
     @property
     def include_usage(self) -> bool:
@@ -98,7 +177,7 @@ class SamplingFields(BaseModel):
             seed=self.seed if self.seed is not None else default_seed, max_tokens=max_tokens, stop=stop,
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
             repetition_penalty=self.repetition_penalty, logprobs=logprobs, ignore_eos=self.ignore_eos,
-            logit_bias=self.token_bias())
+            logit_bias=self.token_bias(), structured_outputs=self.structured())
 
     def token_bias(self) -> dict[int, float]:
         """logit_bias keys are token ids written as strings (OpenAI's shape); anything else is refused by name."""
@@ -118,6 +197,7 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     tools: list[ToolSpec] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool = True
     chat_template_kwargs: dict[str, Any] | None = None
 
     def tool_dicts(self) -> list[dict[str, Any]] | None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from engines.llm.outputs import RequestOutput
-from engines.llm.parsers.hermes import forcing_prefix
+from engines.errors import EngineInputError
 from engines.protocols import LLMProtocol
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.chat_template import render_chat
@@ -18,6 +18,7 @@ from orchestrator.server.generation import check_n, final_output, off_loop_if_la
 from orchestrator.server.metrics import TokenTimer
 from orchestrator.server.protocol import ChatCompletionRequest
 from orchestrator.server.sse import DONE, event, guarded
+from orchestrator.server.tool_choice import tool_constraint
 from orchestrator.server.streaming import ClosingStreamingResponse
 
 if TYPE_CHECKING:
@@ -27,13 +28,18 @@ if TYPE_CHECKING:
 async def create_chat_completion(state: LLMState, llm: LLMProtocol, body: ChatCompletionRequest, request: Request):
     """The completion, or its SSE stream; refusals are OpenAIErrors before anything streams."""
     check_n(body.n, body.best_of)
-    tools_on, forced = _tool_mode(state, body)
-    prompt_ids = await off_loop_if_large(request, _prompt_ids, llm.tokenizer, state, body, tools_on, forced)
+    tools_on = bool(body.tools) and body.tool_choice != "none"
+    prompt_ids = await off_loop_if_large(request, _prompt_ids, llm.tokenizer, state, body, tools_on)
     names = frozenset(t.function.name for t in body.tools or ()) if tools_on else frozenset()
-    output = ChatOutput(tools_on, state.reasoning_parser is not None, forced, names)
+    output = ChatOutput(tools_on, state.reasoning_parser is not None, names)
     max_tokens = state.max_tokens(len(prompt_ids), body.max_completion_tokens or body.max_tokens)
     top = body.top_logprobs or 0
     params = sampling_params(body, max_tokens, state.seed, top if body.logprobs else None)
+    try:
+        params.structured_outputs = tool_constraint(llm.tokenizer, body.tool_dicts(), body.tool_choice,
+                                                    body.parallel_tool_calls, params.structured_outputs)
+    except EngineInputError as error:
+        raise OpenAIError(400, str(error), error.param) from None
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     outputs = await start(llm, prompt_ids, params, request_id, TokenTimer(request.app.state.metrics))
     if body.stream:
@@ -49,37 +55,9 @@ async def create_chat_completion(state: LLMState, llm: LLMProtocol, body: ChatCo
             "usage": usage(final)}
 
 
-def _prompt_ids(tokenizer, state: LLMState, body: ChatCompletionRequest, tools_on: bool, forced: str) -> list[int]:
+def _prompt_ids(tokenizer, state: LLMState, body: ChatCompletionRequest, tools_on: bool) -> list[int]:
     """Render the chat template and tokenize: milliseconds to seconds of CPU for long chats, so run in a thread."""
-    prompt = render_chat(tokenizer, body, state.chat_template_kwargs, tools_on) + forced
-    return tokenizer.encode(prompt, add_special_tokens=False)
-
-
-def _tool_mode(state: LLMState, body: ChatCompletionRequest) -> tuple[bool, str]:
-    """Whether tool calls are parsed, and the text that forces one (tool_choice required or a named function)."""
-    choice = body.tool_choice
-    if not body.tools:
-        if choice not in (None, "none", "auto"):
-            raise OpenAIError(400, "tool_choice needs a non-empty tools list", "tool_choice")
-        return False, ""
-    if not state.tool_call_parser:
-        raise OpenAIError(400, f"model {state.served_name!r} does not support tools: this server has no tool call "
-                               f"parser (set tool_call_parser: hermes in the stack)", "tools")
-    names = [t.function.name for t in body.tools]
-    if choice in (None, "auto"):
-        return True, ""
-    if choice == "none":
-        return False, ""
-    if choice == "required":
-        return True, forcing_prefix(None)
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if name not in names:
-            raise OpenAIError(400, f"tool_choice names {name!r}, which is not among the tools ({', '.join(map(str, names))})",
-                              "tool_choice")
-        return True, forcing_prefix(name)
-    raise OpenAIError(400, "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", "
-                           "\"function\": {\"name\": ...}}", "tool_choice")
+    return tokenizer.encode(render_chat(tokenizer, body, state.chat_template_kwargs, tools_on), add_special_tokens=False)
 
 
 def _finish_reason(final: RequestOutput, output: ChatOutput) -> str | None:

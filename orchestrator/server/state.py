@@ -19,7 +19,6 @@ class LLMState:
     max_model_len: int
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    tool_call_parser: str | None = None   # "hermes", or None: requests with tools are refused
     reasoning_parser: str | None = None   # "qwen3": <think> text goes to reasoning_content
     aliases: tuple[str, ...] = ()         # more names clients may ask for
     serving: LLMServing = field(init=False)  # what the routes call, whichever `llm` is

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from engines.llm.parsers import partial_tag
+from engines.llm.sampling_params import JSON_STYLE
 
 START, END = "<tool_call>", "</tool_call>"
 NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -105,11 +106,41 @@ class HermesParser:
         return ""
 
 
-def forcing_prefix(name: str | None) -> str:
-    """The text that, put after the prompt, makes the model call a tool: the named one, or any (None)."""
-    if name is None:
-        return f'{START}\n{{"name": "'
-    return f'{START}\n{{"name": {json.dumps(name)}, "arguments": '
+def tags_are_tokens(tokenizer) -> bool:
+    """Whether the tokenizer writes each tag as one token of its own (Qwen's added tokens): grammars then name the
+    token (`<tool_call>`), since a token's text is not matched as text."""
+    added = tokenizer.get_added_vocab()
+    return START in added and END in added
+
+
+def call_grammar(tools: list[dict], named: str | None = None, required: bool = False, parallel: bool = True,
+                 tag_tokens: bool = False, answer: dict | None = None) -> str:
+    """The hermes calls these tools allow, as a grammar (Lark, llguidance's dialect): each call's JSON names one tool
+    (`named`: that one) and its arguments match that tool's parameters. Required (or named): the output is calls
+    alone. Otherwise the output is free text until the model writes `<tool_call>` (a lazy trigger), and from there
+    the call must be whole and valid. `parallel`: more than one call may follow. `answer`: a JSON Schema the
+    answer must match when it is not a call (response_format beside tools)."""
+    options = [{"type": "object", "properties": {"name": {"const": t["function"]["name"]},
+                                                  "arguments": t["function"].get("parameters") or {"type": "object"}},
+                "required": ["name", "arguments"], "additionalProperties": False}
+               for t in tools if named is None or t["function"]["name"] == named]
+    schema = {**(options[0] if len(options) == 1 else {"anyOf": options}), "x-guidance": JSON_STYLE}
+    open_tag, close_tag = (START, END) if tag_tokens else (json.dumps(START), json.dumps(END))
+    body = f'"\\n" %json {json.dumps(schema)} "\\n" {close_tag}'
+    more = ' ("\\n" call)*' if parallel else ""
+    if required or named:
+        start = f"start: call{more}"
+    elif answer is not None:
+        start = f"start: %json {json.dumps({**answer, 'x-guidance': JSON_STYLE})} | call{more}"
+    elif tag_tokens:  # a token never occurs inside text: the call starts where the token is written
+        start = f"start: TEXT | TEXT call{more}"
+    else:
+        start = f"start: TEXT | opened{more}\nopened: trigger {body}\ntrigger[lazy]: TEXT {open_tag}"
+    return f"""%llguidance {{}}
+{start}
+call: {open_tag} {body}
+TEXT: /(.|\\n)*/
+"""
 
 
 def parse_tool_calls(text: str, tool_names: frozenset[str] = frozenset()) -> tuple[str | None, list[dict]]:

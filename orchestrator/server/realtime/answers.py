@@ -17,6 +17,7 @@ from engines.protocols import LLMProtocol
 from orchestrator.server.chat_output import ChatOutput
 from orchestrator.server.realtime.events import usage_dict
 from orchestrator.server.realtime.prompt import render_prompt
+from orchestrator.server.tool_choice import tool_constraint
 from orchestrator.workers.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ class ToolMode:
     """What a response may call: the tools as chat templates take them, their names, and how a call is chosen."""
     tools: list[dict]
     names: frozenset[str]
-    forced: str = ""               # our LLM: the text that forces a call (tool_choice required or named)
-    choice: str | dict = "auto"    # an upstream: tool_choice as Chat Completions writes it
+    choice: str | dict = "auto"    # tool_choice as Chat Completions writes it
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,16 +63,17 @@ class LocalAnswers:
         self.state, self.llm = state, llm
 
     async def prompt(self, instructions, messages, tools, temperature, max_tokens) -> Prompt:
-        ids, room = await render_prompt(self.state, self.llm.tokenizer, instructions, messages, tools.tools if tools else None,
-                                        tools.forced if tools else "")
+        tokenizer = self.llm.tokenizer
+        ids, room = await render_prompt(self.state, tokenizer, instructions, messages, tools.tools if tools else None)
         params = SamplingParams(temperature=temperature, max_tokens=room if max_tokens is None else
-                                min(max_tokens, room), seed=self.state.seed)
+                                min(max_tokens, room), seed=self.state.seed, structured_outputs=tool_constraint(
+                                    tokenizer, tools.tools, tools.choice, True) if tools else None)
         return Prompt((tuple(ids), params), params.max_tokens, tools)
 
     async def answer(self, prompt: Prompt) -> AsyncIterator[AnswerDelta]:
         ids, params = prompt.key
         tools = prompt.tools
-        output = ChatOutput(tools is not None, self.state.reasoning_parser is not None, tools.forced if tools else "",
+        output = ChatOutput(tools is not None, self.state.reasoning_parser is not None,
                             tools.names if tools else frozenset())
         stream = self.llm.generate(list(ids), params, priority=Priority.INTERACTIVE)
         try:

@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from orchestrator.server.realtime.events import ClientError
+from orchestrator.server.tool_choice import place_tools
 
 if TYPE_CHECKING:
     from orchestrator.server.state import LLMState
@@ -13,22 +14,23 @@ if TYPE_CHECKING:
 MIN_REPLY_TOKENS = 64  # room a voice reply needs at least; older turns are dropped to keep it
 
 
-async def render_prompt(state: LLMState, tokenizer, instructions: str | None, turns: list[dict], tools: list[dict] | None = None,
-                        forced: str = "") -> tuple[list[int], int]:
-    """(prompt token ids, tokens left for the reply), rendered off the event loop; `forced` follows the template."""
-    return await asyncio.to_thread(_render, state, tokenizer, instructions, turns, tools, forced)
+async def render_prompt(state: LLMState, tokenizer, instructions: str | None, turns: list[dict],
+                        tools: list[dict] | None = None) -> tuple[list[int], int]:
+    """(prompt token ids, tokens left for the reply), rendered off the event loop."""
+    return await asyncio.to_thread(_render, state, tokenizer, instructions, turns, tools)
 
 
-def _render(state: LLMState, tokenizer, instructions: str | None, turns: list[dict], tools: list[dict] | None,
-            forced: str) -> tuple[list[int], int]:
+def _render(state: LLMState, tokenizer, instructions: str | None, turns: list[dict], tools: list[dict] | None
+            ) -> tuple[list[int], int]:
     if tokenizer.chat_template is None:
         raise ClientError("the voice LLM has no chat template, so it cannot hold a conversation; use an instruct "
                           "model", "model_not_supported")
     system = [{"role": "system", "content": instructions}] if instructions else []
     while True:
         try:
-            text = tokenizer.apply_chat_template(system + turns, tools=tools, add_generation_prompt=True,
-                                                 tokenize=False, **state.chat_template_kwargs) + forced
+            messages, shown = place_tools(tokenizer, system + turns, tools)
+            text = tokenizer.apply_chat_template(messages, tools=shown, add_generation_prompt=True, tokenize=False,
+                                                 **state.chat_template_kwargs)
         except Exception as error:  # a template raises on shapes it does not accept (jinja's raise_exception)
             raise ClientError(f"the model's chat template rejected this conversation: {error}",
                               "invalid_conversation") from None

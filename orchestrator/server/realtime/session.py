@@ -14,7 +14,6 @@ import numpy as np
 
 from engines.asr.outputs import TranscribeOptions, Transcription
 from engines.errors import EngineBusyError, EngineDeadError
-from engines.llm.parsers.hermes import forcing_prefix
 from orchestrator.server.metrics import Metrics
 from orchestrator.server.realtime import protocol as p
 from orchestrator.server.realtime import server_events as e
@@ -46,9 +45,7 @@ class RealtimeSession:
     def __init__(self, engines: VoiceEngines, send: e.Send, metrics: Metrics, model: str | None) -> None:
         self.engines, self.send, self.metrics = engines, send, metrics
         self.conversation_id = new_id("conv")
-        self.can = Abilities(engines.llm.served_name, engines.tts is not None,
-                             engines.vad is not None and engines.asr is not None,
-                             bool(engines.llm.tool_call_parser))
+        self.can = Abilities(engines.tts is not None, engines.vad is not None and engines.asr is not None)
         input_audio = p.AudioInput(turn_detection=p.TurnDetection() if self.can.listens else None)
         self.config = p.SessionConfig(id=new_id("sess"), model=model or engines.llm.served_name,
                                       output_modalities=["audio"] if self.can.speaks else ["text"],
@@ -314,14 +311,13 @@ class RealtimeSession:
         """The response's tools (its own, or the session's) and choice, or None when no call may be made."""
         tools = self.config.tools if options.tools is None else options.tools
         choice = options.tool_choice or self.config.tool_choice
-        if problem := tool_problem(tools, choice, "response", self.can):
+        if problem := tool_problem(tools, choice, "response"):
             raise problem
         if not tools or choice == "none":
             return None
         named = choice.name if isinstance(choice, p.ToolChoiceFunction) else None
-        forced = forcing_prefix(named) if named or choice == "required" else ""
         wire = {"type": "function", "function": {"name": named}} if named else choice
-        return ToolMode([t.chat_tool() for t in tools], frozenset(t.name for t in tools), forced, wire)
+        return ToolMode([t.chat_tool() for t in tools], frozenset(t.name for t in tools), wire)
 
     async def _report(self, error: ClientError) -> None:
         await self.send(error_event(error))

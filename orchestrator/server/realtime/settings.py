@@ -15,10 +15,8 @@ from orchestrator.server.realtime.events import ClientError
 @dataclass(slots=True, frozen=True)
 class Abilities:
     """What the stack lets a session do."""
-    model: str                 # the served name of the voice LLM
     speaks: bool               # a TTS model is in the stack
     listens: bool              # a VAD and a speech-to-text model are
-    calls_tools: bool          # the LLM has a tool-call parser
 
 
 def apply_update(config: p.SessionConfig, update: dict, can: Abilities, voices: list[str] | None,
@@ -43,13 +41,10 @@ def apply_update(config: p.SessionConfig, update: dict, can: Abilities, voices: 
                                    f"{', '.join(voices)}; the rest of the update was applied", "invalid_value",
                                    "session.audio.output.voice", event_id))
         new.audio.output.voice = config.audio.output.voice
-    while problem := tool_problem(new.tools, new.tool_choice, "session", can):
+    if problem := tool_problem(new.tools, new.tool_choice, "session"):
         refused.append(ClientError(f"{problem.message}; the rest of the update was applied", "invalid_value",
                                    problem.param, event_id))
-        if problem.param.endswith(".tools"):
-            new.tools = config.tools  # the old ones passed this check (or there were none)
-        else:
-            new.tool_choice = "auto"
+        new.tool_choice = "auto"
     return new, refused
 
 
@@ -69,11 +64,8 @@ def _check(old: p.SessionConfig, new: p.SessionConfig, can: Abilities) -> None:
                           "session.audio.input.turn_detection")
 
 
-def tool_problem(tools: list[p.FunctionTool], choice: p.ToolChoice, where: str, can: Abilities) -> ClientError | None:
-    """What stops these tools from reaching the model: no tool parser in the stack, a choice naming no tool."""
-    if tools and not can.calls_tools:
-        return ClientError(f"model {can.model!r} cannot call tools: the stack sets no tool_call_parser for it (set "
-                           "tool_call_parser: hermes)", "invalid_value", f"{where}.tools")
+def tool_problem(tools: list[p.FunctionTool], choice: p.ToolChoice, where: str) -> ClientError | None:
+    """What stops this choice of tools: a function that is not among them, or required with none."""
     names = [t.name for t in tools]
     if isinstance(choice, p.ToolChoiceFunction) and choice.name not in names:
         return ClientError(f"tool_choice names {choice.name!r}, which is not among the tools "
