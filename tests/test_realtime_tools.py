@@ -105,9 +105,9 @@ def test_a_spoken_answer_and_a_call_share_a_response_and_the_output_continues_th
 
 
 def test_a_required_tool_choice_forces_a_call_in_text_mode(stack, llm):
-    """tool_choice "required": the server writes the call's opening, the model (scripted) only its rest."""
+    """tool_choice "required": the grammar holds the output to a call of a listed tool, arguments and all."""
     engine, sampler, prompts = llm
-    sampler.script = encode(engine, '"get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>')
+    sampler.script = encode(engine, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>')
 
     async def main():
         client = await Client.connect(stack[2], KEY, MODEL)
@@ -123,7 +123,7 @@ def test_a_required_tool_choice_forces_a_call_in_text_mode(stack, llm):
     assert [item["type"] for item in output] == ["function_call"]
     assert json.loads(output[0]["arguments"]) == {"city": "Oslo"} and output[0]["status"] == "completed"
     assert "conversation.item.added" not in types(events)  # out of band: nothing joins the conversation
-    assert engine.tokenizer.decode(prompts[0]).endswith('<tool_call>\n{"name": "')
+    assert '"get_weather"' in engine.tokenizer.decode(prompts[0])  # the model is shown the tool
 
 
 BROKEN = [

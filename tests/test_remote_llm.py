@@ -104,10 +104,10 @@ def test_chat_streams_through_with_usage_and_tool_calls(front):
                                             temperature=0, stream=True, stream_options={"include_usage": True}))
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == whole.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == 8
-    # The upstream's hermes parser makes the call (its opening forced by a named tool_choice; the random model
-    # writes the arguments): the deltas come through as the upstream sent them.
+    # The upstream's hermes parser makes the call (a named tool_choice holds the random model to it): the deltas
+    # come through as the upstream sent them.
     calls = [d for ch in c.chat.completions.create(
-        model="qwen", messages=[{"role": "user", "content": "time?"}], max_tokens=12, stream=True, tools=[TOOL],
+        model="qwen", messages=[{"role": "user", "content": "time?"}], max_tokens=64, stream=True, tools=[TOOL],
         tool_choice={"type": "function", "function": {"name": "get_time"}}) if ch.choices
         for d in ch.choices[0].delta.tool_calls or []]
     assert calls[0].function.name == "get_time" and calls[0].id.startswith("call_")
