@@ -29,6 +29,7 @@ class EngineConfig:
     skip_tokenizer_init: bool = False           # token ids in and out, no text (benchmarks, id-only clients)
     device: str | None = None                   # None: cuda when present, else cpu
     seed: int = 0
+    grammar_compile_timeout_s: float = 10.0     # a structured output's grammar not compiled by then is refused
 
     def __post_init__(self) -> None:
         if (self.kv_cache_bytes is None) == (self.num_kv_blocks is None):

@@ -9,7 +9,8 @@ are failed and the step is tried again without them; only if it still fails are 
 A failed step changes nothing the next one depends on (tokens are appended only after a step returns).
 
 A request with structured outputs waits in `compiling` while its grammar compiles on the grammar threads;
-the others keep stepping meanwhile. A grammar that fails, or takes past COMPILE_TIMEOUT_S, fails its request.
+the others keep stepping meanwhile. A grammar that fails, or takes past the engine's grammar_compile_timeout_s,
+fails its request.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from engines.errors import EngineFailedError, EngineInputError
 from engines.llm.llm_engine import LLMEngine
 from engines.llm.outputs import EngineStats, RequestOutput
 from engines.llm.requests import AbortRequest, AddRequest
-from engines.llm.structured_output import COMPILE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class EngineLoop:
 
     def _admit_compiled(self) -> None:
         """Requests whose grammar is ready join the engine; a failed or overdue compile fails its request."""
-        now = time.monotonic()
+        now, limit = time.monotonic(), self.engine.config.grammar_compile_timeout_s
         for request_id, waiting in list(self.compiling.items()):
             if waiting.grammar.done():
                 del self.compiling[request_id]
@@ -126,12 +126,12 @@ class EngineLoop:
                     self._refuse(request_id, error)
                 else:
                     self._add(waiting.command, waiting.grammar.result())
-            elif now - waiting.since > COMPILE_TIMEOUT_S:
+            elif now - waiting.since > limit:
                 del self.compiling[request_id]
                 spec = waiting.command.params.structured_outputs
                 self.engine.grammars.forget(spec)
                 self._fail(request_id, EngineInputError(
-                    f"{spec.param} did not compile within {COMPILE_TIMEOUT_S:g} s; send a simpler schema or grammar",
+                    f"{spec.param} did not compile within {limit:g} s; send a simpler schema or grammar",
                     spec.param))
 
     def _add(self, command: AddRequest, grammar=None) -> None:

@@ -26,7 +26,6 @@ from engines.llm.sampling_params import JSON_STYLE, StructuredOutputsParams
 
 log = logging.getLogger(__name__)
 
-COMPILE_TIMEOUT_S = 10.0   # a grammar not compiled by then is refused (the client hears which param, and why)
 CACHE_SIZE = 256           # compiled grammars kept, most recently used first
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from orchestrator.kinds import KINDS
 from orchestrator.status import EngineState
@@ -126,6 +126,10 @@ class _ScrapeTime:
             seqs.add_metric(["waiting"], stats.waiting)
             yield from (blocks, seqs, GaugeMetricFamily("orchestrator_llm_preemptions", "preemptions since start",
                                                         value=stats.preemptions))
+            for name, times, about in (("compile", stats.grammar_compile, "compiling a structured output's grammar"),
+                                       ("mask", stats.grammar_mask, "filling a step's grammar token masks (on the "
+                                                                    "CPU, beside the forward pass)")):
+                yield _histogram(f"orchestrator_llm_grammar_{name}_seconds", about, times)
         sessions, tasks = self.metrics.realtime_live()
         yield GaugeMetricFamily("orchestrator_realtime_sessions", "realtime sessions open now", value=sessions)
         yield GaugeMetricFamily("orchestrator_realtime_tasks", "tasks the open realtime sessions are running",
@@ -133,6 +137,12 @@ class _ScrapeTime:
         prompt = self.metrics.prompt_total
         yield GaugeMetricFamily("orchestrator_llm_prefix_cache_hit_ratio", "cached prompt tokens / prompt tokens",
                                 value=self.metrics.cached_total / prompt if prompt else 0.0)
+
+
+def _histogram(name: str, about: str, times) -> HistogramMetricFamily:
+    """An engine-side TimeHistogram (cumulative counts per bound) as a Prometheus histogram."""
+    buckets = [(f"{bound:g}", count) for bound, count in zip(times.bounds, times.counts)] + [("+Inf", times.count)]
+    return HistogramMetricFamily(name, about, buckets=buckets, sum_value=times.total)
 
 
 class RequestMetricsMiddleware:
