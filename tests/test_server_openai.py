@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx2 as httpx  # the HTTP client the openai SDK itself is built on
@@ -319,6 +320,25 @@ BAD = [  # (body or raw text, expected status, substring of the message)
     ({"model": MODEL, "prompt": "hi", "logprobs": 3, "echo": True}, 400, "echo", "/v1/completions"),
     ({"model": MODEL, "prompt": "hi", "logprobs": 21}, 400, "logprobs", "/v1/completions"),
     ({"model": MODEL, "prompt": LONG}, 400, "maximum context length", "/v1/completions"),
+    ({"model": MODEL, "messages": USER, "modalities": ["text", "audio"]}, 400, "modalities"),
+    ({"model": MODEL, "messages": USER, "audio": {"voice": "alloy", "format": "wav"}}, 400, "audio"),
+    ({"model": MODEL, "messages": USER, "prediction": {"type": "content", "content": "x"}}, 400, "prediction"),
+    ({"model": MODEL, "messages": USER, "web_search_options": {}}, 400, "web_search_options"),
+    ({"model": MODEL, "messages": USER, "response_format": {"type": "xml"}}, 400, "response_format"),
+    ({"model": MODEL, "messages": USER, "response_format": {"type": "json_schema"}}, 400, "json_schema"),
+    ({"model": MODEL, "messages": USER, "response_format": {"type": "json_object"},
+      "structured_outputs": {"regex": "a+"}}, 400, "not both"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {}}, 400, "exactly one of", "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {"regex": "a+", "choice": ["a"]}}, 400, "exactly one of",
+     "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {"regex": "(unclosed"}}, 400, "structured_outputs",
+     "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {"grammar": "start: ("}}, 400, "structured_outputs",
+     "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {"choice": []}}, 400, "choice", "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {"json": {"type": 5}}}, 400, "JSON Schema",
+     "/v1/completions"),
+    ({"model": MODEL, "prompt": "hi", "structured_outputs": {"xml": "<a/>"}}, 400, "xml", "/v1/completions"),
 ]
 
 
@@ -333,6 +353,45 @@ def test_malformed_requests_get_openai_shaped_4xx(server, case):
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and needle in error["message"]
     assert httpx.get(server[0] + "/health").status_code == 200
+
+
+def test_unknown_fields_are_named_back_and_the_answer_is_unchanged(server):
+    """vLLM ignores unknown fields and OpenAI refuses them: here they are accepted and named in x-ignored-fields."""
+    body = {"model": MODEL, "messages": USER, "max_tokens": 4, "temperature": 0}
+    plain = httpx.post(server[0] + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    odd = httpx.post(server[0] + "/v1/chat/completions", json={**body, "frobnicate": 1, "store": True},
+                     headers={"Authorization": f"Bearer {KEY}"})
+    assert odd.status_code == 200 and odd.headers["x-ignored-fields"] == "frobnicate, store"
+    assert "x-ignored-fields" not in plain.headers
+    assert odd.json()["choices"][0]["message"] == plain.json()["choices"][0]["message"]
+    streamed = httpx.post(server[0] + "/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 2,
+                                                              "stream": True, "frobnicate": 1},
+                          headers={"Authorization": f"Bearer {KEY}"})
+    assert streamed.status_code == 200 and streamed.headers["x-ignored-fields"] == "frobnicate"
+
+
+def test_completions_hold_to_vllms_structured_outputs(client):
+    """The tiny random model writes whatever the grammar allows: a regex, a choice, a grammar and a JSON Schema."""
+    def text(so: dict, stream: bool = False) -> tuple[str, str]:
+        reply = client.completions.create(model=MODEL, prompt="Answer:", max_tokens=40, temperature=1.0, seed=5,
+                                          extra_body={"structured_outputs": so}, stream=stream)
+        if stream:
+            chunks = [c for c in reply if c.choices]
+            return "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason
+        return reply.choices[0].text, reply.choices[0].finish_reason
+
+    code, finish = text({"regex": "[0-9]{3}-[a-z]{2}"})
+    assert re.fullmatch("[0-9]{3}-[a-z]{2}", code) and finish == "stop"
+    picked, finish = text({"choice": ["yes", "no", "maybe"]}, stream=True)
+    assert picked in ("yes", "no", "maybe") and finish == "stop"
+    said, _ = text({"grammar": 'start: "I say " ("hi" | "bye") "."'})
+    assert said in ("I say hi.", "I say bye.")
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["n"], "additionalProperties": False}
+    numbered, finish = text({"json": schema})
+    assert 1 <= json.loads(numbered)["n"] <= 9 and finish == "stop"
+    objected, finish = text({"json_object": True})  # any object: it may run past 40 tokens (then it is cut)
+    assert objected.startswith("{") and (finish == "length" or isinstance(json.loads(objected), dict))
 
 
 def test_queue_full_is_429_and_engine_down_is_503(tiny_models):
