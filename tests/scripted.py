@@ -17,19 +17,20 @@ class ScriptedSampler:
         self.scripts: list[list[int]] = []
         self._given: dict[str, list[int]] = {}
 
-    def __call__(self, logits, seqs, bitmask=None):
+    def __call__(self, logits, seqs, masks=None):
         from engines.llm.sampler import SampledToken
 
         if self.script is None and not self.scripts:
-            return self.real(logits, seqs, bitmask)
-        from engines.llm.structured_output import apply_bitmask
+            return self.real(logits, seqs, masks)
+        from engines.llm.structured_output import apply_masks
 
+        allowed = apply_masks(logits, masks) if masks is not None else logits
         out = []
         for row, s in enumerate(seqs):
             script = self._script_for(s.seq_id)
             token = script[s.num_output_tokens] if s.num_output_tokens < len(script) else self.eos
-            if bitmask is not None and not (int(bitmask[row, token // 32]) >> (token % 32)) & 1:
-                token = int(apply_bitmask(logits[row:row + 1], bitmask[row:row + 1], [0]).argmax())
+            if allowed[row, token] == float("-inf"):
+                token = int(allowed[row].argmax())
             out.append(SampledToken(token))
         return out
 

@@ -31,7 +31,7 @@ class ModelRunner:
         self.kv_cache = self._allocate_kv_cache(hf_config)
         self.num_blocks = self.kv_cache.shape[2]
         self.sampler = Sampler()
-        self.masks = MaskFiller(self.model.config["vocab_size"])
+        self.masks = MaskFiller(self.model.config["vocab_size"], overlap=self.device.type == "cuda")
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
     def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
@@ -55,7 +55,7 @@ class ModelRunner:
         """One forward step; returns a sampled token for each sequence whose prompt is now fully computed."""
         inputs = build_inputs(batch, self.block_size, self.device)
         sampled = [seq for seq, n in zip(batch.seqs, batch.num_new_tokens) if seq.num_computed_tokens + n == seq.num_tokens]
-        masks = self.masks.start([seq.grammar for seq in sampled])  # filled on its thread while the model runs
+        masks = self.masks.start([seq.grammar for seq in sampled])  # on a GPU, filled while the model runs
         hidden = self._forward(inputs.input_ids, inputs.positions, inputs.context)
         if not inputs.sample_rows:
             return []

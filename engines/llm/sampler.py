@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from engines.llm.sequence import Sequence
-from engines.llm.structured_output import apply_bitmask
+from engines.llm.structured_output import StepMasks, apply_masks
 
 
 @dataclass(slots=True)
@@ -22,9 +22,9 @@ class SampledToken:
 
 
 class Sampler:
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence], bitmask: torch.Tensor | None = None
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence], masks: StepMasks | None = None
                  ) -> list[SampledToken]:
-        """`bitmask`: the step's grammar masks (one row per sequence; free rows allow everything)."""
+        """`masks`: the step's grammar masks, for the rows whose request has structured outputs."""
         params = [s.params for s in seqs]
         want_logprobs = any(p.logprobs is not None for p in params)
         raw_logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
@@ -32,8 +32,8 @@ class Sampler:
             logits = apply_logit_bias(logits.clone(), seqs)
         if any(p.penalized for p in params):
             logits = apply_penalties(logits.clone(), seqs)
-        if bitmask is not None:  # after bias and penalties, before any choice: no mode can pick a banned token
-            logits = apply_bitmask(logits, bitmask, [row for row, s in enumerate(seqs) if s.grammar is not None])
+        if masks is not None:  # after bias and penalties, before any choice: no mode can pick a banned token
+            logits = apply_masks(logits, masks)
         greedy_ids = logits.argmax(dim=-1)
         if all(p.greedy for p in params):
             token_ids = greedy_ids

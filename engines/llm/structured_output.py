@@ -14,9 +14,11 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import llguidance
 import llguidance.hf
+import numpy as np
 import torch
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -111,28 +113,50 @@ def _first_line(error: str) -> str:
     return error.strip().splitlines()[0][:500] if error.strip() else "the grammar library gave no reason"
 
 
-class MaskFiller:
-    """Fills the allowed-token bitmask of a step's constrained rows on its own thread, beside the forward pass."""
+@dataclass(slots=True)
+class StepMasks:
+    """A step's grammar masks: one bitmask row per constrained sampled row (`rows`, in the step's sampling order)."""
+    rows: list[int]
+    bitmask: torch.Tensor      # int32 [len(rows), words]; bit t of a row: token t is allowed
 
-    def __init__(self, vocab_size: int) -> None:
+
+class MaskFiller:
+    """Fills the allowed-token bitmasks of a step's constrained rows: on its own thread beside the forward pass when
+    the model runs on a GPU (the CPU is idle meanwhile); inline when the CPU runs the model too. On 2 CPU cores a
+    mask filled beside the forward pass took 90 µs of CPU against 10 µs alone (both walk memory the other needs),
+    and slowed the forward pass: inline is cheaper there."""
+
+    def __init__(self, vocab_size: int, overlap: bool) -> None:
         self.words = (vocab_size + 31) // 32
+        self.overlap = overlap
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="grammar-mask")
         self._executor = llguidance.LLExecutor()
-        self.fill_seconds: list[float] = []  # per step with constrained rows, since the engine last reported them
+        self._buffer = torch.empty((0, self.words), dtype=torch.int32)  # reused; grows to the most rows seen
+        self.fill_seconds: list[float] = []  # per step with constrained rows, not reported yet
 
-    def start(self, matchers: list[llguidance.LLMatcher | None]) -> Future[torch.Tensor] | None:
+    def start(self, matchers: list[llguidance.LLMatcher | None]) -> Future[StepMasks] | None:
         """Begin the masks of a step's sampled rows (None: that row is free); None when no row is constrained."""
-        rows = [(matcher, row) for row, matcher in enumerate(matchers) if matcher is not None]
+        rows = [row for row, matcher in enumerate(matchers) if matcher is not None]
         if not rows:
             return None
-        return self._thread.submit(self._fill, rows, len(matchers))
+        if self.overlap:
+            return self._thread.submit(self._fill, [matchers[row] for row in rows], rows)
+        done: Future[StepMasks] = Future()
+        done.set_result(self._fill([matchers[row] for row in rows], rows))
+        return done
 
-    def _fill(self, rows: list[tuple[llguidance.LLMatcher, int]], batch: int) -> torch.Tensor:
+    def _fill(self, matchers: list[llguidance.LLMatcher], rows: list[int]) -> StepMasks:
         started = time.perf_counter()
-        bitmask = torch.full((batch, self.words), -1, dtype=torch.int32)
-        self._executor.unsafe_compute_mask_ptr(rows, bitmask.data_ptr(), self.words * 4, batch)
+        if self._buffer.shape[0] < len(rows):
+            self._buffer = torch.empty((len(rows), self.words), dtype=torch.int32)
+        bitmask = self._buffer[:len(rows)]
+        if len(rows) == 1:  # one row: no fan-out across llguidance's threads
+            matchers[0].unsafe_compute_mask_ptr(bitmask.data_ptr(), self.words * 4)
+        else:
+            self._executor.unsafe_compute_mask_ptr([(m, i) for i, m in enumerate(matchers)], bitmask.data_ptr(),
+                                                   self.words * 4, len(rows))
         self.fill_seconds.append(time.perf_counter() - started)
-        return bitmask
+        return StepMasks(rows, bitmask)
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
@@ -141,11 +165,16 @@ class MaskFiller:
 _BITS = torch.arange(32, dtype=torch.int32)
 
 
-def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+def apply_masks(logits: torch.Tensor, masks: StepMasks) -> torch.Tensor:
     """-inf for every token a row's grammar does not allow now (only the constrained rows are unpacked)."""
-    index = torch.tensor(rows, device=logits.device)
-    words = bitmask[rows].to(logits.device, non_blocking=True)
-    allowed = ((words.unsqueeze(-1) >> _BITS.to(logits.device)) & 1).view(len(rows), -1)[:, :logits.shape[1]]
+    vocab = logits.shape[1]
+    if logits.device.type == "cpu":  # numpy's unpackbits: twice as fast as shifting in torch here
+        bits = np.unpackbits(masks.bitmask.numpy().view(np.uint8), axis=-1, bitorder="little")[:, :vocab]
+        banned = torch.from_numpy(bits.view(np.bool_)).logical_not_()
+    else:
+        words = masks.bitmask.to(logits.device, non_blocking=True)
+        banned = ((words.unsqueeze(-1) >> _BITS.to(logits.device)) & 1).view(len(masks.rows), -1)[:, :vocab] == 0
     logits = logits.clone()
-    logits[index] = logits[index].masked_fill(allowed == 0, float("-inf"))
+    for i, row in enumerate(masks.rows):
+        logits[row].masked_fill_(banned[i], float("-inf"))
     return logits
