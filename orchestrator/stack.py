@@ -130,7 +130,7 @@ class LLMSpec(ModelSpec):
                             "dequantizes them; int8 / int4 quantize a 16-bit folder's projections at load")
     block_size: Literal[16, 32, 64, 128] = 16  # the paged-attention kernel walks whole power-of-two pages
     enforce_eager: bool = False
-    tool_call_parser: Literal["hermes"] | None = None   # Qwen's <tool_call>{json}</tool_call>
+    tool_call_parser: Literal["hermes"] | None = None   # for a vLLM we launch; our engine always writes hermes calls
     reasoning_parser: Literal["qwen3"] | None = None    # <think>…</think> into reasoning_content
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
