@@ -1,5 +1,5 @@
 """Constrained decoding on llguidance: a request's grammar compiled off the step loop, its token mask filled on the
-CPU while the forward pass runs, and applied to the logits before any sampling.
+CPU (beside the forward pass when a GPU runs it), and applied to the logits before any sampling.
 
 llguidance (MIT) over xgrammar (Apache-2.0), measured by `bench/grammar_libraries.py` on the demo tokenizers:
 xgrammar fills a mask faster (2-3 µs against 12-18 µs, both far under a step), llguidance compiles a schema
