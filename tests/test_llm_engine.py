@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 import torch
 
 from engines.errors import EngineFailedError
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, Priority, SamplingParams
+from engines.llm.sampling_params import StructuredOutputsParams
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,28 @@ def test_interactive_request_preempts_batch_work(tiny_models):
     assert llm.scheduler.num_preemptions == 1
     finished = [o.request_id for _ in range(100) for o in llm.step() if o.finished]
     assert finished[0] == "voice" and sorted(finished) == ["b1", "b2", "voice"]
+
+
+def test_a_preempted_constrained_request_keeps_its_grammar_state(tiny_models):
+    """Batch requests held to a regex are preempted by a voice turn and recomputed: the grammar saw each token once
+    (its state is the output's, not redone), so every output still matches whole."""
+    llm = LLMEngine(EngineConfig(str(tiny_models["qwen3"]), dtype="float32", num_kv_blocks=64, max_model_len=256,
+                                 max_num_seqs=2))
+    pattern = "(ab|cd){10,14}!"
+    held = SamplingParams(temperature=1.0, seed=3, max_tokens=80,
+                          structured_outputs=StructuredOutputsParams(regex=pattern))
+    llm.add_request("b1", "batch one", held, priority="batch")
+    llm.add_request("b2", "batch two", held, priority=Priority.BATCH)
+    texts: dict[str, str] = {}
+    for step in range(300):
+        if step == 3:
+            llm.add_request("voice", "Hello", SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+        for out in llm.step():
+            texts[out.request_id] = texts.get(out.request_id, "") + out.delta_text
+        if not llm.has_unfinished_requests():
+            break
+    assert llm.scheduler.num_preemptions >= 1
+    assert re.fullmatch(pattern, texts["b1"]) and re.fullmatch(pattern, texts["b2"]), texts
 
 
 @pytest.mark.parametrize("prompt, params, message", [

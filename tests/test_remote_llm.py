@@ -115,6 +115,16 @@ def test_chat_streams_through_with_usage_and_tool_calls(front):
     assert text.usage.completion_tokens == 5
 
 
+def test_response_format_reaches_the_upstream_unchanged(front):
+    """The upstream (our own server here) holds its random model to the schema: it got response_format as sent."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["n"], "additionalProperties": False}
+    reply = client(front[2]).chat.completions.create(
+        model="qwen", messages=[{"role": "user", "content": "a number"}], max_tokens=60, temperature=1.0, seed=2,
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    assert reply.choices[0].finish_reason == "stop" and 1 <= json.loads(reply.choices[0].message.content)["n"] <= 9
+
+
 def test_our_key_is_checked_and_bad_input_stays_ours(front):
     url = front[2]
     with pytest.raises(openai.AuthenticationError):
