@@ -13,6 +13,8 @@ class TranscribeOptions:
     temperature: float | None = None        # None: Whisper's fallback schedule 0.0, 0.2 ... 1.0; a value pins it
     word_timestamps: bool = False
     beam_size: int | None = None            # None: the stack's beam_size
+    segment_timestamps: bool = True         # False: one segment is enough (the text alone), so it may be batched
+    draft: bool = False                     # a realtime pause's guess: it runs after every final transcription
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,6 +47,8 @@ class Transcription:
     language_probability: float
     duration: float                         # seconds of audio received
     segments: list[Segment]
+    batch_size: int = 1                     # how many transcriptions ran in its batch
+    queue_seconds: float = 0.0              # how long it waited for the engine
 
     @property
     def words(self) -> list[Word]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from budget.estimators.asr import resolve_compute_type
 from budget.tensors import read_ct2_model
+from engines.asr.batch import batchable, transcribe_batch
 from engines.asr.languages import language_code
 from engines.asr.outputs import Segment, TranscribeOptions, Transcription, Word
 from engines.base import Engine, local_model_dir, spec_device
@@ -116,17 +118,20 @@ class WhisperASR(Engine):
                 language = language_code(language, self.languages)
             except ValueError as exc:
                 raise OptionError(str(exc), "language") from None
-        return TranscribeOptions(language, options.task, options.prompt or None, options.temperature,
-                                 options.word_timestamps, options.beam_size)
+        return replace(options, language=language, prompt=options.prompt or None)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
         """Float32 mono 16 kHz samples to text, segments and (when asked) words, all within the audio's length."""
         options = self.check(options or TranscribeOptions())
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1 or audio.size == 0:
-            raise OptionError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}",
-                              "audio")
+        audio = checked_audio(audio)
+        if batchable(audio, options):
+            return self.transcribe_batch([(audio, options)])[0]
         return self._run(audio, options)
+
+    def transcribe_batch(self, items: list[tuple[np.ndarray, TranscribeOptions]]) -> list[Transcription]:
+        """Several short transcriptions at once (each `batchable`), each as it would come alone."""
+        checked = [(checked_audio(audio), self.check(options)) for audio, options in items]
+        return transcribe_batch(self._model, checked, self.default_language, self.beam_size)
 
     def close(self) -> None:
         self._batched = self._model = None
@@ -159,6 +164,14 @@ class WhisperASR(Engine):
             raise ValueError(f"model {self.name!r}: {folder} has no tokenizer.json (faster-whisper would fetch one "
                              f"from the internet); copy the original model's tokenizer.json into it")
         return folder
+
+
+def checked_audio(audio: np.ndarray) -> np.ndarray:
+    """Float32 1-D samples; OptionError for anything else (or nothing)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or audio.size == 0:
+        raise OptionError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}", "audio")
+    return audio
 
 
 def _stored_type(model_bin: Path) -> str:

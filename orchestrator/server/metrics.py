@@ -51,6 +51,12 @@ class Metrics:
         self.voice_pauses_judged = Counter("orchestrator_voice_pauses_judged", "pauses whose words were recognised "
                                            "(and judged, and the answer started when it could be) before the turn "
                                            "ended or went on", registry=self.registry)
+        self.asr_batch = Histogram("orchestrator_asr_batch_size", "transcriptions run in one batch, per "
+                                   "transcription", ["priority"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+                                   registry=self.registry)
+        self.asr_wait = Histogram("orchestrator_asr_queue_seconds", "a transcription's wait for the speech-to-text "
+                                  "engine (finals go before drafts)", ["priority"], buckets=LATENCY_BUCKETS,
+                                  registry=self.registry)
         self.realtime_sessions_opened = Counter("orchestrator_realtime_sessions_opened", "realtime sessions accepted",
                                                 registry=self.registry)
         self.realtime_live: Callable[[], tuple[int, int]] = lambda: (0, 0)  # (open sessions, their running tasks)
@@ -66,6 +72,10 @@ class Metrics:
         if status >= 400:
             self.errors.labels(kind, route, str(status)).inc()
 
+
+    def observe_asr(self, result, priority: str) -> None:
+        self.asr_batch.labels(priority).observe(result.batch_size)
+        self.asr_wait.labels(priority).observe(result.queue_seconds)
 
     def observe_voice_turn(self, stages_ms: dict[str, float], status: str) -> None:
         self.voice_responses.labels(status).inc()

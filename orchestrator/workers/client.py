@@ -90,6 +90,9 @@ class EngineClient:
             if isinstance(reply, BaseException):
                 raise reply
             return reply.value
+        except asyncio.CancelledError:
+            self._tell(Cancel(key))  # the caller left: work still queued in the worker is dropped before it runs
+            raise
         finally:
             self._streams.close(key)
 

@@ -1,0 +1,96 @@
+"""Many short transcriptions as one batch through CTranslate2's Whisper: one encode for all, one generate per group.
+
+faster-whisper batches only the windows of one file; here the windows come from different requests (realtime
+turns, drafts, HTTP uploads). Each item brings its own language (or has it detected from its own audio) and
+prompt, written into its own decoder prompt; items whose decoding must match (beam size, prompt length) share
+a generate call. faster-whisper still makes the features and decodes the tokens. An item decodes exactly as
+it would alone (greedy or beam search, no timestamps), so batching changes when a transcript comes, never
+what it says. Long audio, sampling, word or segment timestamps go the one-at-a-time way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engines.asr.outputs import Segment, TranscribeOptions, Transcription
+
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+NO_SPEECH_THRESHOLD, LOG_PROB_THRESHOLD = 0.6, -1.0   # faster-whisper's defaults: such a window holds no speech
+
+
+def batchable(audio: np.ndarray, options: TranscribeOptions) -> bool:
+    """Whether this transcription can join a batch: one window, greedy or beam search, no timestamps asked."""
+    return (len(audio) <= WINDOW_SAMPLES and options.temperature == 0 and not options.word_timestamps
+            and not options.segment_timestamps)
+
+
+@dataclass(slots=True)
+class _Item:
+    index: int
+    audio: np.ndarray
+    options: TranscribeOptions
+    language: str | None = None
+    probability: float = 1.0
+    prompt: list[int] | None = None
+
+
+def transcribe_batch(model: Any, items: list[tuple[np.ndarray, TranscribeOptions]], default_language: str | None,
+                     default_beam: int) -> list[Transcription]:
+    """Each (16 kHz audio, checked options) item's transcription, in order; all items must be `batchable`."""
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.tokenizer import Tokenizer, _LANGUAGE_CODES
+    from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+    work = [_Item(i, audio, options, options.language or default_language) for i, (audio, options) in enumerate(items)]
+    features = np.stack([pad_or_trim(model.feature_extractor(item.audio)[..., :-1]) for item in work])
+    encoded = model.encode(features)
+    unknown = [item for item in work if item.language is None]
+    if unknown and not model.model.is_multilingual:
+        for item in unknown:
+            item.language = "en"
+    elif unknown:  # detected from each item's own encoding, as faster-whisper does for one window
+        detected = model.model.detect_language(encoded)
+        for item in unknown:
+            token, probability = next((t, p) for t, p in detected[item.index] if t[2:-2] in _LANGUAGE_CODES)
+            item.language, item.probability = token[2:-2], probability
+    tokenizers: dict[tuple[str, str], Tokenizer] = {}
+    groups: dict[tuple, list[_Item]] = {}
+    for item in work:
+        key = (item.language, item.options.task)
+        tokenizer = tokenizers.setdefault(key, Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                                                         task=item.options.task, language=item.language))
+        previous = tokenizer.encode(" " + item.options.prompt.strip()) if item.options.prompt else []
+        item.prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
+        groups.setdefault((item.options.beam_size or default_beam, len(item.prompt)), []).append(item)
+    out: list[Transcription | None] = [None] * len(work)
+    for (beam, _), members in groups.items():
+        rows = [item.index for item in members]
+        tokenizer = tokenizers[(members[0].language, members[0].options.task)]
+        results = model.model.generate(
+            _rows(model, encoded, features, rows), [item.prompt for item in members], beam_size=beam,
+            max_length=model.max_length, suppress_blank=True, return_scores=True, return_no_speech_prob=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]))
+        for item, result in zip(members, results):
+            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
+            silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+            text = "" if silent else tokenizer.decode(tokens)
+            duration = round(len(item.audio) / SAMPLE_RATE, 3)
+            segments = [] if silent else [Segment(0, 0, 0.0, duration, text, tokens, 0.0, float(avg_logprob),
+                                                  get_compression_ratio(text), float(result.no_speech_prob))]
+            out[item.index] = Transcription(text.strip(), item.language, float(item.probability), duration, segments)
+    return out
+
+
+def _rows(model: Any, encoded: Any, features: np.ndarray, rows: list[int]) -> Any:
+    """The encoder output of these batch rows: all of it, a slice of it (CPU), or their own encode (GPU)."""
+    if rows == list(range(len(features))):
+        return encoded
+    if encoded.device == "cpu":
+        import ctranslate2
+
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[rows]))
+    return model.encode(features[rows])
