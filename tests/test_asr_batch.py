@@ -24,7 +24,7 @@ SENTENCES = ["The weather is lovely today, so we are going for a walk.", "Please
              "My favourite colour is blue, like the morning sky.", "The train to London leaves at half past nine.",
              "She opened the window and listened to the birds.", "Could you tell me where the library is?"]
 VOICES = ["en", "en-us", "en+f3", "en-gb", "en+m3", "en-us+f2"]
-TEXT_ONLY = TranscribeOptions(temperature=0.0, segment_timestamps=False)
+GREEDY = TranscribeOptions(temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def utterances() -> list[np.ndarray]:
 
 
 def test_a_batch_gives_each_utterance_exactly_its_words_alone(whisper, utterances):
-    alone = [whisper.transcribe(audio, TEXT_ONLY) for audio in utterances]
-    together = whisper.transcribe_batch([(audio, TEXT_ONLY) for audio in utterances])
+    alone = [whisper.transcribe(audio, GREEDY) for audio in utterances]
+    together = whisper.transcribe_batch([(audio, GREEDY) for audio in utterances])
     assert [t.text for t in together] == [t.text for t in alone]
     assert [t.segments[0].tokens for t in together] == [t.segments[0].tokens for t in alone]
     assert all(t.language == "en" for t in together)
@@ -52,11 +52,11 @@ def test_a_batch_gives_each_utterance_exactly_its_words_alone(whisper, utterance
 
 def test_a_mixed_batch_is_split_by_what_must_match(whisper, utterances):
     """Languages, prompts, beam sizes and tasks differ item by item: each still decodes as it would alone."""
-    mixed = [TEXT_ONLY, TranscribeOptions(language="fr", temperature=0.0, segment_timestamps=False),
-             TranscribeOptions(prompt="Milk, bread.", temperature=0.0, segment_timestamps=False),
-             TranscribeOptions(beam_size=3, temperature=0.0, segment_timestamps=False),
-             TranscribeOptions(language="en", task="translate", temperature=0.0, segment_timestamps=False),
-             TEXT_ONLY]
+    mixed = [GREEDY, TranscribeOptions(language="fr", temperature=0.0),
+             TranscribeOptions(prompt="Milk, bread.", temperature=0.0),
+             TranscribeOptions(beam_size=3, temperature=0.0),
+             TranscribeOptions(language="en", task="translate", temperature=0.0),
+             GREEDY]
     alone = [whisper.transcribe(audio, options) for audio, options in zip(utterances, mixed)]
     together = whisper.transcribe_batch(list(zip(utterances, mixed)))
     assert [(t.text, t.language) for t in together] == [(t.text, t.language) for t in alone]
@@ -79,14 +79,14 @@ def test_finals_run_before_drafts_and_a_left_draft_never_runs(whisper, utterance
         return real(items)
 
     whisper.transcribe_batch = recording
-    draft = TranscribeOptions(temperature=0.0, segment_timestamps=False, draft=True)
+    draft = TranscribeOptions(temperature=0.0, draft=True)
 
     async def main():
-        first = asyncio.create_task(asr.transcribe(utterances[0], TEXT_ONLY))
+        first = asyncio.create_task(asr.transcribe(utterances[0], GREEDY))
         await asyncio.to_thread(started.wait, 30)
         kept = asyncio.create_task(asr.transcribe(utterances[1], draft))
         left = asyncio.create_task(asr.transcribe(utterances[2], draft))
-        final = asyncio.create_task(asr.transcribe(utterances[3], TEXT_ONLY))
+        final = asyncio.create_task(asr.transcribe(utterances[3], GREEDY))
         await asyncio.sleep(0.1)
         left.cancel()
         gate.set()

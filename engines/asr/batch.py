@@ -3,13 +3,14 @@
 faster-whisper batches only the windows of one file; here the windows come from different requests (realtime
 turns, drafts, HTTP uploads). Each item brings its own language (or has it detected from its own audio) and
 prompt, written into its own decoder prompt; items whose decoding must match (beam size, prompt length) share
-a generate call. faster-whisper still makes the features and decodes the tokens. An item decodes exactly as
-it would alone (greedy or beam search, no timestamps), so batching changes when a transcript comes, never
-what it says. Long audio, sampling, word or segment timestamps go the one-at-a-time way.
+a generate call. faster-whisper still makes the features, and splits the tokens into timed segments. An item
+decodes exactly as it would alone (greedy or beam search, one window), so batching changes when a transcript
+comes, never what it says. Long audio, sampling and word timestamps go the one-at-a-time way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import ceil
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,8 @@ NO_SPEECH_THRESHOLD, LOG_PROB_THRESHOLD = 0.6, -1.0   # faster-whisper's default
 
 
 def batchable(audio: np.ndarray, options: TranscribeOptions) -> bool:
-    """Whether this transcription can join a batch: one window, greedy or beam search, no timestamps asked."""
-    return (len(audio) <= WINDOW_SAMPLES and options.temperature == 0 and not options.word_timestamps
-            and not options.segment_timestamps)
+    """Whether this transcription can join a batch: one window, greedy or beam search, no word timestamps."""
+    return len(audio) <= WINDOW_SAMPLES and options.temperature == 0 and not options.word_timestamps
 
 
 @dataclass(slots=True)
@@ -63,7 +63,7 @@ def transcribe_batch(model: Any, items: list[tuple[np.ndarray, TranscribeOptions
         tokenizer = tokenizers.setdefault(key, Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
                                                          task=item.options.task, language=item.language))
         previous = tokenizer.encode(" " + item.options.prompt.strip()) if item.options.prompt else []
-        item.prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
+        item.prompt = model.get_prompt(tokenizer, previous, without_timestamps=False)
         groups.setdefault((item.options.beam_size or default_beam, len(item.prompt)), []).append(item)
     out: list[Transcription | None] = [None] * len(work)
     for (beam, _), members in groups.items():
@@ -74,15 +74,27 @@ def transcribe_batch(model: Any, items: list[tuple[np.ndarray, TranscribeOptions
             max_length=model.max_length, suppress_blank=True, return_scores=True, return_no_speech_prob=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]))
         for item, result in zip(members, results):
-            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-            avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            duration = len(item.audio) / SAMPLE_RATE
             silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
-            text = "" if silent else tokenizer.decode(tokens)
-            duration = round(len(item.audio) / SAMPLE_RATE, 3)
-            segments = [] if silent else [Segment(0, 0, 0.0, duration, text, tokens, 0.0, float(avg_logprob),
-                                                  get_compression_ratio(text), float(result.no_speech_prob))]
-            out[item.index] = Transcription(text.strip(), item.language, float(item.probability), duration, segments)
+            pieces = [] if silent else model._split_segments_by_timestamps(
+                tokenizer=tokenizer, tokens=tokens, time_offset=0.0, seek=0, segment_duration=duration,
+                segment_size=int(ceil(duration) * model.frames_per_second))[0]
+            segments = []
+            for piece in pieces:
+                text = tokenizer.decode(piece["tokens"])
+                segments.append(Segment(len(segments), 0, _within(piece["start"], duration),
+                                        _within(piece["end"], duration), text, list(piece["tokens"]), 0.0,
+                                        float(avg_logprob), get_compression_ratio(text), float(result.no_speech_prob)))
+            text = "".join(s.text for s in segments).strip()
+            out[item.index] = Transcription(text, item.language, float(item.probability), round(duration, 3),
+                                            segments)
     return out
+
+
+def _within(t: float, duration: float) -> float:
+    return round(min(max(float(t), 0.0), duration), 3)
 
 
 def _rows(model: Any, encoded: Any, features: np.ndarray, rows: list[int]) -> Any:

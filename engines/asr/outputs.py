@@ -13,7 +13,6 @@ class TranscribeOptions:
     temperature: float | None = None        # None: Whisper's fallback schedule 0.0, 0.2 ... 1.0; a value pins it
     word_timestamps: bool = False
     beam_size: int | None = None            # None: the stack's beam_size
-    segment_timestamps: bool = True         # False: one segment is enough (the text alone), so it may be batched
     draft: bool = False                     # a realtime pause's guess: it runs after every final transcription
 
 

@@ -176,12 +176,11 @@ class RealtimeSession:
 
     async def _recognise(self, audio: np.ndarray, draft: bool = False) -> Transcription:
         settings = self.config.audio.input.transcription
-        # One decoding pass at temperature 0, text only: Whisper's fallback ladder can decode up to six times,
-        # which a voice turn cannot wait for, and such a pass joins the other sessions' in one batch. A draft
-        # (a pause's guess) waits behind every final transcription.
+        # One decoding pass at temperature 0: Whisper's fallback ladder can decode up to six times, which a voice
+        # turn cannot wait for, and such a pass joins the other sessions' in one batch. A draft (a pause's guess)
+        # waits behind every final transcription.
         options = TranscribeOptions(language=settings.language if settings else None,
-                                    prompt=settings.prompt if settings else None, temperature=0.0,
-                                    segment_timestamps=False, draft=draft)
+                                    prompt=settings.prompt if settings else None, temperature=0.0, draft=draft)
         result = await self.engines.asr.transcribe(audio, options)
         self.metrics.observe_asr(result, "draft" if draft else "final")
         return result

@@ -68,8 +68,7 @@ async def _serve(request: Request, task: Task) -> Response:
     options = TranscribeOptions(language=getattr(fields, "language", None) or None, task=task,  # "": detect it
                                 prompt=fields.prompt or None,
                                 temperature=fields.temperature,
-                                word_timestamps=word and fields.response_format == "verbose_json",
-                                segment_timestamps=fields.response_format in ("verbose_json", "srt", "vtt"))
+                                word_timestamps=word and fields.response_format == "verbose_json")
     result = await engine.transcribe(audio, options)  # a bad option is a 400 that names it
     request.app.state.metrics.observe_asr(result, "final")
     granularities = getattr(fields, "timestamp_granularities", [])
