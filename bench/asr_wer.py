@@ -7,7 +7,10 @@ dpkg-deb (nothing installed): pocketsphinx-testdata's five LibriVox clips (16 kH
 prompts (8 kHz, a woman's voice; CC-BY-SA-3.0), of which the first --prompts with five words or more.
 WER is word edits over reference words, lower-cased and without punctuation, no other normalisation.
 
-    .venv/bin/python bench/asr_wer.py [--models whisper-base whisper-tiny-en] [--prompts 40]
+    .venv/bin/python bench/asr_wer.py [--models whisper-base whisper-tiny-en] [--prompts 40] [--concurrency 1 8]
+
+`--concurrency 1 8` sends the clips N at a time, to our server with cross-request batching (batch_size N) and
+without (batch_size 1), in one run: requests per second and WER for each.
 """
 from __future__ import annotations
 
@@ -76,16 +79,20 @@ def duration(path: Path) -> float:
         return w.getnframes() / w.getframerate()
 
 
-async def through_server(url: str, clips: list[tuple[Path, str]]) -> tuple[list[str], float]:
-    texts, busy = [], 0.0
-    async with httpx.AsyncClient(timeout=300) as client:
-        for wav, _ in clips:
-            start = time.perf_counter()
+async def through_server(url: str, clips: list[tuple[Path, str]], concurrency: int = 1) -> tuple[list[str], float]:
+    """The clips' texts, and the wall time to transcribe them all, `concurrency` requests in flight at once."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(client: httpx.AsyncClient, wav: Path) -> str:
+        async with gate:
             reply = await client.post(url + "/v1/audio/transcriptions", files={"file": (wav.name, wav.read_bytes())},
                                       data={"model": "whisper-1", "language": "en", "temperature": "0"})
-            busy += time.perf_counter() - start
-            texts.append(reply.json()["text"])
-    return texts, busy
+            return reply.json()["text"]
+
+    async with httpx.AsyncClient(timeout=600) as client:
+        start = time.perf_counter()
+        texts = await asyncio.gather(*(one(client, wav) for wav, _ in clips))
+        return list(texts), time.perf_counter() - start
 
 
 def direct(folder: Path, clips: list[tuple[Path, str]], beam_size: int, threads: int) -> tuple[list[str], float]:
@@ -106,6 +113,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["whisper-base", "whisper-tiny-en"])
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/asr_wer.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,27 +126,40 @@ def main() -> None:
     models = assemble(Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real")), tuple(args.models))
     sets = corpora(fetch_speech(CACHE), args.prompts)
     threads = os.cpu_count() or 1
-    rows = []
+    rows, batched_rows = [], []
     for name in args.models:
         spec = ASRSpec(name=name, kind="asr", path=str(models / name), compute_type="int8", beam_size=args.beam_size,
-                       language="en", device="cpu")
+                       language="en", device="cpu", batch_size=max(args.concurrency))
         engine = WhisperASR.from_spec(spec, "cpu")
         engine.load()
-        front = AsyncASR(engine)
-        with live_server(build_app(None, None, Companions(asr={name: front}))) as url:
-            for corpus, clips in sets.items():
-                audio_s = sum(duration(w) for w, _ in clips)
-                ours, ours_s = asyncio.run(through_server(url, clips))
-                theirs, theirs_s = direct(models / name, clips, args.beam_size, threads)
-                e_ours = [word_errors(ref, hyp) for (_, ref), hyp in zip(clips, ours)]
-                e_theirs = [word_errors(ref, hyp) for (_, ref), hyp in zip(clips, theirs)]
-                words = sum(n for _, n in e_ours)
-                rows.append({"model": name, "corpus": corpus, "clips": len(clips), "words": words,
-                             "audio_s": audio_s, "wer_ours": sum(e for e, _ in e_ours) / words,
-                             "wer_direct": sum(e for e, _ in e_theirs) / words, "rtf_ours": ours_s / audio_s,
-                             "rtf_direct": theirs_s / audio_s,
-                             "same_text": sum(a.strip() == b.strip() for a, b in zip(ours, theirs))})
-        front.shutdown()
+        fronts = {"batched": AsyncASR(engine), "one at a time": AsyncASR(engine)}
+        fronts["one at a time"].max_batch = 1
+        for corpus, clips in sets.items():
+            audio_s = sum(duration(w) for w, _ in clips)
+            for concurrency in args.concurrency:
+                for mode, front in fronts.items():
+                    if concurrency == 1 and mode == "one at a time":
+                        continue  # the same as batched: nothing waits to share a batch
+                    with live_server(build_app(None, None, Companions(asr={name: front}))) as url:
+                        texts, seconds = asyncio.run(through_server(url, clips, concurrency))
+                    errors = [word_errors(ref, hyp) for (_, ref), hyp in zip(clips, texts)]
+                    words = sum(n for _, n in errors)
+                    batched_rows.append({"model": name, "corpus": corpus, "concurrency": concurrency, "mode": mode,
+                                         "requests_per_s": len(clips) / seconds,
+                                         "wer": sum(e for e, _ in errors) / words})
+                    if concurrency == 1:
+                        ours, ours_s = texts, seconds
+            theirs, theirs_s = direct(models / name, clips, args.beam_size, threads)
+            e_ours = [word_errors(ref, hyp) for (_, ref), hyp in zip(clips, ours)]
+            e_theirs = [word_errors(ref, hyp) for (_, ref), hyp in zip(clips, theirs)]
+            words = sum(n for _, n in e_ours)
+            rows.append({"model": name, "corpus": corpus, "clips": len(clips), "words": words,
+                         "audio_s": audio_s, "wer_ours": sum(e for e, _ in e_ours) / words,
+                         "wer_direct": sum(e for e, _ in e_theirs) / words, "rtf_ours": ours_s / audio_s,
+                         "rtf_direct": theirs_s / audio_s,
+                         "same_text": sum(a.strip() == b.strip() for a, b in zip(ours, theirs))})
+        for front in fronts.values():
+            front.shutdown()
         engine.close()
     table = Table(title=f"Whisper WER on real speech: our /v1/audio/transcriptions beside faster-whisper directly "
                         f"(int8, beam {args.beam_size}, temperature 0, language en)")
@@ -150,7 +171,15 @@ def main() -> None:
                       f"{r['wer_direct']:.3f}", f"{r['same_text']}/{r['clips']}", f"{r['rtf_ours']:.3f}",
                       f"{r['rtf_direct']:.3f}")
     Console(width=160).print(table)
-    args.out.write_text(json.dumps({"hardware": describe(), "beam_size": args.beam_size, "rows": rows}, indent=2))
+    batching = Table(title="Concurrent requests: batched across requests against one at a time")
+    for column in ("model", "corpus", "at once", "mode", "requests/s", "WER"):
+        batching.add_column(column)
+    for r in batched_rows:
+        batching.add_row(r["model"], r["corpus"], str(r["concurrency"]), r["mode"], f"{r['requests_per_s']:.2f}",
+                         f"{r['wer']:.3f}")
+    Console(width=160).print(batching)
+    args.out.write_text(json.dumps({"hardware": describe(), "beam_size": args.beam_size, "rows": rows,
+                                    "concurrency": batched_rows}, indent=2))
     print(f"wrote {args.out}")
 
 
