@@ -39,10 +39,14 @@ def voice_engines(stack, supervisor, llm_state: LLMState | None) -> VoiceEngines
         return None
     voice = stack.voice
 
-    def pick(kind: str):
+    def name_of(kind: str) -> str | None:
         named = getattr(voice, kind) if voice else None
-        name = named or next((m.name for m in stack.models if m.kind == kind), None)
+        return named or next((m.name for m in stack.models if m.kind == kind), None)
+
+    def pick(kind: str):
+        name = name_of(kind)
         return supervisor.clients[name] if name else None
 
+    asr = next((m for m in stack.models if m.name == name_of("asr")), None)
     return VoiceEngines(llm_state, pick("vad"), pick("asr"), pick("tts"), voice.system_prompt if voice else None,
-                        limits_from(voice))
+                        limits_from(voice), (asr.name, *asr.aliases) if asr else ())

@@ -183,3 +183,39 @@ def test_an_answer_started_on_a_pause_is_cancelled_when_the_user_goes_on(demo):
             break
         time.sleep(0.05)
     assert (llm.stats.running, llm.stats.waiting, llm.stats.blocks_used) == (0, 0, 0)
+
+
+LONG = "I would like to book a table for four people tomorrow evening at the little Italian restaurant near the park."
+
+
+def test_live_words_arrive_while_the_user_speaks_for_a_streaming_transcription_model(demo):
+    """gpt-4o-transcribe: the words come as deltas while a 6-second sentence is spoken, each agreed on by two passes,
+    and the final text extends (or corrects) them. whisper-1: nothing before the pass at the turn's end."""
+    _, _, url = demo
+    sentence = np.concatenate([silence(0.3, RATE), said(LONG), silence(1.0, RATE)])
+    assert len(sentence) / RATE > 5.5
+
+    async def turn(model: str) -> list[dict]:
+        client = await open_session(url, SERVER_VAD)
+        await client.send(type="session.update", session={"audio": {"input": {"transcription": {"model": model}}}})
+        await client.until("session.updated")
+        await client.speak(sentence, RATE)
+        events = await client.until("conversation.item.input_audio_transcription.completed", timeout=120)
+        await client.close()
+        return events
+
+    async def main():
+        return await turn("gpt-4o-transcribe"), await turn("whisper-1")
+
+    streaming, plain = run(main())
+    stopped = types(streaming).index("input_audio_buffer.speech_stopped")
+    early = [e for e in streaming[:stopped] if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    started = next(e for e in streaming if e["type"] == "input_audio_buffer.speech_started")
+    assert len(early) >= 3 and all(e["item_id"] == started["item_id"] for e in early)
+    final = streaming[-1]["transcript"]
+    sent = "".join(e["delta"] for e in streaming if e["type"] == "conversation.item.input_audio_transcription.delta")
+    heard = " ".join(e["delta"].strip() for e in early)
+    assert "table" in final.lower() and "restaurant" in final.lower()
+    assert sent == final or not final.startswith(heard), (sent, final)  # extended to the final text, or corrected
+    stopped = types(plain).index("input_audio_buffer.speech_stopped")
+    assert "conversation.item.input_audio_transcription.delta" not in types(plain)[:stopped]

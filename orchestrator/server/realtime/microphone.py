@@ -119,6 +119,12 @@ class Microphone:
         self.buffer.clear()
         await self._forget_segment()
 
+    def speech_so_far(self) -> tuple[str, np.ndarray] | None:
+        """The turn being spoken: its item and its audio so far (None while nobody speaks)."""
+        if self.speech is None:
+            return None
+        return self.speech.item_id, self.buffer.peek(self.speech.start - self._prefix(), self.buffer.end)
+
     def _prefix(self) -> int:
         return self.detection.prefix_padding_ms * ENGINE_RATE // 1000 if self.detection else 0
 

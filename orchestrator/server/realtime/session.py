@@ -24,11 +24,12 @@ from orchestrator.server.realtime.draft import Draft, Prefetch
 from orchestrator.server.realtime.end_of_turn import utterance_complete
 from orchestrator.server.realtime.events import ClientError, error_event
 from orchestrator.server.realtime.ids import new_id
+from orchestrator.server.realtime.live_transcript import PARTIAL_EVERY_S, STREAMING_MODELS, LiveTranscript
 from orchestrator.server.realtime.microphone import Microphone
 from orchestrator.server.realtime.response import Response, SpokenOutput, TurnClock
 from orchestrator.server.realtime.settings import Abilities, apply_update, tool_problem
 from orchestrator.server.realtime.tasks import SessionTasks
-from orchestrator.server.realtime.turn import Turn
+from orchestrator.server.realtime.turn import Turn, TurnPhase
 from orchestrator.server.realtime.voice import VoiceEngines
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class RealtimeSession:
         self.mic = Microphone(engines.vad, engines.limits.max_buffered_audio_s, send, self)
         self.response: Response | None = None
         self.draft: Draft | None = None  # the work begun on the current pause
+        self.live: LiveTranscript | None = None  # the words of the turn being spoken, as they come
         self.tasks = SessionTasks(self._report)
 
     async def start(self) -> None:
@@ -104,6 +106,8 @@ class RealtimeSession:
             raise ClientError("this server's stack has no speech-to-text model; send text with "
                               "conversation.item.create", "invalid_value", "audio")
         await self.mic.append(event.audio)
+        if self.turn.phase is TurnPhase.SPEAKING and self._live_words():
+            self._listen_on()
 
     async def _commit_buffer(self, event: p.AudioCommit) -> None:
         await self.mic.commit()
@@ -140,10 +144,46 @@ class RealtimeSession:
         if draft is None:
             await self._drop_draft()
         self.draft = None
+        live = self.live if self.live is not None and self.live.item_id == item_id else None
+        self.live = None
+        if live is not None:  # the words said so far stay sent; the final pass says the rest
+            await live.stop()
         entry = HistoryItem(item_id, "user", None, "input_audio", status="in_progress")
         await self.send(e.BufferCommitted(previous_item_id=self.conversation.last_id, item_id=item_id))
         await self.conversation.add(entry)
-        self.tasks.spawn(self._transcribe(entry, audio, clock, respond, draft), f"asr-{item_id}")
+        self.tasks.spawn(self._transcribe(entry, audio, clock, respond, draft, live), f"asr-{item_id}")
+
+    def _live_words(self) -> bool:
+        """Whether the session's transcription model streams its words (OpenAI's gpt-4o-transcribe family, or the
+        stack's own ASR by name); whisper-1's clients expect the transcript after the pass, as OpenAI sends it."""
+        settings = self.config.audio.input.transcription
+        model = settings.model if settings else None
+        return model is not None and (model.startswith(STREAMING_MODELS) or model in self.engines.asr_names)
+
+    def _listen_on(self) -> None:
+        """Start a pass over the turn so far when enough new speech came since the last one (and none runs)."""
+        current = self.mic.speech_so_far()
+        if current is None:
+            return
+        item_id, audio = current
+        if self.live is None or self.live.item_id != item_id:
+            self.live = LiveTranscript(item_id)
+        live = self.live
+        if (live.task is not None and not live.task.done()) or len(audio) - live.samples < PARTIAL_EVERY_S * ENGINE_RATE:
+            return
+        live.samples = len(audio)
+        live.task = self.tasks.spawn(self._partial(live, audio), f"partial-{item_id}")
+
+    async def _partial(self, live: LiveTranscript, audio: np.ndarray) -> None:
+        try:
+            result = await self._recognise(audio, draft=True)
+        except (EngineBusyError, EngineDeadError, ValueError):
+            return  # a partial is a courtesy: the final transcript still comes
+        delta = live.agree(result.text.split())
+        log.debug("live pass over %.1f s of %s: %r, sends %r", len(audio) / ENGINE_RATE, live.item_id, result.text,
+                  delta)
+        if delta and self.live is live:
+            await self.send(e.TranscriptionDelta(item_id=live.item_id, delta=delta))
 
     async def _prepare(self, draft: Draft, audio: np.ndarray) -> None:
         try:
@@ -186,7 +226,7 @@ class RealtimeSession:
         return result
 
     async def _transcribe(self, entry: HistoryItem, audio: np.ndarray, clock: TurnClock, respond: bool,
-                          draft: Draft | None) -> None:
+                          draft: Draft | None, live: LiveTranscript | None) -> None:
         """The turn's words (already heard by the pause's draft, or recognised now), then its answer."""
         try:
             try:
@@ -200,9 +240,13 @@ class RealtimeSession:
                 return
             entry.text, entry.status = result.text.strip(), "completed"
             clock.transcribed = time.perf_counter()
-            for segment in result.segments:  # one delta per Whisper segment, as OpenAI's whisper-1 sends them
-                if segment.text.strip():
-                    await self.send(e.TranscriptionDelta(item_id=entry.id, delta=segment.text))
+            if live is not None:  # words went out while the user spoke: only what the final text adds
+                if rest := live.rest(entry.text):
+                    await self.send(e.TranscriptionDelta(item_id=entry.id, delta=rest))
+            else:
+                for segment in result.segments:  # one delta per Whisper segment, as OpenAI's whisper-1 sends them
+                    if segment.text.strip():
+                        await self.send(e.TranscriptionDelta(item_id=entry.id, delta=segment.text))
             await self.send(e.TranscriptionCompleted(item_id=entry.id, transcript=entry.text, usage={
                 "type": "duration", "seconds": round(len(audio) / ENGINE_RATE, 3)}))
             await self.conversation.done(entry)

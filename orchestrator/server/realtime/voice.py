@@ -28,6 +28,7 @@ class VoiceEngines:
     tts: TTSProtocol | None = None
     system_prompt: str | None = None
     limits: RealtimeLimits = field(default_factory=lambda: limits_from(None))
+    asr_names: tuple[str, ...] = ()   # the stack's own names for its ASR: a session naming one gets live words
     answers: Answers = field(init=False)  # our LLM or its upstream, behind one shape
 
     def __post_init__(self) -> None:
