@@ -219,3 +219,32 @@ def test_live_words_arrive_while_the_user_speaks_for_a_streaming_transcription_m
     assert sent == final or not final.startswith(heard), (sent, final)  # extended to the final text, or corrected
     stopped = types(plain).index("input_audio_buffer.speech_stopped")
     assert "conversation.item.input_audio_transcription.delta" not in types(plain)[:stopped]
+
+
+def test_four_sessions_speaking_at_once_each_hear_their_own_words(demo):
+    """Four sessions speak four sentences at once (their utterances share ASR batches): each session's transcript is
+    its own sentence, and the ASR ran some of them batched."""
+    app, _, url = demo
+    lines = ["The red kite flies over the green hill.", "Please send the invoice to the accounting office.",
+             "My brother plays the violin every Sunday.", "The museum opens at nine in the morning."]
+    keys = [("kite", "hill"), ("invoice", "office"), ("violin", "sunday"), ("museum", "morning")]
+    before = app.state.metrics.registry.get_sample_value("orchestrator_asr_batch_size_sum", {"priority": "final"}) or 0
+    count = app.state.metrics.registry.get_sample_value("orchestrator_asr_batch_size_count", {"priority": "final"}) or 0
+
+    async def one(line: str) -> str:
+        client = await open_session(url, SERVER_VAD)
+        await client.speak(np.concatenate([silence(0.3, RATE), said(line), silence(1.0, RATE)]), RATE)
+        done = await client.until("conversation.item.input_audio_transcription.completed", timeout=120)
+        await client.close()
+        return done[-1]["transcript"].lower()
+
+    async def main():
+        return await asyncio.gather(*(one(line) for line in lines))
+
+    heard = run(main())
+    for text, (a, b) in zip(heard, keys):
+        assert a in text and b in text, heard
+    registry = app.state.metrics.registry
+    batched = registry.get_sample_value("orchestrator_asr_batch_size_sum", {"priority": "final"}) - before
+    finals = registry.get_sample_value("orchestrator_asr_batch_size_count", {"priority": "final"}) - count
+    assert finals == 4 and batched > finals, (batched, finals)  # at least two finals shared a batch

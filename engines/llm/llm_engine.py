@@ -64,8 +64,6 @@ class LLMEngine(Engine):
         self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
         self.runner = ModelRunner(config, hf_config)
-        if self.tokenizer is not None:
-            self.grammars = GrammarCompiler(self.tokenizer, self.runner.model.config["vocab_size"], self.eos_token_ids)
         if self.runner.num_blocks * config.block_size < config.max_model_len:
             raise ValueError(f"the KV pool holds {self.runner.num_blocks * config.block_size:,} tokens, fewer than "
                              f"max_model_len {config.max_model_len:,}; lower max_model_len or give the LLM more memory")
@@ -89,15 +87,18 @@ class LLMEngine(Engine):
             self.runner.masks.close()
         if self.grammars is not None:
             self.grammars.close()
-        self.runner = None
+        self.runner, self.grammars = None, None
         self._warm = False
 
     def compile_grammar(self, params: SamplingParams) -> Future:
         """Start compiling the request's grammar (off the caller's thread); its future gives the request's matcher."""
         spec = params.structured_outputs
-        if self.grammars is None:
+        if self.tokenizer is None:
             raise EngineInputError("this engine was started with skip_tokenizer_init, so it cannot hold the output to "
                                    "a grammar; leave out structured outputs", spec.param)
+        if self.grammars is None:  # made at the first structured request (its vocabulary on its own threads)
+            self.grammars = GrammarCompiler(self.tokenizer, self.runner.model.config["vocab_size"],
+                                            self.eos_token_ids)
         return self.grammars.compile(spec)
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
