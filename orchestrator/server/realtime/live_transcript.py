@@ -22,14 +22,18 @@ class LiveTranscript:
     task: asyncio.Task | None = None
 
     def agree(self, words: list[str]) -> str:
-        """This pass's words against the last one's: the newly stable words, as the next delta ("" if none)."""
+        """This pass's words against the last one's: the newly stable words, as the next delta ("" if none).
+
+        Words sent are never taken back; the next words are those both passes have at the positions after them
+        (compared without case and punctuation, so "4." and "4" agree)."""
         stable = 0
-        while stable < min(len(words), len(self.previous)) and words[stable] == self.previous[stable]:
+        while stable < min(len(words), len(self.previous)) and _plain(words[stable]) == _plain(self.previous[stable]):
             stable += 1
         self.previous = words
-        if stable <= len(self.sent) or words[:len(self.sent)] != self.sent:
+        if stable <= len(self.sent):
             return ""
-        new, self.sent = words[len(self.sent):stable], words[:stable]
+        new = words[len(self.sent):stable]
+        self.sent = self.sent + new
         return (" " if len(self.sent) > len(new) else "") + " ".join(new)
 
     def rest(self, final: str) -> str:
@@ -43,3 +47,7 @@ class LiveTranscript:
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _plain(word: str) -> str:
+    return word.strip(".,!?;:-\"'").lower()
