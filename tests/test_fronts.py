@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from engines.asr import AsyncASR
+from engines.asr.outputs import Transcription
 from engines.embedding import AsyncEmbedder
 from engines.errors import EngineDeadError, EngineFailedError
 from engines.tts import AsyncTTS
@@ -35,9 +36,10 @@ class Gate:
 def asr_front(gate: Gate) -> tuple[AsyncASR, callable]:
     def transcribe(audio, options):
         gate.pass_through()
-        return "words"
+        return Transcription("words", "en", 1.0, 0.1, [])
 
-    engine = SimpleNamespace(name="fake-asr", check=lambda options: options, transcribe=transcribe)
+    engine = SimpleNamespace(name="fake-asr", batch_size=4, check=lambda options: options, transcribe=transcribe,
+                             transcribe_batch=lambda items: [transcribe(*item) for item in items])
     front = AsyncASR(engine)
     return front, lambda: front.transcribe(np.zeros(1600, dtype=np.float32))
 
