@@ -83,6 +83,7 @@ def per_replica_metrics(url: str, name: str, tries: int = 60) -> dict[str, float
                                                if line.startswith(name))
         if live <= set(seen):
             break
+        time.sleep(0.1)  # the router favours the replica with fewer requests in flight: let a busy one settle
     return {k: v for k, v in seen.items() if k in live}
 
 
