@@ -219,8 +219,10 @@ async function loadVoices() {
 // The voice and the settings the person chose, sent whenever one changes and when a session starts.
 function applySettings() {
   if (!realtime.open) return;
-  const settings = { type: "realtime", instructions: $("instructions").value.trim() || null };
-  if ($("voice").value) settings.audio = { output: { voice: $("voice").value } };
+  const settings = { type: "realtime", instructions: $("instructions").value.trim() || null, audio: {} };
+  if ($("voice").value) settings.audio.output = { voice: $("voice").value };
+  // A streaming transcription model: the server sends the words while the person speaks (deltas, then the final).
+  settings.audio.input = { transcription: { model: "gpt-4o-transcribe" } };
   if ($("temperature").value !== "") settings.temperature = Number($("temperature").value);
   realtime.send({ type: "session.update", session: settings });
 }
