@@ -131,7 +131,6 @@ def test_a_spoken_turn_through_the_openai_sdk_gets_events_in_order(stack):
 
 def test_speech_during_a_response_cancels_it_and_frees_its_blocks(stack):
     """Barge-in: the answer stops (turn_detected), the KV blocks come back, history keeps what was sent."""
-    app = stack[0]
     start_free = reusable_blocks(stack)
     holding, released = threading.Event(), threading.Event()
 

@@ -2,7 +2,7 @@
 
 The LLM keeps generating while earlier pieces are synthesised and sent. Cancelling the response's task
 (barge-in, response.cancel) aborts the LLM request, which frees its KV blocks, and drops queued TTS; the
-response still ends with its done events, and `spoken` holds only the pieces whose audio was all sent.
+response still ends with its done events, and its message's `pieces` hold only those whose audio was all sent.
 """
 from __future__ import annotations
 
@@ -74,7 +74,6 @@ class Response:
         self.prefetch = prefetch  # the answer started on the pause that ended the turn, if it was
         self.voice, self.clock, self.conversation_id, self.metadata = voice, clock, conversation_id, metadata
         self.text = ""                 # the answer as generated (text mode: as sent)
-        self.spoken: list[str] = []    # audio mode: pieces whose audio was all sent
         self.calls: list[FunctionCall] = []
         self.message: HistoryItem | None = None  # the spoken or written message, once it has begun
         self.message_index: int | None = None
@@ -93,7 +92,9 @@ class Response:
     @property
     def transcript(self) -> str:
         """What the user was given: the spoken pieces (audio) or the text sent."""
-        return " ".join(self.spoken) if self.audio else self.text
+        if not self.audio:
+            return self.text
+        return " ".join(text for text, _ in self.message.pieces) if self.message is not None else ""
 
     async def cancel(self, reason: str) -> None:
         """Stop the response, and wait until its done events are sent."""
@@ -241,7 +242,7 @@ class Response:
             return
         try:
             await self._open_message()
-            delta = piece if not self.spoken else " " + piece
+            delta = piece if not self.message.pieces else " " + piece
             await self.send(e.AudioTranscriptDelta(**self._where(), delta=delta))
             async for chunk in stream:
                 if self.clock.first_audio is None:
@@ -250,7 +251,6 @@ class Response:
                 self._audio_ms += 1000 * len(chunk.pcm) / chunk.sample_rate
         finally:
             await stream.aclose()
-        self.spoken.append(piece)
         self.message.pieces.append((piece, self._audio_ms))
         self.message.text = self.transcript
 
