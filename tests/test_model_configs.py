@@ -14,7 +14,7 @@ from orchestrator.stack import LLMSpec
 # parameter count the Hugging Face model page shows, at the precision they were published with.
 PUBLISHED = {
     "qwen3-0.6b": ("0.6B", "0.44B"), "qwen3-1.7b": ("1.7B", "1.4B"), "qwen3-4b": ("4.0B", "3.6B"),
-    "qwen3-8b": ("8.2B", "6.95B"), "qwen3-14b": ("14.8B", "13.2B"), "qwen2.5-7b-instruct": ("7.61B", "6.53B"),
+    "qwen3-8b": ("8.2B", "6.95B"), "qwen3-8b-awq": ("8.2B", "6.95B"), "qwen3-14b": ("14.8B", "13.2B"), "qwen2.5-7b-instruct": ("7.61B", "6.53B"),
     "llama-3.1-8b-instruct": ("8.03B", None), "whisper-large-v3-turbo": ("809M", None),
     "whisper-small": ("242M", None), "all-minilm-l6-v2": ("22.7M", None), "mms-tts-eng": ("36.3M", None),
 }
@@ -70,6 +70,19 @@ def test_qwen3_8b_facts():
     assert est.kv_bytes_per_token == 147_456 and est.dtype == "bfloat16"
     fp8 = estimate_llm(LLMSpec(name="q", kind="llm", config="qwen3-8b", kv_cache_dtype="fp8"), on_gpu=True)
     assert fp8.kv_bytes_per_token == 73_728
+
+
+def test_qwen3_8b_awq_is_planned_as_the_int4_groups_it_holds():
+    """Qwen/Qwen3-8B-AWQ's config.json (GEMM, 4-bit, groups of 128, float16) is planned without its files: the
+    projections as int4 codes with a bfloat16 scale and zero per 32 inputs, embeddings and head as stored (16-bit)."""
+    est = estimate_llm(LLMSpec(name="q", kind="llm", config="qwen3-8b-awq"), on_gpu=True)
+    h, inter, layers, vocab = 4096, 12288, 36, 151936
+    shapes = [(4096 + 2 * 1024, h), (h, 4096), (2 * inter, h), (h, inter)]
+    packed = layers * sum(rows * cols // 2 + rows * (cols // 32) * 2 * 2 for rows, cols in shapes)
+    dense = (8_190_735_360 - layers * sum(rows * cols for rows, cols in shapes)) * 2
+    assert dense == (2 * vocab * h + layers * (2 * h + 2 * 128) + h) * 2   # embeddings, head, norms
+    assert est.weights_bytes == packed + dense and est.dtype == "float16"
+    assert est.storage.startswith("awq-int4-g128")
 
 
 def test_head_dim_from_config_is_respected():
