@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from budget.architectures import LLM_ARCHITECTURES
@@ -25,6 +24,7 @@ from engines.llm.models.decoder import CausalLM
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import (QuantFormat, QuantizedTensor, from_awq, from_gguf, from_gptq, quantize,
                                              stack)
+from engines.llm.models.safetensors_stream import read_tensors
 
 QUANTIZATION = ("auto", "none", "int8", "int4")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
 PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")  # packed per layer
@@ -78,9 +78,11 @@ def checkpoint_tensors(path: Path, cfg: dict, keep_quantized: bool = False
         yield from _gguf_tensors(gguf, cfg, keep_quantized)
         return
     for file in safetensors_files(path):
-        with safe_open(file, framework="pt", device="cpu") as f:
-            for name in f.keys():
-                yield file.name, name, f.get_tensor(name)
+        try:
+            for name, tensor in read_tensors(file):
+                yield file.name, name, tensor
+        except ValueError as error:
+            raise ModelLoadError(f"{path}: {error}") from None
 
 
 def _gguf_names(reader, path: Path, cfg: dict) -> Iterator[tuple[object, str]]:
@@ -211,7 +213,9 @@ def _from_prequantized(scheme: dict, pieces: dict[str, torch.Tensor], inputs: in
     return from_gptq(pieces["qweight"], pieces["qzeros"], pieces["scales"], pieces.get("g_idx"), group, zero_offset)
 
 
-def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quantization: str = "auto") -> CausalLM:
+def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quantization: str = "auto",
+               max_model_len: int = 0) -> CausalLM:
+    """The model on `device`, every parameter from the checkpoint; rotary positions cover `max_model_len` too."""
     path = Path(path)
     cfg = read_config(path)
     formats = quantized_modules(path, cfg, quantization)
@@ -220,8 +224,8 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
     biased = {name: getattr(model.get_submodule(name), "bias", None) is not None for name in formats}
     for name in formats:  # placeholders: nothing is allocated for a module that stays quantized
         _replace(model, name, nn.Identity())
+    model.to(dtype)  # still on meta: each tensor is then made once, in the serving dtype, never float32 first
     model.to_empty(device=device)
-    model.to(dtype)
     if cfg.get("tie_word_embeddings") and "lm_head" not in formats:  # to_empty gives each its own tensor
         model.lm_head.weight = model.model.embed_tokens.weight
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -279,9 +283,11 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
         missing = [n for n in missing if n != "lm_head.weight"]
     if missing:
         raise ModelLoadError(f"{path}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    model.model.rotary.build(device)
+    model.model.rotary.build(device, max_model_len)
     close_gguf_readers()  # the file's pages would otherwise stay mapped (and resident) for the worker's life
     _return_freed_memory()
+    if device.type == "cuda":  # the caching allocator would keep the load's freed scratch as reserved memory
+        torch.cuda.empty_cache()
     return model.eval()
 
 
