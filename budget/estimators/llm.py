@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, llm_kv_heads, llm_parameters
 from budget.model_files import find_model_files
+from budget.rope import context_error
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
 from budget.gguf import DEQUANT_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
@@ -87,11 +88,9 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
             storage = f"{quantization}-g{INT4_GROUP}" if quantization == "int4" else "int8"
     formulas = {"weights": formula}
 
-    limit = cfg.get("max_position_embeddings") or 0
-    max_model_len = spec.max_model_len or limit
-    if limit and max_model_len > limit and not cfg.get("rope_scaling"):
-        raise PlanInputError(f"model {spec.name!r}: max_model_len {max_model_len:,} is longer than the model's "
-                             f"max_position_embeddings {limit:,}; set max_model_len to {limit:,} or less")
+    max_model_len = spec.max_model_len or cfg.get("max_position_embeddings") or 0
+    if (error := context_error(cfg, max_model_len)) is not None:
+        raise PlanInputError(f"model {spec.name!r}: {error}")
     seqs = spec.max_num_seqs
     tokens = spec.max_num_batched_tokens or max(2048, seqs)
     if tokens < seqs:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from budget.rope import context_error
 from engines.base import Engine
 from engines.errors import EngineInputError
 from engines.llm.block_manager import BlockManager
@@ -56,10 +57,9 @@ class LLMEngine(Engine):
             return
         config, path = self.config, Path(self.config.model)
         hf_config = read_config(path)
-        limit = hf_config.get("max_position_embeddings") or 0
-        config.max_model_len = config.max_model_len or limit
-        if limit and config.max_model_len > limit and not hf_config.get("rope_scaling"):
-            raise ValueError(f"max_model_len {config.max_model_len} exceeds the model's max_position_embeddings {limit}")
+        config.max_model_len = config.max_model_len or hf_config.get("max_position_embeddings") or 0
+        if (error := context_error(hf_config, config.max_model_len)) is not None:
+            raise ValueError(error)
         torch.manual_seed(config.seed)
         self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)

@@ -27,7 +27,8 @@ class ModelRunner:
     def __init__(self, config: EngineConfig, hf_config: dict) -> None:
         self.config, self.device = config, torch.device(config.device)
         self.block_size = config.block_size
-        self.model = load_model(config.model, config.torch_dtype(hf_config), self.device, config.quantization)
+        self.model = load_model(config.model, config.torch_dtype(hf_config), self.device, config.quantization,
+                                config.max_model_len or 0)
         self.kv_cache = self._allocate_kv_cache(hf_config)
         self.num_blocks = self.kv_cache.shape[2]
         self.sampler = Sampler()

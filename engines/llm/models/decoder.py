@@ -6,7 +6,8 @@ from torch import nn
 
 from budget.architectures import LLM_ARCHITECTURES, LLMArchitecture, llm_head_dim, llm_kv_heads
 from engines.llm.context import get_context
-from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rotary, rope_parameters
+from budget.rope import rope_parameters
+from engines.llm.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rotary
 from llm_kernels.dispatch import paged_attention, store_kv
 
 

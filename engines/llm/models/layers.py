@@ -19,15 +19,6 @@ class RMSNorm(nn.Module):
         return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
-def rope_parameters(cfg: dict) -> dict:
-    """The rope settings whether the config is transformers 4 style (rope_theta + rope_scaling) or 5 style."""
-    params = dict(cfg.get("rope_scaling") or {})
-    params.update(cfg.get("rope_parameters") or {})
-    params.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
-    params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
-    return params
-
-
 def inverse_frequencies(head_dim: int, params: dict) -> torch.Tensor:
     base, kind = params["rope_theta"], params["rope_type"]
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
@@ -60,7 +51,9 @@ class RotaryEmbedding(nn.Module):
         self.head_dim, self.max_position, self.params = head_dim, max_position, params
         self.register_buffer("cos_sin", torch.empty(0), persistent=False)
 
-    def build(self, device: torch.device) -> None:
+    def build(self, device: torch.device, max_position: int = 0) -> None:
+        """The table for every position up to the larger of the config's and `max_position` (the served length)."""
+        self.max_position = max(self.max_position, max_position)
         inv_freq = inverse_frequencies(self.head_dim, self.params).to(device)
         freqs = torch.outer(torch.arange(self.max_position, device=device, dtype=torch.float32), inv_freq)
         sin = freqs.sin()
