@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize, quantize
 
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
@@ -60,6 +60,25 @@ def test_packed_matmul_on_tensors_quantized_by_gguf(type_name):
     shape = (48, 256)
     weights = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.01, 1, (shape[0], 1)).astype(np.float32)
     check_layer(quantize(weights, GGMLQuantizationType[type_name]), type_name, shape)
+
+
+# Where each k-quant block keeps its float16 super-block scales (d, and dmin where there is one): byte offsets.
+K_SCALES = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+@pytest.mark.parametrize("type_name", sorted(K_SCALES))
+def test_packed_matmul_on_random_k_quant_blocks(type_name):
+    """gguf has no k-quant quantizer, so the blocks are random bytes (every bit pattern of codes and 6-bit scales is a
+    valid block) with finite float16 super-block scales: Q4_K repacks code for code, Q5_K and Q6_K into int8 rows."""
+    rng = np.random.default_rng(2)
+    kind = GGMLQuantizationType[type_name]
+    block_weights, block_bytes = GGML_QUANT_SIZES[kind]
+    shape = (32, 2 * block_weights)
+    blocks = rng.integers(0, 256, (shape[0], shape[1] // block_weights, block_bytes), dtype=np.uint8)
+    for at in K_SCALES[type_name]:
+        scale = rng.uniform(0.001, 0.02, blocks.shape[:2]).astype(np.float16)
+        blocks[:, :, at:at + 2] = scale[..., None].view(np.uint8).reshape(*blocks.shape[:2], 2)
+    check_layer(blocks.reshape(shape[0], -1), type_name, shape)
 
 
 @pytest.mark.parametrize("model", [QWEN, SMOL], ids=lambda m: m[0])
