@@ -1,6 +1,6 @@
 """Pick each kernel's implementation by device: Triton on CUDA, the PyTorch reference elsewhere; for the quantized
 matmuls, torch's packed int4/int8 CPU kernels (bfloat16 activations: they are many times slower with float32 or
-float16) on the CPU, the reference elsewhere."""
+float16) on the CPU, our Triton int4 kernel on CUDA, the reference elsewhere."""
 from __future__ import annotations
 
 import torch
@@ -48,6 +48,9 @@ def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tenso
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, group, scales_zeros)
         return out.to(x.dtype).view(*x.shape[:-1], -1)
+    if x.is_cuda:
+        from llm_kernels.triton_int4_matmul import int4_matmul_triton
+        return int4_matmul_triton(x, packed, scales_zeros, group)
     return int4_matmul_reference(x, packed, scales_zeros, group)
 
 

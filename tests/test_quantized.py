@@ -116,6 +116,26 @@ def test_the_cpu_kernels_equal_the_reference_twins():
     assert torch.allclose(odd(x[:, :64]), x[:, :64] @ odd_dense(odd).t(), atol=1e-5)
 
 
+@pytest.mark.parametrize("m, n, k", [(1, 96, 128), (5, 130, 96), (40, 64, 256)])
+def test_the_triton_int4_kernel_equals_its_reference_twin(m, n, k):
+    """The CUDA path's Triton kernel (the interpreter here; natively on a GPU) against dequantize-then-matmul, in
+    float32: decode's one row, a K that is not a whole number of tiles, N off the tile. Both sum K float32 products
+    in different orders: |difference| <= 2·K·2^-24 · (|x| @ |W|ᵀ)."""
+    from llm_kernels.triton_int4_matmul import int4_matmul_triton
+
+    gen = torch.Generator().manual_seed(m)
+    codes = torch.randint(0, 16, (n, k), generator=gen, dtype=torch.uint8)
+    scales_zeros = torch.randn(k // GROUP, n, 2, generator=gen).bfloat16()
+    x = torch.randn(m, k, generator=gen)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ours = int4_matmul_triton(x.to(device), pack_int4(codes).to(device), scales_zeros.to(device), GROUP).cpu()
+    twin = int4_matmul_reference(x, pack_int4(codes), scales_zeros, GROUP)
+    weight = (codes.float() - 8) * scales_zeros[..., 0].t().float().repeat_interleave(GROUP, dim=1) \
+        + scales_zeros[..., 1].t().float().repeat_interleave(GROUP, dim=1)
+    bound = 2 * k * 2.0 ** -24 * (x.abs() @ weight.abs().t())
+    assert ((ours - twin).abs() - bound).max() <= 0
+
+
 def odd_dense(layer: QuantLinear) -> torch.Tensor:
     from llm_kernels.reference import unpack_int4
 

@@ -59,6 +59,7 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     if header is not None and quantization in ("int8", "int4"):
         raise PlanInputError(f"model {spec.name!r}: quantization {quantization!r} is for 16-bit Hugging Face folders; "
                              "a GGUF is served as stored (quantization: auto) or dequantized (none)")
+    by_format: dict[str, int] = {}  # a kept GGUF's bytes by held format
     if header is not None and quantization == "auto":
         params = header.parameters
         weights, by_format = served_weight_bytes(header, b)
@@ -97,7 +98,10 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
         raise PlanInputError(f"model {spec.name!r}: max_num_batched_tokens {tokens} is smaller than max_num_seqs "
                              f"{seqs}; every running sequence needs a token per step, so raise it to {seqs} or more")
     activation, formulas["activations"] = step_activation_bytes(cfg, tokens, seqs, b)
-    if storage and on_gpu:  # packed weights off the CPU kernels: the matmul widens a slice of rows at a time
+    int8_matmuls = (quantization == "int8" or "int8" in by_format
+                    or (quantization == "int4" and header is None and bool(cfg.get("tie_word_embeddings"))))
+    if on_gpu and int8_matmuls:  # int8 off the CPU kernels widens a slice of rows at a time (int4 has a
+        # Triton kernel that widens in registers; a tied int4 model's head reads the int8 embedding rows)
         widest = max(cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"] * llm_head_dim(cfg))
         scratch = 4 * DEQUANT_ROWS * widest * int(b)
         activation += scratch
