@@ -43,8 +43,8 @@ class ReferencePlan:
                 decode_rows = torch.tensor([starts[i] for i in decodes], device=index.device)
         prefills = [(starts[i], n, lens[i], block_tables[i, : -(-lens[i] // block_size)].long())
                     for i, n in enumerate(q_lens) if n > 1]
-        return cls(write_rows, slot_mapping[write_rows] if padded else slot_mapping, decode_rows, decode_blocks,
-                   longest, decode_mask, prefills)
+        slots = (slot_mapping[write_rows] if padded else slot_mapping).long()  # index_copy_ takes int64 only
+        return cls(write_rows, slots, decode_rows, decode_blocks, longest, decode_mask, prefills)
 
 
 def store_kv_reference(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -52,7 +52,7 @@ def store_kv_reference(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, 
     """Write each token's K/V ([T, kv_heads, head_dim]) into its slot of the paged pool; slot -1 is padding."""
     if plan is None:
         keep = slot_mapping >= 0
-        rows, slots = keep.nonzero().squeeze(1), slot_mapping[keep]
+        rows, slots = keep.nonzero().squeeze(1), slot_mapping[keep].long()
     else:
         rows, slots = plan.write_rows, plan.write_slots
     for new, cache in ((k, k_cache), (v, v_cache)):
@@ -97,6 +97,9 @@ def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, plan:
     seqs, length = plan.decode_blocks.shape[0], plan.decode_length
     k, v = (cache.index_select(0, plan.decode_blocks.flatten()).view(seqs, -1, *cache.shape[2:])[:, :length]
             .to(q.dtype).transpose(1, 2) for cache in (k_cache, v_cache))
+    if plan.decode_mask is not None:  # a shorter sequence's padding is a block's stale tail, maybe inf or NaN
+        padding = ~plan.decode_mask.transpose(2, 3)
+        k, v = k.masked_fill(padding, 0), v.masked_fill(padding, 0)
     o = F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=plan.decode_mask, scale=scale,
                                        enable_gqa=True)
     return o.squeeze(2)

@@ -23,9 +23,16 @@ def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_k,
 def store_kv_triton(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     slot_mapping: torch.Tensor) -> None:
     """Write each token's K/V ([T, kv_heads, head_dim]) into its slot of the paged pool; slot -1 is padding."""
+    grid, args, constants = launch_arguments(k, v, k_cache, v_cache, slot_mapping)
+    _store_kv_kernel[grid](*args, **constants)
+
+
+def launch_arguments(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     slot_mapping: torch.Tensor) -> tuple[tuple[int], tuple, dict]:
+    """(grid, arguments, constexprs) of one launch; apart from the launch, the tests read them to count variants."""
     tokens, heads, head_dim = k.shape
     assert k.stride(1) == head_dim and k.stride(2) == 1 and v.stride(1) == head_dim and v.stride(2) == 1
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     width = heads * head_dim
-    _store_kv_kernel[(tokens,)](k, v, k_cache, v_cache, slot_mapping, k.stride(0), v.stride(0),
-                                WIDTH=width, BLOCK=triton.next_power_of_2(width))
+    return ((tokens,), (k, v, k_cache, v_cache, slot_mapping, k.stride(0), v.stride(0)),
+            dict(WIDTH=width, BLOCK=triton.next_power_of_2(width)))

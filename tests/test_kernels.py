@@ -133,3 +133,66 @@ def test_store_kv_triton_equals_reference(cache_dtype):
     flat = caches[0].view(-1, kv_heads, head_dim).float()
     assert torch.equal(flat[slots[0]], k[0].to(cache_dtype).float())
     assert flat.abs().sum() > 0 and torch.count_nonzero(flat.abs().sum((1, 2))) == tokens - 1
+
+
+def test_stale_non_finite_tail_of_a_reused_block_is_never_read():
+    """Failed before the fix: K/V loads were masked by head dim only, so NaN left past the context in a reused
+    block reached the output (0 x NaN in p @ V)."""
+    q_lens, ctx = [1, 5, 1], [5, 21, 40]
+    q, k_cache, v_cache, cu, lens, tables = make_batch(random.Random(4), q_lens, ctx, 4, 2, 16, 16, torch.float32)
+    want = paged_attention_reference(q, k_cache, v_cache, cu, lens, tables, 0.25, 5)
+    for s, n in enumerate(ctx):
+        block = int(tables[s, (n - 1) // 16])
+        k_cache[block, n % 16:], v_cache[block, n % 16:] = float("inf"), float("nan")
+    got = paged_attention_triton(q, k_cache, v_cache, cu, lens, tables, 0.25, 5)
+    assert torch.isfinite(got).all()
+    assert relative_error(got, want) < 1e-3
+    assert relative_error(paged_attention_reference(q, k_cache, v_cache, cu, lens, tables, 0.25, 5), want) < 1e-6
+
+
+def compiled_variant(kernel, args: tuple, constants: dict) -> tuple:
+    """The key Triton compiles a kernel under for these arguments (dtypes, alignments, specialised integers)."""
+    from triton.backends.compiler import BaseBackend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
+
+    if not isinstance(kernel, JITFunction):  # the interpreter's wrapper keeps the function and jit's options
+        kernel = JITFunction(kernel.fn, do_not_specialize=kernel.kwargs.get("do_not_specialize"))
+    bind = create_function_from_signature(kernel.signature, kernel.params, BaseBackend)
+    return tuple(bind(*args, **constants)[1])
+
+
+def test_serving_steps_compile_one_variant_for_decode_and_one_for_prefill():
+    """Failed before the fix: int64 metadata sliced from one tensor (alignment set by the batch's shape) and the
+    block table's width specialised gave 6 attention variants over these steps (3 with either fixed alone), each a
+    mid-serving compile on a GPU."""
+    from engines.llm.input_batch import build_inputs
+    from engines.llm.scheduler import SchedulerOutput
+    from engines.llm.sampling_params import SamplingParams
+    from engines.llm.sequence import Sequence
+    from llm_kernels import triton_paged_attention, triton_store_kv
+
+    rng = random.Random(5)
+    qkv = torch.zeros(256, 4 + 2 * 2, 16)
+    q, k, v = qkv[:, :4], qkv[:, 4:6], qkv[:, 6:]
+    cache = torch.zeros(2, 3, 64, 16, 2, 16)
+    attention, store = set(), set()
+    for step in range(24):
+        seqs, counts = [], []
+        for _ in range(rng.randint(1, 9)):
+            length = rng.randint(2, 200)
+            new = 1 if step % 2 else rng.randint(1, min(length, 40))  # decode steps, then mixed prefill steps
+            seq = Sequence("r", list(range(length)), SamplingParams(),
+                           block_table=rng.sample(range(64), -(-length // 16)))
+            seq.num_computed_tokens = length - new
+            seqs.append(seq)
+            counts.append(new)
+        inputs = build_inputs(SchedulerOutput(seqs, counts), 16, torch.device("cpu"))
+        ctx, n = inputs.context, len(inputs.input_ids)
+        out = torch.empty_like(q[:n])
+        attention.add(compiled_variant(triton_paged_attention._paged_attention_kernel,
+                                       *triton_paged_attention.launch_arguments(
+                                           q[:n], cache[0, 1], cache[1, 1], out, ctx.cu_seqlens_q, ctx.seq_lens,
+                                           ctx.block_tables, 0.25, ctx.max_seqlen_q)[1:]))
+        store.add(compiled_variant(triton_store_kv._store_kv_kernel, *triton_store_kv.launch_arguments(
+            k[:n], v[:n], cache[0, 1], cache[1, 1], ctx.slot_mapping)[1:]))
+    assert (len(attention), len(store)) == (2, 1)

@@ -29,7 +29,8 @@ def linear_x4(tmp_path_factory):
 
 def test_planner_allows_the_scaled_length(linear_x4):
     """Failed before the fix: "set max_model_len to 128 or less" (only `rope_scaling` was read)."""
-    assert estimate_llm(LLMSpec(name="m", kind="llm", path=str(linear_x4), max_model_len=512), True).max_model_len == 512
+    spec = LLMSpec(name="m", kind="llm", path=str(linear_x4), max_model_len=512)
+    assert estimate_llm(spec, on_gpu=True).max_model_len == 512
     with pytest.raises(PlanInputError, match="linear rope scaling .* set max_model_len to 512 or less"):
         estimate_llm(LLMSpec(name="m", kind="llm", path=str(linear_x4), max_model_len=513), True)
 
