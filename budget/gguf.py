@@ -209,10 +209,10 @@ def kept_modules(header: GGUFHeader) -> dict[str, str]:
 
 def quantized_bytes(fmt: str, rows: int, cols: int) -> int:
     """Bytes the engine holds for one kept weight: int4 codes two a byte plus a scale and a zero per group of 32;
-    int8 codes plus a scale per row."""
+    int8 codes plus a scale per row; fp8 codes plus a float32 scale per row."""
     if fmt == "int4":
         return rows * cols // 2 + rows * (cols // INT4_GROUP) * 2 * SCALE_BYTES
-    return rows * cols + rows * SCALE_BYTES
+    return rows * cols + rows * (4 if fmt == "fp8" else SCALE_BYTES)
 
 
 def served_weight_bytes(header: GGUFHeader, dtype_bytes: float) -> tuple[int, dict[str, int]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from llm_kernels.reference import (ReferencePlan, int4_matmul_reference, int8_matmul_reference, pack_int4,
-                                   paged_attention_reference, store_kv_reference)
+from llm_kernels.reference import (ReferencePlan, int4_matmul_reference, pack_int4, paged_attention_reference,
+                                   scaled_matmul_reference, store_kv_reference)
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -59,4 +59,21 @@ def int8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> t
     if x.device.type == "cpu":
         out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), codes, scales)
         return out.to(x.dtype).view(*x.shape[:-1], -1)
-    return int8_matmul_reference(x, codes, scales)
+    return scaled_matmul_reference(x, codes, scales)
+
+
+def fp8_matmul_supported(device: torch.device) -> bool:
+    """Whether this device multiplies float8 e4m3 directly: CUDA compute capability 8.9 (Ada) or newer."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def fp8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x @ W.T for a float8 e4m3 weight with one float32 scale per output row: on a capable card the step's rows are
+    quantized to fp8 with a scale each (dynamic, as vLLM's fp8) and multiplied by torch's fp8 matmul."""
+    if not fp8_matmul_supported(x.device):
+        return scaled_matmul_reference(x, codes, scales)
+    rows = x.reshape(-1, x.shape[-1])
+    row_scales = (rows.abs().amax(dim=1, keepdim=True).float() / 448.0).clamp_min(1e-12)
+    quantized = (rows.float() / row_scales).to(torch.float8_e4m3fn)
+    out = torch._scaled_mm(quantized, codes.t(), scale_a=row_scales, scale_b=scales[None, :], out_dtype=x.dtype)
+    return out.view(*x.shape[:-1], -1)

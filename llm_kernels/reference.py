@@ -131,8 +131,8 @@ def int4_matmul_reference(x: torch.Tensor, nibbles: torch.Tensor, scales_zeros: 
     return out
 
 
-def int8_matmul_reference(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """x @ W.T for W = q * scale, one scale per output row."""
+def scaled_matmul_reference(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x @ W.T for W = q * scale, one scale per output row (int8 or float8 codes)."""
     out = x.new_empty(*x.shape[:-1], codes.shape[0])
     for start in range(0, codes.shape[0], ROWS_PER_SLICE):
         rows = slice(start, start + ROWS_PER_SLICE)

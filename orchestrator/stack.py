@@ -125,9 +125,10 @@ class LLMSpec(ModelSpec):
     max_num_batched_tokens: int | None = Field(None, ge=16)
     max_pending_requests: int = Field(256, ge=1, description="running + waiting requests before new ones get 429")
     kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    quantization: Literal["auto", "none", "int8", "int4"] = Field(
+    quantization: Literal["auto", "none", "int8", "int4", "fp8"] = Field(
         "auto", description="weights: auto keeps a GGUF's quantized tensors as stored (int4 groups, int8 rows); none "
-                            "dequantizes them; int8 / int4 quantize a 16-bit folder's projections at load")
+                            "dequantizes them; int8 / int4 quantize a 16-bit folder's projections at load; fp8 "
+                            "too, on a CUDA card of compute capability 8.9 or newer (vLLM's fp8)")
     block_size: Literal[16, 32, 64, 128] = 16  # the paged-attention kernel walks whole power-of-two pages
     enforce_eager: bool = False
     tool_call_parser: Literal["hermes"] | None = None   # for a vLLM we launch; our engine always writes hermes calls

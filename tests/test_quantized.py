@@ -20,7 +20,7 @@ from gguf.quants import dequantize, quantize
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import GROUP, QuantFormat, from_gguf
 from engines.llm.models.quantization import quantize as quantize_weight
-from llm_kernels.reference import int4_matmul_reference, int8_matmul_reference, pack_int4
+from llm_kernels.reference import int4_matmul_reference, scaled_matmul_reference, pack_int4
 
 U = 2.0 ** -9
 CPU = torch.device("cpu")
@@ -102,13 +102,13 @@ def test_the_cpu_kernels_equal_the_reference_twins():
     gen = torch.Generator().manual_seed(3)
     dense = torch.randn(64, 128, generator=gen)
     x = torch.randn(7, 128, generator=gen)
-    for fmt in QuantFormat:
+    for fmt in (QuantFormat.INT4, QuantFormat.INT8):  # the formats torch's packed CPU kernels serve
         weight = quantize_weight(dense, fmt)
         layer = QuantLinear(weight, None, CPU)
         if fmt == QuantFormat.INT4:
             twin = int4_matmul_reference(x, pack_int4(weight.codes), layer.scales_zeros, GROUP)
         else:
-            twin = int8_matmul_reference(x, layer.codes, layer.scales)
+            twin = scaled_matmul_reference(x, layer.codes, layer.scales)
         bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
         assert ((layer(x) - twin).abs() - bound).max() <= 0, fmt
     odd = QuantLinear(quantize_weight(torch.randn(40, 64, generator=gen), QuantFormat.INT4), None, CPU)
@@ -199,6 +199,56 @@ def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
         x = torch.randn(6, weight.shape[1], generator=gen)
         bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
         assert ((model.get_submodule(name)(x) - dense.get_submodule(name)(x)).abs() - bound).max() <= 0, name
+
+
+def test_fp8_rows_are_within_half_a_step_and_the_layer_multiplies_them(tiny_models, monkeypatch):
+    """fp8 (e4m3, a float32 scale per row): each weight within half an e4m3 step of the original (3 mantissa bits:
+    2^-4 relative, or 2^-10 of the row's scale among the subnormals); the layer's product equals x @ the dequantized
+    weight; a folder loads with the projections as fp8 and the plan's bytes exactly (the load is made to believe its
+    device multiplies fp8, so the CPU runs the reference twin); and where no such card is, load and plan refuse."""
+    from budget.estimate import PlanInputError
+    from budget.estimators.llm import estimate_llm
+    from engines.llm.models import loader
+    from orchestrator.stack import LLMSpec
+
+    gen = torch.Generator().manual_seed(8)
+    dense = torch.randn(48, 128, generator=gen) * torch.rand(48, 1, generator=gen)
+    weight = quantize_weight(dense, QuantFormat.FP8)
+    assert weight.codes.dtype == torch.float8_e4m3fn
+    step = torch.maximum(dense.abs() * 2.0 ** -4, weight.scales[:, None] * 2.0 ** -10)
+    assert ((weight.dequantize() - dense).abs() <= step).all()
+    x = torch.randn(3, 128, generator=gen)
+    assert torch.allclose(QuantLinear(weight, None, CPU)(x), x @ weight.dequantize().t(), rtol=1e-5, atol=1e-5)
+
+    path = tiny_models["qwen3"]
+    with pytest.raises(loader.ModelLoadError, match="compute capability 8.9"):
+        loader.load_model(path, torch.float32, CPU, "fp8")
+    with pytest.raises(PlanInputError, match="compute capability 8.9"):
+        estimate_llm(LLMSpec(name="tiny", kind="llm", path=str(path), quantization="fp8"), on_gpu=False)
+    monkeypatch.setattr(loader, "fp8_matmul_supported", lambda device: True)
+    model = loader.load_model(path, torch.float32, CPU, "fp8")
+    layers = [m for name, m in model.named_modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == 4 * 2 and all(layer.format == QuantFormat.FP8 for layer in layers)
+    spec = LLMSpec(name="tiny", kind="llm", path=str(path), dtype="float32", quantization="fp8")
+    assert estimate_llm(spec, on_gpu=True).weights_bytes == model.weight_bytes()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch's fp8 matmul needs a CUDA card")
+def test_fp8_matmul_on_a_capable_card_equals_its_reference_twin():
+    """On CUDA (compute capability 8.9+), the fp8 matmul (activations quantized per row) against the dequantized
+    weight: within the activations' own e4m3 rounding, 2^-4 relative of |x| @ |W|ᵀ."""
+    from llm_kernels.dispatch import fp8_matmul, fp8_matmul_supported
+
+    device = torch.device("cuda")
+    if not fp8_matmul_supported(device):
+        pytest.skip(f"{torch.cuda.get_device_name(device)} has no fp8 matmul (compute capability below 8.9)")
+    gen = torch.Generator().manual_seed(9)
+    weight = quantize_weight(torch.randn(256, 512, generator=gen), QuantFormat.FP8)
+    x = torch.randn(16, 512, generator=gen)
+    layer = QuantLinear(weight, None, device)
+    ours = fp8_matmul(x.to(device, torch.bfloat16), layer.codes, layer.scales).float().cpu()
+    want = x @ weight.dequantize().t()
+    assert ((ours - want).abs() <= 2.0 ** -4 * (x.abs() @ weight.dequantize().abs().t()) + 1e-2).all()
 
 
 def test_a_gguf_is_not_quantized_on_the_fly_and_the_plan_says_why(real_models):

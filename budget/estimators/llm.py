@@ -5,6 +5,7 @@ from budget.architectures import LLM_TYPES, kv_bytes_per_token, llm_head_dim, ll
 from budget.model_files import find_model_files
 from budget.rope import context_error
 from budget.estimate import Estimate, PlanInputError, context_bytes
+from budget.estimators.sampler import sampler_bytes
 from budget.estimators.weights import checkpoint_weights
 from budget.gguf import DEQUANT_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
 from budget.units import MiB, dtype_bytes, human
@@ -37,11 +38,12 @@ def step_activation_bytes(cfg: dict, tokens: int, seqs: int, b: float) -> tuple[
     hidden = 3 * tokens * h * b
     attention = tokens * (2 * q + 2 * kv) * b
     mlp = 4 * tokens * inter * b
-    logits = 2 * seqs * vocab * 4
+    logits, _ = sampler_bytes(seqs, vocab)
     total = int(hidden + max(attention, mlp) + logits)
     text = (f"3·T·hidden·b (residual, hidden, normed) + max(T·(2q+2kv)·b attention, 4·T·intermediate·b MLP) "
-            f"+ 2·S·vocab·4 (fp32 logits and probs) with T={tokens}, S={seqs}, b={b:g} "
-            f"= {human(hidden)} + {human(max(attention, mlp))} + {human(logits)} = {human(total)}")
+            f"+ the sampler (fp32 logits, then log-probs, scaled copy and CDF, or 16 rows' filter buffers) with "
+            f"T={tokens}, S={seqs}, b={b:g} = {human(hidden)} + {human(max(attention, mlp))} + {human(logits)} "
+            f"= {human(total)}")
     return total, text
 
 
@@ -56,7 +58,11 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     dtype = serving_dtype(spec.dtype, cfg)
     b = dtype_bytes(dtype)
     quantization = getattr(spec, "quantization", "auto")
-    if header is not None and quantization in ("int8", "int4"):
+    if quantization == "fp8" and not on_gpu:
+        raise PlanInputError(f"model {spec.name!r}: quantization fp8 needs a CUDA GPU of compute capability 8.9 or "
+                             "newer (Ada, Hopper, Blackwell) and this stack runs it on the CPU; use int8 (the same "
+                             "bytes, served everywhere) or int4")
+    if header is not None and quantization in ("int8", "int4", "fp8"):
         raise PlanInputError(f"model {spec.name!r}: quantization {quantization!r} is for 16-bit Hugging Face folders; "
                              "a GGUF is served as stored (quantization: auto) or dequantized (none)")
     by_format: dict[str, int] = {}  # a kept GGUF's bytes by held format
@@ -87,6 +93,9 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
         if quantization in ("int8", "int4"):
             weights, formula = _quantized_on_the_fly(cfg, params, b, quantization)
             storage = f"{quantization}-g{INT4_GROUP}" if quantization == "int4" else "int8"
+        elif quantization == "fp8":  # vLLM's fp8: the projections; embeddings and head stay in the serving dtype
+            weights, formula = _quantized_on_the_fly(cfg, params, b, "fp8", tables=False)
+            storage = "fp8 (e4m3, a float32 scale per row)"
     formulas = {"weights": formula}
 
     max_model_len = spec.max_model_len or cfg.get("max_position_embeddings") or 0

@@ -3,7 +3,7 @@ GGUF file (llama.cpp, Ollama). No random init: every parameter is loaded.
 
 Both sources yield (Hugging Face name, tensor) pairs; one routine places them, stacking q/k/v and gate/up. A GGUF's
 quantized weights stay quantized (QuantLinear, QuantEmbedding) unless `quantization` is "none"; a 16-bit folder's
-projections are quantized tensor by tensor when it is "int8" or "int4". Quantized modules are never materialized
+projections are quantized tensor by tensor when it is "int8", "int4" or "fp8". Quantized modules are never materialized
 dense: they stand as placeholders until their parts have arrived.
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import (QuantFormat, QuantizedTensor, from_awq, from_gguf, from_gptq, quantize,
                                              stack)
 from engines.llm.models.safetensors_stream import read_tensors
+from llm_kernels.dispatch import fp8_matmul_supported
 
-QUANTIZATION = ("auto", "none", "int8", "int4")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
+QUANTIZATION = ("auto", "none", "int8", "int4", "fp8")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
 PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")  # packed per layer
 
 
@@ -159,11 +160,13 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
             raise ModelLoadError(f"{path} is already quantized ({scheme['quant_method']}); it is served as stored, so "
                                  f"leave quantization at auto (it says {quantization!r})")
         return _projections(cfg, QuantFormat.INT4)
-    if quantization in ("int8", "int4"):
+    if quantization in ("int8", "int4", "fp8"):
         if gguf is not None:
             raise ModelLoadError(f"{path}: quantization {quantization!r} is for 16-bit Hugging Face folders; a GGUF "
                                  "is served as it is stored (quantization: auto) or dequantized (none)")
         fmt = QuantFormat(quantization)
+        if fmt == QuantFormat.FP8:  # vLLM's fp8: the projections; embeddings and head stay in the serving dtype
+            return _projections(cfg, fmt)
         # embeddings as int8 rows (a lookup reads single rows); the head as `fmt`, or the embedding's rows if tied
         tied = bool(cfg.get("tie_word_embeddings"))
         return {**_projections(cfg, fmt), "model.embed_tokens": QuantFormat.INT8,
@@ -219,6 +222,11 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
     path = Path(path)
     cfg = read_config(path)
     formats = quantized_modules(path, cfg, quantization)
+    if quantization == "fp8" and not fp8_matmul_supported(device):
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"the {device.type}"
+        raise ModelLoadError(f"quantization fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper, "
+                             f"Blackwell), and this model is served on {where}; use int8 (the same bytes, served "
+                             f"everywhere) or int4")
     with torch.device("meta"):
         model = CausalLM(cfg)
     biased = {name: getattr(model.get_submodule(name), "bias", None) is not None for name in formats}

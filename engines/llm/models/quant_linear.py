@@ -1,4 +1,4 @@
-"""Linear and embedding layers whose weights stay packed: int4 groups or int8 rows, never a dense copy.
+"""Linear and embedding layers whose weights stay packed: int4 groups, int8 or fp8 rows, never a dense copy.
 
 The decoder is built with nn.Linear; the loader swaps in these where the checkpoint (or `quantization:`) keeps a
 weight quantized. The matmul is llm_kernels' for the device.
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engines.llm.models.quantization import GROUP, QuantFormat, QuantizedTensor
-from llm_kernels.dispatch import int4_matmul, int8_matmul, pack_int4_for
+from llm_kernels.dispatch import fp8_matmul, int4_matmul, int8_matmul, pack_int4_for
 
 SCALE_DTYPE = torch.bfloat16  # what torch's packed CPU kernels take with bfloat16 activations
 
@@ -23,9 +23,10 @@ class QuantLinear(nn.Module):
             self.register_buffer("packed", pack_int4_for(weight.codes, device))
             scales_zeros = torch.stack([weight.scales.t(), weight.zeros.t()], dim=-1)   # [K/GROUP, N, 2]
             self.register_buffer("scales_zeros", scales_zeros.to(device, SCALE_DTYPE).contiguous())
-        else:
+        else:  # fp8 keeps float32 scales: the fp8 matmul takes them so
             self.register_buffer("codes", weight.codes.to(device))
-            self.register_buffer("scales", weight.scales.to(device, SCALE_DTYPE))
+            scale_dtype = torch.float32 if weight.format == QuantFormat.FP8 else SCALE_DTYPE
+            self.register_buffer("scales", weight.scales.to(device, scale_dtype))
         self.bias = None if bias is None else nn.Parameter(bias.to(device), requires_grad=False)
         self.input_order = None if weight.input_order is None else weight.input_order.to(device)  # GPTQ act-order
 
@@ -45,6 +46,8 @@ class QuantLinear(nn.Module):
             x = x[..., self.input_order]
         if self.format == QuantFormat.INT4:
             out = int4_matmul(x, self.packed, self.scales_zeros, GROUP)
+        elif self.format == QuantFormat.FP8:
+            out = fp8_matmul(x, self.codes, self.scales)
         else:
             out = int8_matmul(x, self.codes, self.scales)
         return out if self.bias is None else out + self.bias.to(out.dtype)

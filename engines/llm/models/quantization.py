@@ -6,7 +6,9 @@ Two stored formats, the two that torch's packed CPU kernels serve fast with bflo
 - INT8: codes -127..127 with one scale per output row. GGUF Q8_0, Q5_0, Q5_1, Q5_K and Q6_K are dequantized one
   tensor at a time and requantized per row (lossy: their block scales do not survive; the loss is measured in
   tests/test_quantized.py).
-Quantizing a 16-bit checkpoint on the fly (`quantization: int4 | int8`) uses the same two formats.
+Quantizing a 16-bit checkpoint on the fly (`quantization: int4 | int8`) uses the same two formats, and a third:
+- FP8: float8 e4m3 codes with one float32 scale per output row (vLLM's `fp8`), for CUDA cards of compute capability
+  8.9 or newer, whose fp8 matmul takes them as they are.
 """
 from __future__ import annotations
 
@@ -23,14 +25,18 @@ from budget.gguf import INT8_TYPES
 class QuantFormat(StrEnum):
     INT4 = "int4"
     INT8 = "int8"
+    FP8 = "fp8"
+
+
+FP8_MAX = 448.0  # the largest float8 e4m3 value
 
 
 @dataclass(slots=True)
 class QuantizedTensor:
     """One [out, in] weight before packing; rows can be stacked (q/k/v, gate/up) and permuted (llama's rope)."""
     format: QuantFormat
-    codes: torch.Tensor          # INT4: uint8 in 0..15; INT8: int8; [out, in]
-    scales: torch.Tensor         # float32; INT4: [out, in / GROUP]; INT8: [out]
+    codes: torch.Tensor          # INT4: uint8 in 0..15; INT8: int8; FP8: float8_e4m3fn; [out, in]
+    scales: torch.Tensor         # float32; INT4: [out, in / GROUP]; INT8 and FP8: [out]
     zeros: torch.Tensor | None   # INT4 only: [out, in / GROUP]
     input_order: torch.Tensor | None = None  # GPTQ act-order: inputs gathered in this order make the groups contiguous
 
@@ -44,7 +50,7 @@ class QuantizedTensor:
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight these codes stand for (the tests' oracle; a widening step for mixed stacks)."""
-        if self.format == QuantFormat.INT8:
+        if self.format != QuantFormat.INT4:
             return self.codes.float() * self.scales[:, None]
         scales = self.scales.repeat_interleave(GROUP, dim=1)
         weight = (self.codes.float() - 8) * scales + self.zeros.repeat_interleave(GROUP, dim=1)
@@ -68,6 +74,10 @@ def stack(parts: list[QuantizedTensor]) -> QuantizedTensor:
 def quantize(weight: torch.Tensor, fmt: QuantFormat) -> QuantizedTensor:
     """Round-to-nearest weight-only quantization of one dense [out, in] weight (INT4: asymmetric per group)."""
     w = weight.float()
+    if fmt == QuantFormat.FP8:
+        scales = w.abs().amax(dim=1) / FP8_MAX
+        scales = torch.where(scales == 0, torch.ones_like(scales), scales)
+        return QuantizedTensor(fmt, (w / scales[:, None]).to(torch.float8_e4m3fn), scales, None)
     if fmt == QuantFormat.INT8:
         scales = w.abs().amax(dim=1) / 127
         scales = torch.where(scales == 0, torch.ones_like(scales), scales)
