@@ -63,3 +63,41 @@ def test_logit_bias_bans_and_forces_tokens():
             for i, bias in enumerate([{}, {4: -100}, {7: 100}])]
     picked = [t.token_id for t in Sampler()(logits, seqs)]
     assert picked[0] == 4 and picked[1] != 4 and picked[2] == 7
+
+
+PEAK_SCRIPT = """
+import json, sys, torch
+from engines.llm.sampler import Sampler
+from engines.llm.sampling_params import SamplingParams
+from engines.llm.sequence import Sequence
+rows, vocab = int(sys.argv[1]), int(sys.argv[2])
+params = SamplingParams(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, logprobs=5)
+seqs = [Sequence(f"r{i}", [0], params) for i in range(rows)]
+Sampler()(torch.randn(rows, 64), seqs)  # first calls load code and libraries: not the sampler's buffers
+def rss(key):
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) * 1024
+base = rss('VmRSS:')
+open('/proc/self/clear_refs', 'w').write('5')  # resets the peak (VmHWM) to now
+Sampler()(torch.randn(rows, vocab), seqs)
+print(json.dumps(rss('VmHWM:') - base))
+"""
+
+
+@pytest.mark.parametrize("rows", [8, 64])
+def test_the_plan_counts_the_filtered_sampling_peak(rows):
+    """Failed before the fix: the plan counted 8 B a row's vocab entry (logits and probs) while top-k/top-p with
+    logprobs peaked at 38 B (its sort buffers batch-wide); now filtered 16 rows at a time and counted."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from budget.estimators.sampler import sampler_bytes
+
+    vocab = 32768
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # buffers come from mmap and go back on free: RSS is live
+    run = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(rows), str(vocab)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    measured, planned = json.loads(run.stdout.strip().splitlines()[-1]), sampler_bytes(rows, vocab)[0]
+    assert measured <= planned <= 1.5 * measured, (measured, planned)

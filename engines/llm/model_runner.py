@@ -13,10 +13,12 @@ from budget.architectures import kv_bytes_per_token, llm_head_dim, llm_kv_heads
 from budget.estimators.llm import graph_batch_sizes
 from engines.llm.config import EngineConfig
 from engines.llm.context import AttentionContext, set_context
-from engines.llm.input_batch import build_inputs
+from engines.llm.input_batch import build_inputs, pack_metadata
 from engines.llm.models.loader import load_model
 from engines.llm.sampler import SampledToken, Sampler
+from engines.llm.sampling_params import SamplingParams
 from engines.llm.scheduler import SchedulerOutput
+from engines.llm.sequence import Sequence
 from engines.llm.structured_output import MaskFiller
 from llm_kernels.reference import ReferencePlan
 
@@ -96,9 +98,9 @@ class ModelRunner:
         hidden_size = self.model.config["hidden_size"]
         dev = self.device
         g = self.graph_inputs = {
-            "input_ids": torch.zeros(top, dtype=torch.int64, device=dev),
-            "positions": torch.zeros(top, dtype=torch.int64, device=dev),
-            "slot_mapping": torch.full((top,), -1, dtype=torch.int64, device=dev),
+            "input_ids": torch.zeros(top, dtype=torch.int32, device=dev),  # int32, as every step's metadata
+            "positions": torch.zeros(top, dtype=torch.int32, device=dev),
+            "slot_mapping": torch.full((top,), -1, dtype=torch.int32, device=dev),
             "cu_seqlens_q": torch.arange(top + 1, dtype=torch.int32, device=dev),
             "seq_lens": torch.ones(top, dtype=torch.int32, device=dev),
             "block_tables": torch.zeros(top, max_blocks, dtype=torch.int32, device=dev),
@@ -121,21 +123,26 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warmup(self) -> None:
-        """Run the largest step the scheduler can build (a full token budget of prefill) so its peak is real."""
+        """Run the largest step the scheduler can build (a full token budget of prefill) so its peak is real, a decode
+        step (so neither attention variant compiles while serving), and the sampler's filtered path on max_num_seqs
+        rows, whose vocab-sized buffers are part of the peak."""
         tokens = min(self.config.max_num_batched_tokens, self.config.max_model_len * self.config.max_num_seqs)
         seqs = max(1, min(self.config.max_num_seqs, -(-tokens // self.config.max_model_len)))
-        lengths = [tokens // seqs + (i < tokens % seqs) for i in range(seqs)]
-        width = -(-max(lengths) // self.block_size)
-        context = AttentionContext(
-            slot_mapping=torch.full((tokens,), -1, dtype=torch.int64, device=self.device),
-            cu_seqlens_q=torch.tensor([0] + [sum(lengths[:i + 1]) for i in range(seqs)], dtype=torch.int32,
-                                      device=self.device),
-            seq_lens=torch.tensor(lengths, dtype=torch.int32, device=self.device),
-            block_tables=torch.zeros(seqs, width, dtype=torch.int32, device=self.device),
-            max_seqlen_q=max(lengths))
-        ids = torch.zeros(tokens, dtype=torch.int64, device=self.device)
-        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])
-        hidden = self._forward(ids, positions, context)
-        self.model.compute_logits(hidden[: self.config.max_num_seqs])
+        hidden = self._dummy_step([tokens // seqs + (i < tokens % seqs) for i in range(seqs)])
+        rows = min(self.config.max_num_seqs, hidden.shape[0])
+        warm = SamplingParams(temperature=1.0, top_k=50, top_p=0.9, min_p=0.05, logprobs=5)
+        self.sampler(self.model.compute_logits(hidden[:rows]), [Sequence("warmup", [0], warm) for _ in range(rows)])
+        del hidden
+        self._dummy_step([1] * self.config.max_num_seqs)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def _dummy_step(self, lengths: list[int]) -> torch.Tensor:
+        """A forward step over sequences of these lengths, all new, writing nothing to the pool."""
+        width = -(-max(lengths) // self.block_size)
+        cu = [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+        ids, positions, slots, cu_seqlens_q, seq_lens, tables = pack_metadata(
+            [[0] * cu[-1], [p for n in lengths for p in range(n)], [-1] * cu[-1], cu, lengths,
+             [0] * (len(lengths) * width)], self.device)
+        context = AttentionContext(slots, cu_seqlens_q, seq_lens, tables.view(len(lengths), width), max(lengths))
+        return self._forward(ids, positions, context)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from budget.estimators.sampler import FILTER_ROWS
 from engines.llm.sequence import Sequence
 from engines.llm.structured_output import StepMasks, apply_masks
 
@@ -40,7 +41,7 @@ class Sampler:
         else:
             temperature = logits.new_tensor([p.temperature if not p.greedy else 1.0 for p in params])
             logits = logits / temperature.unsqueeze(1)
-            if any(p.filtered for p in params):
+            if any(p.filtered for p in params):  # on the sampler's own tensor (made by the division above)
                 logits = apply_filters(logits, seqs)
             cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
             uniform = torch.rand(len(seqs), 1, device=logits.device)
@@ -95,18 +96,25 @@ def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
 
 
 def apply_filters(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-    """Mask tokens outside top-k, outside the top-p nucleus, or below min_p times the best probability."""
-    params = [s.params for s in seqs]
+    """Mask tokens outside top-k, outside the top-p nucleus, or below min_p times the best probability; in place,
+    FILTER_ROWS rows at a time, so the sort's vocab-sized buffers stay small (the plan counts them: sampler_bytes)."""
+    for start in range(0, len(seqs), FILTER_ROWS):
+        _filter_rows(logits[start:start + FILTER_ROWS], [s.params for s in seqs[start:start + FILTER_ROWS]])
+    return logits
+
+
+def _filter_rows(logits: torch.Tensor, params: list) -> None:
     vocab = logits.shape[1]
     top_k = logits.new_tensor([p.top_k if p.top_k > 0 else vocab for p in params], dtype=torch.long)
     top_p = logits.new_tensor([p.top_p for p in params])
     min_p = logits.new_tensor([p.min_p for p in params])
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    ranks = torch.arange(vocab, device=logits.device).expand_as(sorted_logits)
     sorted_probs = sorted_logits.softmax(dim=-1)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass strictly ahead of each token
-    drop = (ranks >= top_k.unsqueeze(1)) | (before >= top_p.unsqueeze(1))
-    drop |= sorted_probs < min_p.unsqueeze(1) * sorted_probs[:, :1]
+    drop = sorted_probs < min_p.unsqueeze(1) * sorted_probs[:, :1]
+    before = sorted_probs.cumsum(dim=-1).sub_(sorted_probs)  # mass strictly ahead of each token
+    del sorted_probs
+    drop |= before >= top_p.unsqueeze(1)
+    del before
+    drop |= torch.arange(vocab, device=logits.device).expand_as(drop) >= top_k.unsqueeze(1)
     drop[:, 0] = False
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(1, order, sorted_logits)
+    logits.scatter_(1, order, sorted_logits.masked_fill_(drop, float("-inf")))
