@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from budget.calibration import Calibration, apply_calibration
 from budget.estimate import Estimate
 from budget.estimators import estimate
+from budget.fp8 import card_checks
 from budget.units import MiB, human
 
 SHARE_ROUNDING = 64 * MiB
@@ -110,8 +111,10 @@ def plan_stack(stack, total_bytes: int, device_label: str, calibration: Calibrat
     return plan_cards(stack, [(total_bytes, device_label, "")], calibration).cards[0]
 
 
-def plan_cards(stack, targets: list[tuple[int, str, str]], calibration: Calibration | None = None) -> StackPlan:
-    """Estimate every model, then split each card's (total, label, name) between the models placed on it."""
+def plan_cards(stack, targets: list[tuple[int, str, str]], calibration: Calibration | None = None,
+               capabilities: list[tuple[int, int] | None] | None = None) -> StackPlan:
+    """Estimate every model, then split each card's (total, label, name) between the models placed on it; a card's
+    compute capability, where known, decides what its fp8 settings become (budget/fp8.py)."""
     devices = [_device_of(card.device) for card in stack.cards]
     models: list[ModelPlan] = []
     notes: dict[str, list[str]] = {}
@@ -143,6 +146,10 @@ def plan_cards(stack, targets: list[tuple[int, str, str]], calibration: Calibrat
         plan = Plan(label, total, card.reserve, [mp for mp, _ in mine], device=devices[i], name=name,
                     notes=[note for mp, _ in mine for note in notes[mp.estimate.name]])
         _split(plan, [s for mp, s in mine if mp.on_card], [mp for mp, _ in mine if mp.on_card], card.auto_margin)
+        for spec in (s for mp, s in mine if mp.on_card):
+            problems, fp8_notes = card_checks(spec, (capabilities or [None] * len(targets))[i], name or label)
+            plan.problems += problems
+            plan.notes += fp8_notes
         if len(stack.cards) > 1:  # with several cards, a refusal says which
             plan.problems = [f"{plan.card}: {problem}" for problem in plan.problems]
         cards.append(plan)

@@ -18,6 +18,7 @@ class GpuInfo:
     free_bytes: int
     used_bytes: int
     processes: dict[int, int] = field(default_factory=dict)
+    compute_capability: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -48,12 +49,20 @@ def probe_gpus() -> ProbeResult:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
             gpus.append(GpuInfo(index, _text(pynvml.nvmlDeviceGetName(handle)), mem.total, mem.free, mem.used,
-                                _process_memory(pynvml, handle)))
+                                _process_memory(pynvml, handle), _capability(pynvml, handle)))
         return ProbeResult(gpus, None if gpus else "NVML found no GPU")
     except pynvml.NVMLError as exc:
         return ProbeResult([], f"NVML failed while reading devices: {exc}")
     finally:
         pynvml.nvmlShutdown()
+
+
+def _capability(pynvml, handle) -> tuple[int, int] | None:
+    """CUDA's compute capability of the card (fp8 e4m3 needs 8.9), or None where NVML cannot say."""
+    try:
+        return tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
+    except pynvml.NVMLError:
+        return None
 
 
 def _process_memory(pynvml, handle) -> dict[int, int]:

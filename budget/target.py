@@ -19,6 +19,7 @@ class Target:
     total_bytes: int
     label: str
     name: str
+    compute_capability: tuple[int, int] | None = None  # known for a preset or a card NVML sees
 
 
 def resolve_target(device, stack_memory, gpu_preset: str | None = None,
@@ -53,7 +54,7 @@ def _resolve(device, stack_memory, gpu_preset: str | None, gpu_memory: str | Non
         except ValueError as exc:
             raise PlanInputError(str(exc)) from None
         return Target(card.total_bytes, f"{card.label}, {human(card.total_bytes)} ({preset_source} {card.name})",
-                      card.name)
+                      card.name, card.compute_capability)
     if stack_memory != "auto":
         return Target(int(stack_memory), f"{human(stack_memory)} ({section}.memory)", human(stack_memory))
     if device == "cpu":
@@ -70,7 +71,8 @@ def _resolve(device, stack_memory, gpu_preset: str | None, gpu_memory: str | Non
     if match is None:
         raise PlanInputError(f"{section}.device is {device} but this machine has GPUs "
                              f"{', '.join(str(g.index) for g in probe.gpus)}; pick one of them")
-    return Target(match.total_bytes, f"{match.name}, {human(match.total_bytes)} (GPU {device}, NVML)", match.name)
+    return Target(match.total_bytes, f"{match.name}, {human(match.total_bytes)} (GPU {device}, NVML)", match.name,
+                  match.compute_capability)
 
 
 def plan_stack_cards(stack, gpu_preset: str | None = None, gpu_memory: str | None = None,
@@ -78,4 +80,5 @@ def plan_stack_cards(stack, gpu_preset: str | None = None, gpu_memory: str | Non
     """How `plan`, `run` and each Ray replica plan: the stack's cards resolved (a preset or a size standing in
     for a `gpu:` stack's one card), then every model placed and sized on them (`plan_stack` is one card's)."""
     targets = resolve_cards(stack, gpu_preset, gpu_memory)
-    return plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets], calibration)
+    return plan_cards(stack, [(t.total_bytes, t.label, t.name) for t in targets], calibration,
+                      [t.compute_capability for t in targets])

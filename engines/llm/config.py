@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from budget.estimators.llm import serving_dtype
+from budget.fp8 import kv_cache_dtype_for
 from engines.base import local_model_dir
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -52,4 +53,9 @@ class EngineConfig:
         return TORCH_DTYPES[serving_dtype(self.dtype, hf_config)]
 
     def kv_torch_dtype(self, hf_config: dict) -> torch.dtype:
-        return self.torch_dtype(hf_config) if self.kv_cache_dtype == "auto" else TORCH_DTYPES[self.kv_cache_dtype]
+        """The pool's dtype; on a CUDA card below 8.9 `fp8` is e5m2 and fp8_e4m3 a ValueError (budget/fp8.py)."""
+        if self.kv_cache_dtype == "auto":
+            return self.torch_dtype(hf_config)
+        on_cuda = self.device.startswith("cuda")
+        return TORCH_DTYPES[kv_cache_dtype_for(self.kv_cache_dtype,
+                                               torch.cuda.get_device_capability(self.device) if on_cuda else None)]

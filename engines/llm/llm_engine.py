@@ -60,6 +60,7 @@ class LLMEngine(Engine):
         config.max_model_len = config.max_model_len or hf_config.get("max_position_embeddings") or 0
         if (error := context_error(hf_config, config.max_model_len)) is not None:
             raise ValueError(error)
+        config.kv_torch_dtype(hf_config)  # a KV dtype this card cannot hold is refused before the weights load
         torch.manual_seed(config.seed)
         self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(path)
         self.eos_token_ids = _eos_token_ids(path, hf_config, self.tokenizer)
