@@ -175,12 +175,22 @@ class ASRSpec(ModelSpec):
 class TTSSpec(ModelSpec):
     kind: Literal["tts"]
     estimator = "budget.estimators.tts:estimate_tts"
-    backend: Literal["auto", "vits", "piper"] = "auto"  # auto: Piper for an .onnx voice, VITS for a folder
+    backend: Literal["auto", "vits", "piper", "kokoro"] = "auto"  # auto: Kokoro for an .onnx with a voices file
+    # beside it, Piper for an .onnx voice (with its .onnx.json), VITS for a folder
+    voices: str | None = Field(None, description="Kokoro: its voices file (.npz, or kokoro-onnx's voices-v1.0.bin); "
+                               "default: the one beside the model")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     max_input_chars: int = Field(400, ge=1, description="longest piece of text synthesised at once")
     speaker: str | None = None
     voice_aliases: dict[str, str] = Field(default_factory=dict, description="voice names of other servers (Kokoro's "
                                           "af_sky+af_bella) mapped to this model's voices")
+
+    @model_validator(mode="after")
+    def _voices_for_kokoro(self) -> TTSSpec:
+        if self.voices is not None and self.backend not in ("auto", "kokoro"):
+            raise ValueError(f"tts {self.name!r} names a voices file, which only a Kokoro model has; drop voices: or "
+                             f"set backend: kokoro (it is backend: {self.backend})")
+        return self
 
 
 class EmbeddingSpec(ModelSpec):

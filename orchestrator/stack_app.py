@@ -25,12 +25,22 @@ def build_stack_app(stack, supervisor, api_key: str | None) -> FastAPI:
             llm_state = LLMState(client, spec.name, supervisor.infos[spec.name]["max_model_len"], template_kwargs,
                                  spec.seed, spec.reasoning_parser, tuple(spec.aliases))
         else:
-            companions.add(spec.kind, spec.name, client, spec.aliases)
+            companions.add(spec.kind, spec.name, client, spec.aliases, family=family_of(spec))
     metrics = Metrics()
     metrics.status = lambda: list(supervisor.status.values())
     app = build_app(llm_state, api_key, companions, metrics, voice_engines(stack, supervisor, llm_state))
     app.state.plan = supervisor.plan  # /health/plan: every card in its JSON; the playground draws the first
     return app
+
+
+def family_of(spec) -> str | None:
+    """"kokoro" for a Kokoro TTS (Open-LLM-VTuber asks for that model name), from its stack entry and file names."""
+    if spec.kind != "tts":
+        return None
+    from budget.kokoro_files import looks_like_kokoro
+
+    kokoro = spec.backend == "kokoro" or (spec.backend == "auto" and looks_like_kokoro(spec.path, spec.voices))
+    return "kokoro" if kokoro else None
 
 
 def voice_engines(stack, supervisor, llm_state: LLMState | None) -> VoiceEngines | None:

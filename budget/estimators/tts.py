@@ -1,9 +1,11 @@
-"""TTS (VITS / MMS-TTS, Piper): weights, and the HiFi-GAN decoder peak for the longest piece synthesised at once."""
+"""TTS (VITS / MMS-TTS, Piper, Kokoro): weights, and the decoder peak for the longest piece synthesised at once."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from budget.architectures import vits_parameters
+from budget.kokoro_files import CHUNK_TOKENS, check_kokoro_model, kokoro_files, looks_like_kokoro, voice_shapes
 from budget.model_files import find_model_files, piper_voice_files
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.weights import checkpoint_weights
@@ -16,6 +18,10 @@ LIVE_COPIES = 4  # a resblock holds its input, two conv outputs and the running 
 # Piper's exported VITS ("medium" and "high" quality): the decoder's channels and upsampling, which its .onnx.json
 # does not state. "low" and "x_low" voices are smaller, so this bounds them from above.
 PIPER_DECODER = {"upsample_initial_channel": 512, "upsample_rates": [8, 8, 2, 2]}
+# Kokoro-82M on onnxruntime: its peak grows with the audio one call makes, ~23 MiB a second (measured on CPU, int8
+# model: 0.4 GiB for 17.6 s, 0.8 GiB for 35 s, 1.6 GiB for 72 s), and a phoneme lasts ~0.07-0.08 s at speed 1.
+KOKORO_BYTES_PER_SECOND = 24 * 2**20
+KOKORO_SECONDS_PER_PHONEME = 0.1
 
 
 def _decoder_peak(cfg: dict, chars: int, b: float) -> tuple[int, int, int]:
@@ -42,7 +48,29 @@ def estimate_piper(spec, files, on_gpu: bool) -> Estimate:
                     dtype="float32", formulas=formulas)
 
 
+def estimate_kokoro(spec, on_gpu: bool) -> Estimate:
+    """Kokoro: its initializers as stored (int8, fp16 or fp32), and the decoder's peak for the longest chunk."""
+    if not spec.path:
+        raise PlanInputError(f"model {spec.name!r}: a Kokoro TTS needs path: its .onnx model (with its voices file "
+                             "beside it, or named by voices:)")
+    files = kokoro_files(Path(spec.path), spec.voices)
+    header = check_kokoro_model(files.model)
+    shapes = voice_shapes(files.voices)
+    seconds = CHUNK_TOKENS * KOKORO_SECONDS_PER_PHONEME
+    activations = int(seconds * KOKORO_BYTES_PER_SECOND)
+    formulas = {"weights": f"{files.model.name}: {header.parameters / 1e6:.1f} M parameters in {human(header.weight_bytes)}"
+                           f" of ONNX initializers; {len(shapes)} voices in {files.voices.name}",
+                "activations": f"a chunk of at most {CHUNK_TOKENS} phonemes (fewer below speed 1) → ≤ {seconds:g} s of "
+                               f"24 kHz audio × {human(KOKORO_BYTES_PER_SECOND)} per second of decoder state "
+                               f"= {human(activations)}"}
+    context, formulas["context"] = context_bytes("onnxruntime", on_gpu)
+    return Estimate(spec.name, "tts", f"{files.model} (Kokoro)", "onnxruntime", header.parameters,
+                    header.weight_bytes, activations, context, dtype=header.weight_dtype, formulas=formulas)
+
+
 def estimate_tts(spec, on_gpu: bool) -> Estimate:
+    if spec.backend == "kokoro" or (spec.backend == "auto" and looks_like_kokoro(spec.path, spec.voices)):
+        return estimate_kokoro(spec, on_gpu)
     files = find_model_files(spec.name, spec.path, spec.config)
     if spec.backend == "piper" or (spec.backend == "auto" and not files.config_only and (
             (files.file is not None and files.file.suffix == ".onnx") or any(files.directory.glob("*.onnx")))):

@@ -1,4 +1,4 @@
-"""Which TTS backend serves a stack entry: VITS for a transformers folder, Piper for an ONNX voice."""
+"""Which TTS backend serves a stack entry: Kokoro or Piper for an ONNX model, VITS for a transformers folder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,24 @@ from pathlib import Path
 from engines.tts.backend import TTSBackend
 
 
+def backend_name(spec) -> str:
+    """`backend:` when the stack names one; else what the files are: an .onnx with a voices file beside it (or named
+    by `voices:`) is Kokoro, an .onnx with its .onnx.json a Piper voice, a folder with a config.json VITS."""
+    if spec.backend != "auto":
+        return spec.backend
+    from budget.kokoro_files import looks_like_kokoro
+
+    if looks_like_kokoro(spec.path, getattr(spec, "voices", None)):
+        return "kokoro"
+    return "piper" if is_piper_path(spec.path) else "vits"
+
+
 def backend_class(spec) -> type[TTSBackend]:
-    """`backend:` when the stack names one; else what the files are (a Piper voice has an .onnx, VITS a config.json)."""
-    if spec.backend == "piper" or (spec.backend == "auto" and is_piper_path(spec.path)):
+    name = backend_name(spec)
+    if name == "kokoro":
+        from engines.tts.kokoro import KokoroBackend
+        return KokoroBackend
+    if name == "piper":
         from engines.tts.piper import PiperBackend
         return PiperBackend
     from engines.tts.vits import VitsBackend

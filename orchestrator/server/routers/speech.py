@@ -30,7 +30,7 @@ class SpeechRequest(BaseModel):
 
 @router.post("/v1/audio/speech")
 async def create_speech(body: SpeechRequest, request: Request) -> ClosingStreamingResponse:
-    tts = request.app.state.companions.pick("tts", body.model)
+    tts = await request.app.state.companions.pick_speaker("tts", body.model, body.voice)
     if body.stream_format != "audio":
         raise OpenAIError(400, f"stream_format {body.stream_format!r} is not supported; leave it out or send "
                           "'audio' to get the audio bytes streamed as they are made", "stream_format")
