@@ -179,9 +179,12 @@ class RealtimeSession:
             result = await self._recognise(audio, draft=True)
         except (EngineBusyError, EngineDeadError, ValueError):
             return  # a partial is a courtesy: the final transcript still comes
-        delta = live.agree(result.text.split())
-        log.debug("live pass over %.1f s of %s: %r, sends %r", len(audio) / ENGINE_RATE, live.item_id, result.text,
-                  delta)
+        await self._agree(live, result.text, len(audio))
+
+    async def _agree(self, live: LiveTranscript, text: str, samples: int) -> None:
+        """One more pass over the turn so far (a live pass, or a pause's draft): send the words now agreed on."""
+        delta = live.agree(text.split())
+        log.debug("pass over %.1f s of %s: %r, sends %r", samples / ENGINE_RATE, live.item_id, text, delta)
         if delta and self.live is live:
             await self.send(e.TranscriptionDelta(item_id=live.item_id, delta=delta))
 
@@ -192,6 +195,9 @@ class RealtimeSession:
             draft.transcription.set_exception(error)
             return
         draft.transcription.set_result(result)
+        if self.live is not None and self.live.item_id == draft.item_id:
+            self.live.samples = max(self.live.samples, len(audio))
+            await self._agree(self.live, result.text, len(audio))
         text = result.text.strip()
         detection = self.config.audio.input.turn_detection
         if text and detection is not None and detection.create_response and self.response is None:
