@@ -9,6 +9,7 @@ from budget.calibration import Calibration, apply_calibration
 from budget.estimate import Estimate
 from budget.estimators import estimate
 from budget.fp8 import card_checks
+from budget.runtimes import runtime_notes
 from budget.units import MiB, human
 
 SHARE_ROUNDING = 64 * MiB
@@ -132,6 +133,7 @@ def plan_cards(stack, targets: list[tuple[int, str, str]], calibration: Calibrat
             notes[spec.name].append(f"{est.name}: activations and context from the calibration measured on "
                                     f"{calibration.device}")
         notes[spec.name].extend(est.notes)
+        notes[spec.name].extend(runtime_notes(spec.name, est.runtime, device))
         if spec.isolation == "none":
             if device in shared_context:
                 est.context_bytes = 0

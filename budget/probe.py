@@ -17,7 +17,7 @@ class GpuInfo:
     total_bytes: int
     free_bytes: int
     used_bytes: int
-    processes: dict[int, int] = field(default_factory=dict)
+    processes: dict[int, int | None] = field(default_factory=dict)  # PID -> bytes (None: NVML cannot say)
     compute_capability: tuple[int, int] | None = None
 
 
@@ -65,13 +65,17 @@ def _capability(pynvml, handle) -> tuple[int, int] | None:
         return None
 
 
-def _process_memory(pynvml, handle) -> dict[int, int]:
-    """Bytes used per PID on one device (compute and graphics contexts)."""
-    used: dict[int, int] = {}
+def _process_memory(pynvml, handle) -> dict[int, int | None]:
+    """Bytes used per PID on one device (compute and graphics contexts); None where NVML has no figure (in containers
+    and gVisor it lists host PIDs, or none, or no bytes: callers must not read a missing PID as 0)."""
+    used: dict[int, int | None] = {}
     for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
         try:
             for proc in getattr(pynvml, getter)(handle):
-                used[proc.pid] = used.get(proc.pid, 0) + (proc.usedGpuMemory or 0)
+                if proc.usedGpuMemory is None or used.get(proc.pid, 0) is None:
+                    used[proc.pid] = None
+                else:
+                    used[proc.pid] = used.get(proc.pid, 0) + proc.usedGpuMemory
         except pynvml.NVMLError as exc:
             log.debug("NVML %s failed: %s", getter, exc)
     return used

@@ -135,7 +135,8 @@ def _gpus(console: Console) -> int:
         console.print(f"This machine: {probe.error}.")
     for g in probe.gpus:
         console.print(f"GPU {g.index}: {g.name}, total {gib(g.total_bytes)}, free {gib(g.free_bytes)}, "
-                      f"{len(g.processes)} process(es) using {gib(sum(g.processes.values()))}")
+                      f"{len(g.processes)} process(es) using "
+                      + (gib(sum(g.processes.values())) if None not in g.processes.values() else "unknown (NVML)"))
     return 0
 
 

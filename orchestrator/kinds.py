@@ -37,7 +37,6 @@ class EngineKind:
     body_limit: int | None = None     # bytes a JSON body to its routes may have (None: the server's default)
     uploads: bool = False             # multipart uploads: their own limit names the file (routers/transcriptions)
     kv_pool: bool = False             # the LLM: starts last, its KV pool sized from what is then free
-    ct2_cache: bool = False           # CTranslate2 allocates outside torch: its cache is capped too
     front_options: Callable[[Any], dict] = field(default=lambda spec: {})
     info: Callable[[Any], dict] = field(default=lambda engine: {})   # what the server needs before the first call
 
@@ -74,7 +73,7 @@ KINDS: dict[str, EngineKind] = {k.name: k for k in (
                routers=("orchestrator.server.routers.chat:router", "orchestrator.server.routers.completions:router"),
                front_options=lambda spec: {"max_pending": spec.max_pending_requests}, info=_llm_info),
     EngineKind("asr", "speech-to-text", "engines.asr.whisper:WhisperASR", "engines.asr.async_asr:AsyncASR", RemoteASR,
-               ASRProtocol, frozenset({RequestType.TRANSCRIBE}), ct2_cache=True,
+               ASRProtocol, frozenset({RequestType.TRANSCRIBE}),
                routes=("/v1/audio/transcriptions", "/v1/audio/translations", "/openai/v1/audio/transcriptions",
                        "/openai/v1/audio/translations"),
                routers=("orchestrator.server.routers.transcriptions:router",), uploads=True,

@@ -127,7 +127,10 @@ def print_plan_beside_actual(supervisor, console: Console) -> None:
         table.add_column(column, justify="left" if column in ("model", "kind", "card") else "right")
     where = {m.estimate.name: (plan.card_of(m).card if m.on_card else m.device) for m in plan.models}
     for s in supervisor.status.values():
-        actual = "in server" if s.actual_bytes is None else human(s.actual_bytes)
+        if s.actual_bytes is None:
+            actual = "unknown" if s.actual_source == "unknown" else "in server"
+        else:
+            actual = human(s.actual_bytes) + (f" ({s.actual_source})" if s.actual_source else "")
         ratio = "" if s.actual_bytes is None or not s.planned_bytes else f"{s.actual_bytes / s.planned_bytes:.0%}"
         table.add_row(s.name, s.kind, *((where[s.name],) if several else ()), human(s.planned_bytes), actual, ratio,
                       str(s.pid or ""))

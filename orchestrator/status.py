@@ -18,7 +18,8 @@ class EngineStatus:
     kind: str
     state: EngineState
     planned_bytes: int
-    actual_bytes: int | None   # measured after warm-up: NVML per PID on a GPU, the resident set on CPU
+    actual_bytes: int | None   # measured after warm-up (None: in the server process, or nothing could see it)
     restarts: int = 0
     pid: int | None = None
     detail: str = ""
+    actual_source: str = ""    # engines.base.MemorySource: NVML per PID, the card's used delta, torch's, RSS, unknown

@@ -99,7 +99,7 @@ class Supervisor:
         client = KINDS[spec.kind].client.for_worker(spec, started.info)
         self.clients[name], self.infos[name] = client, started.info
         self._attach(name, client, started)
-        self._mark_ready(name, started.held_bytes, handle.pid)
+        self._mark_ready(name, started.held_bytes, handle.pid, started.held_source)
         threading.Thread(target=self._watch, args=(name,), name=f"watch-{name}", daemon=True).start()
 
     def worker_spec(self, p: ModelPlan, kv_bytes: int) -> WorkerSpec:
@@ -110,7 +110,7 @@ class Supervisor:
             raise WorkerStartError(f"model {p.estimate.name!r}: {error}") from None
         return WorkerSpec(p.estimate.name, p.estimate.kind, self.specs[p.estimate.name].model_dump(), device,
                           p.share_bytes, kv_bytes, self.log_level,
-                          self._cpu_threads(), env)
+                          self._cpu_threads(), env, p.estimate.runtime)
 
     def _start_upstream(self, p: ModelPlan, spec, kv_bytes: int, on_progress: Callable[[str, str], None]) -> None:
         """An LLM served over HTTP: a url we only route to, or a server we launch with the plan's share."""
@@ -138,7 +138,7 @@ class Supervisor:
         self._check_share(p, held, server.stop)
         self.clients[name] = Upstream(name, server.base_url, key, spec.model or name)
         self.infos[name] = {"max_model_len": spec.max_model_len or p.estimate.max_model_len}
-        self._mark_ready(name, held, server.pid)
+        self._mark_ready(name, held, server.pid, server.held_source(p.device))
         threading.Thread(target=self._watch_launched, args=(name, p.device), name=f"watch-{name}",
                          daemon=True).start()
 
@@ -165,11 +165,16 @@ class Supervisor:
                 status.state, status.detail = EngineState.FAILED, str(error)
                 return
             status.restarts += 1
-            self._mark_ready(name, server.held_bytes(device), server.pid)
+            self._mark_ready(name, server.held_bytes(device), server.pid, server.held_source(device))
 
-    def _check_share(self, p: ModelPlan, held: int, stop: Callable[[], None]) -> None:
+    def _check_share(self, p: ModelPlan, held: int | None, stop: Callable[[], None]) -> None:
         card = self.stack.card_of(self.specs[p.estimate.name])
         if card is None:  # off every card (on the CPU of a GPU stack): it has no share to be held to
+            return
+        if held is None:  # nothing here could see the process (NVML blind in a container): said, not passed silently
+            log.warning("%s: what it holds could not be measured (NVML lists no bytes for its process and the card's "
+                        "used memory was not readable); its share %s is unchecked", p.estimate.name,
+                        human(p.share_bytes))
             return
         limit = p.share_bytes * (1 + card.tolerance)
         if held > limit:
@@ -208,10 +213,12 @@ class Supervisor:
         self._channels[name] = started.channel
         client.attach(started.channel)
 
-    def _mark_ready(self, name: str, held: int | None, pid: int | None) -> None:
+    def _mark_ready(self, name: str, held: int | None, pid: int | None, source: str = "") -> None:
         status = self.status[name]
         status.state, status.actual_bytes, status.pid, status.detail = EngineState.READY, held, pid, ""
-        where = "in the server process" if held is None else f"{human(held)} held (pid {pid})"
+        status.actual_source = source
+        where = (f"{human(held)} held (pid {pid}, {source or 'nvml per process'})" if held is not None else
+                 f"holding unknown (pid {pid})" if pid is not None else "in the server process")
         log.info("%s ready: %s, its share %s", name, where, human(status.planned_bytes))
 
     def _watch(self, name: str) -> None:
@@ -255,7 +262,7 @@ class Supervisor:
                 continue
             status.restarts += 1
             self._attach(name, client, started)
-            self._mark_ready(name, started.held_bytes, handle.pid)
+            self._mark_ready(name, started.held_bytes, handle.pid, started.held_source)
             log.info("%s: restarted (pid %s)", name, handle.pid)
             return True
         return False

@@ -77,6 +77,10 @@ class PiperBackend(TTSBackend):
         except Exception as exc:  # onnxruntime's own error for a truncated or foreign file
             raise ValueError(f"onnxruntime cannot load the Piper voice {self.onnx} ({exc}); download it "
                              "again") from None
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
+            raise ValueError(f"onnxruntime runs {self.onnx.name} on {', '.join(session.get_providers())}, not CUDA "
+                             "(its CPU build is installed, or CUDA's libraries are missing), while the plan holds card "
+                             "memory for it; install onnxruntime-gpu, or set this voice's device: cpu")
         self.piper = PiperVoice(config=PiperConfig.from_dict(self.config), session=session)
         log.info("Piper voice %s on %s (%d Hz, %d voices)", self.onnx.name, self.device, self.sample_rate,
                  len(self._voices))

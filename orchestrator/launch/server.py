@@ -63,8 +63,9 @@ class LaunchedServer:
             raise WorkerStartError(f"model {self.name!r}: its server was not healthy at {self.health_url} within "
                                    f"{self.timeout_s:g} s (start_timeout_s); its output is in {self.log_file}") from None
 
-    def held_bytes(self, device: str) -> int:
-        """What the server's process tree holds: on the GPU by NVML per PID, on CPU its resident set."""
+    def held_bytes(self, device: str) -> int | None:
+        """What the server's process tree holds: on the GPU by NVML per PID (None where NVML lists none of them, as in
+        containers), on CPU its resident set."""
         try:
             tree = psutil.Process(self.process.pid)
             processes = [tree, *tree.children(recursive=True)]
@@ -76,7 +77,8 @@ class LaunchedServer:
 
             index, pids = nvml_index(int(device.partition(":")[2] or 0)), {p.pid for p in processes}
             gpu = next((g for g in probe_gpus().gpus if g.index == index), None)
-            return sum(n for pid, n in gpu.processes.items() if pid in pids) if gpu else 0
+            seen = [n for pid, n in (gpu.processes.items() if gpu else ()) if pid in pids and n]
+            return sum(seen) if seen else None
         total = 0
         for p in processes:
             try:
@@ -84,6 +86,11 @@ class LaunchedServer:
             except psutil.NoSuchProcess:
                 pass
         return total
+
+    @staticmethod
+    def held_source(device: str) -> str:
+        """Which measurement held_bytes is on `device`."""
+        return "nvml per process" if device.startswith("cuda") else "rss"
 
     def stop(self) -> None:
         """SIGTERM to the whole group, SIGKILL after STOP_TIMEOUT_S: no child left behind."""

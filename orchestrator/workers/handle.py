@@ -21,9 +21,10 @@ class WorkerStartError(RuntimeError):
 @dataclass(slots=True)
 class Started:
     channel: Channel
-    held_bytes: int
+    held_bytes: int | None
     peak_allocated: int
     info: dict = field(default_factory=dict)
+    held_source: str = ""
 
 
 class WorkerHandle:
@@ -49,7 +50,8 @@ class WorkerHandle:
                 case Progress(stage=stage):
                     on_progress(stage)
                 case Ready():
-                    return Started(channel, message.held_bytes, message.peak_allocated, message.info)
+                    return Started(channel, message.held_bytes, message.peak_allocated, message.info,
+                                   message.held_source)
                 case StartFailed(reason=reason):
                     self.stop()
                     raise WorkerStartError(f"model {self.ws.name!r} ({self.ws.kind}) failed to start: {reason}")

@@ -72,9 +72,10 @@ class Progress:
 
 @dataclass(slots=True)
 class Ready:
-    held_bytes: int          # the whole process after warm-up, as the plan's context counts it
+    held_bytes: int | None   # the whole process after warm-up, as the plan's context counts it (None: unseen)
     peak_allocated: int
     info: dict = field(default_factory=dict)   # what the server's client needs (voices, rates, paths, limits)
+    held_source: str = ""    # engines.base.MemorySource: which measurement held_bytes is
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ class WorkerSpec:
     log_level: str = "INFO"
     cpu_threads: int = 0      # on CPU: this worker's share of the cores (0: the libraries' defaults)
     env: dict[str, str] = field(default_factory=dict)  # set before anything starts CUDA: CUDA_VISIBLE_DEVICES
+    runtime: str = "torch"    # what allocates on the card (the plan's): torch, ctranslate2 or onnxruntime
 
 
 def worker_main(conn: Connection, ws: WorkerSpec) -> None:
@@ -53,17 +54,20 @@ def worker_main(conn: Connection, ws: WorkerSpec) -> None:
         torch.set_num_threads(ws.cpu_threads)
     try:
         from budget.caps import apply_cap
-        from engines.base import measure_memory
+        from engines.base import mark_baseline, measure_memory
         from orchestrator.stack import SPEC_BY_KIND
         from orchestrator.workers.build import build, serve_in_process
         from orchestrator.kinds import KINDS
 
         kind = KINDS[ws.kind]
-        log.info(apply_cap(ws.device, ws.share_bytes, kind.ct2_cache))
+        log.info(apply_cap(ws.device, ws.share_bytes, ws.runtime))
+        mark_baseline(ws.device)
         spec = SPEC_BY_KIND[ws.kind].model_validate(ws.spec)
         built = build(spec, ws.device, ws.kv_bytes, lambda stage: channel.send(Progress(stage)))
         usage = measure_memory(ws.device)  # the whole process, runtime included, as the plan's context counts it
-        channel.send(Ready(usage.process, usage.peak_allocated, built.info))
+        log.info("holds %s after warm-up (%s)", "unknown" if usage.process is None else f"{usage.process:,} B",
+                 usage.source)
+        channel.send(Ready(usage.process, usage.peak_allocated, built.info, usage.source))
     except Exception as error:  # a bad path or an OOM at load: say which and why, and end
         channel.send(StartFailed(str(error) or type(error).__name__))
         return
