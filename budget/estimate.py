@@ -35,6 +35,7 @@ class Estimate:
     block_size: int = 0
     dtype: str = ""
     storage: str = ""   # how the weights are held when not plainly `dtype`: a GGUF type kept packed, int8, int4-g32
+    batch: int = 0      # ASR: the utterances decoded at once that the activations are planned for
     quantized_alternatives: dict[str, int] = field(default_factory=dict)  # a 16-bit LLM's weights as int8 / int4
     formulas: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -37,6 +37,9 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
                                   f"{plan.max_model_len:,}")]
     lines += [("weights", f"{mp.estimate.name}: {mp.estimate.storage}, {mp.estimate.weights_bytes:,} B")
               for mp in plan.models if mp.estimate.storage]
+    lines += [("ASR batch", f"{mp.estimate.name}: up to {mp.estimate.batch} utterances decoded at once, "
+                            f"{gib(mp.estimate.activation_bytes)} of activations planned for them")
+              for mp in plan.models if mp.estimate.batch > 1]
     lines += [("expected peak", gib(plan.used_bytes)), ("headroom", gib(plan.headroom_bytes))]
     return lines
 

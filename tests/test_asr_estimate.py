@@ -58,6 +58,18 @@ def test_batch_and_beams_scale_activations(ct2_dir):
     one = estimate_asr(ASRSpec(name="w", kind="asr", path=str(ct2_dir), beam_size=1), on_gpu=True)
     eight = estimate_asr(ASRSpec(name="w", kind="asr", path=str(ct2_dir), beam_size=1, batch_size=8), on_gpu=True)
     assert eight.activation_bytes == 8 * one.activation_bytes
+    assert (one.batch, eight.batch) == (1, 8)
+
+
+def test_the_plan_shows_the_asr_batch_it_planned_for(ct2_dir):
+    from budget.planner import plan_stack
+    from budget.report import markdown
+    from orchestrator.stack import Stack
+
+    stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
+        {"name": "w", "kind": "asr", "path": str(ct2_dir), "batch_size": 4}]})
+    plan = plan_stack(stack, 4 << 30, "test")
+    assert "w: up to 4 utterances decoded at once" in markdown(plan)
 
 
 def test_card_for_a_missing_faster_whisper_dir():

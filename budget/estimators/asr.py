@@ -83,7 +83,7 @@ def estimate_asr(spec, on_gpu: bool) -> Estimate:
                                f"decoder layers and fp32 logits = {human(decoder)}) = {human(activation)}")
     context, formulas["context"] = context_bytes("ctranslate2", on_gpu)
     return Estimate(spec.name, "asr", source, "ctranslate2", params, weights, activation, context,
-                    dtype=compute, formulas=formulas)
+                    dtype=compute, batch=batch, formulas=formulas)
 
 
 def _dims_from_ct2(variables: list[TensorInfo]) -> tuple[int, int, int, int, int, int, int]:
