@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 
-import av
 import numpy as np
 
 SAMPLE_RATE = 16000
@@ -12,6 +11,8 @@ MAX_SECONDS = 3 * 60 * 60  # 25 MB of low-bitrate speech can be hours; past this
 
 def decode_audio(data: bytes, rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     """The first audio stream, mixed to mono and resampled; ValueError says why a file is not usable audio."""
+    import av  # here, not at the top: the server starts without PyAV (an offline GPU host's image has none)
+
     if not data:
         raise ValueError("the uploaded file is empty; send an audio file (wav, mp3, ogg, webm, flac, m4a, ...)")
     limit = int(max_seconds * rate)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
+
+if TYPE_CHECKING:
+    import av
 
 PCM_RATE = 24_000
 MEDIA_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
@@ -30,6 +33,8 @@ def to_s16le(pcm: np.ndarray) -> bytes:
 
 
 def _frame(pcm: np.ndarray, sample_rate: int, pts: int) -> av.AudioFrame:
+    import av  # here, not at the top: the server starts without PyAV (an offline GPU host), wav needs none
+
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, -1),
                                        format="flt", layout="mono")
     frame.sample_rate, frame.pts, frame.time_base = sample_rate, pts, Fraction(1, sample_rate)
@@ -79,6 +84,8 @@ class PcmEncoder(AudioEncoder):
 
     def __init__(self, sample_rate: int, out_rate: int = PCM_RATE) -> None:
         self.in_rate, self.sample_rate = sample_rate, out_rate
+        import av
+
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
         self._samples = 0
 
@@ -116,6 +123,8 @@ class _Sink:
 
 def codec_rate(codec: str, sample_rate: int) -> int:
     """The model's rate if the codec takes it, else the nearest rate above it (or the codec's highest)."""
+    import av
+
     rates = av.codec.Codec(codec, "w").audio_rates
     if not rates or sample_rate in rates:
         return sample_rate
@@ -130,6 +139,8 @@ class CodecEncoder(AudioEncoder):
         self.in_rate = sample_rate
         self.sample_rate = codec_rate(codec, sample_rate)
         self._sink = _Sink()
+        import av
+
         self._container = av.open(self._sink, "w", format=container_format,
                                   options=CONTAINER_OPTIONS.get(container_format, {}))
         self._stream = self._container.add_stream(codec, rate=self.sample_rate, layout="mono")

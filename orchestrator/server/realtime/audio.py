@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import binascii
 
-import av
 import numpy as np
 
 from orchestrator.server.audio_encode import PcmEncoder
@@ -31,6 +30,8 @@ class InputResampler:
     """The client's PCM16 at its rate to float32 at 16 kHz, streaming (libswresample keeps the filter state)."""
 
     def __init__(self, rate: int) -> None:
+        import av  # here, not at the top: the server starts without PyAV (an offline GPU host's image has none)
+
         self.rate = rate
         self._resampler = None if rate == ENGINE_RATE else av.AudioResampler(format="flt", layout="mono",
                                                                                rate=ENGINE_RATE)
@@ -39,6 +40,8 @@ class InputResampler:
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         if self._resampler is None or not len(samples):
             return samples.astype(np.float32) / 32768.0
+        import av
+
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate, frame.pts = self.rate, self._pts
         self._pts += len(samples)
