@@ -161,10 +161,10 @@ def compiled_variant(kernel, args: tuple, constants: dict) -> tuple:
     return tuple(bind(*args, **constants)[1])
 
 
-def test_serving_steps_compile_one_variant_for_decode_and_one_for_prefill():
+def test_serving_steps_compile_each_kernel_once_for_decode_and_once_for_prefill():
     """Failed before the fix: int64 metadata sliced from one tensor (alignment set by the batch's shape) and the
     block table's width specialised gave 6 attention variants over these steps (3 with either fixed alone), each a
-    mid-serving compile on a GPU."""
+    mid-serving compile on a GPU. Now: prefill, split decode and its reduce, whatever the batch and split count."""
     from engines.llm.input_batch import build_inputs
     from engines.llm.scheduler import SchedulerOutput
     from engines.llm.sampling_params import SamplingParams
@@ -189,10 +189,34 @@ def test_serving_steps_compile_one_variant_for_decode_and_one_for_prefill():
         inputs = build_inputs(SchedulerOutput(seqs, counts), 16, torch.device("cpu"))
         ctx, n = inputs.context, len(inputs.input_ids)
         out = torch.empty_like(q[:n])
-        attention.add(compiled_variant(triton_paged_attention._paged_attention_kernel,
-                                       *triton_paged_attention.launch_arguments(
-                                           q[:n], cache[0, 1], cache[1, 1], out, ctx.cu_seqlens_q, ctx.seq_lens,
-                                           ctx.block_tables, 0.25, ctx.max_seqlen_q)[1:]))
+        for kernel, _, args, constants in triton_paged_attention.launches(
+                q[:n], cache[0, 1], cache[1, 1], out, ctx.cu_seqlens_q, ctx.seq_lens, ctx.block_tables, 0.25,
+                ctx.max_seqlen_q):
+            attention.add((kernel.__name__, compiled_variant(kernel, args, constants)))
         store.add(compiled_variant(triton_store_kv._store_kv_kernel, *triton_store_kv.launch_arguments(
             k[:n], v[:n], cache[0, 1], cache[1, 1], ctx.slot_mapping)[1:]))
-    assert (len(attention), len(store)) == (2, 1)
+    assert sorted(name for name, _ in attention) == ["_paged_attention_kernel"] * 2 + ["_reduce_splits_kernel"]
+    assert len(store) == 1
+
+
+@pytest.mark.parametrize("splits", [2, 3, 16])
+def test_split_kv_decode_equals_reference(splits):
+    """Flash-decoding: each sequence's pages shared among `splits` programs, then reduced; short contexts leave some
+    splits empty, and a reused block's NaN tail stays unread."""
+    ctx = [1, 5, 17, 40, 200]
+    q, k_cache, v_cache, cu, lens, tables = make_batch(random.Random(8), [1] * len(ctx), ctx, 8, 2, 24, 16,
+                                                       torch.float32)
+    want = paged_attention_reference(q, k_cache, v_cache, cu, lens, tables, 0.2, 1)
+    for s, n in enumerate(ctx):
+        k_cache[int(tables[s, (n - 1) // 16]), n % 16:] = float("nan")
+    got = paged_attention_triton(q, k_cache, v_cache, cu, lens, tables, 0.2, 1, num_splits=splits)
+    assert relative_error(got, want) < 1e-5
+
+
+def test_decode_splits_fill_the_card_only_when_the_grid_is_small():
+    from llm_kernels.triton_paged_attention import MAX_SPLITS, decode_splits
+
+    cpu = torch.device("cpu")  # planned as a 132-SM card
+    assert decode_splits(8, cpu) == MAX_SPLITS       # Qwen3-8B at batch 1: 8 KV heads
+    assert decode_splits(64, cpu) == 4
+    assert decode_splits(256, cpu) == 1              # batch 32 fills the card alone

@@ -123,9 +123,9 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warmup(self) -> None:
-        """Run the largest step the scheduler can build (a full token budget of prefill) so its peak is real, a decode
-        step (so neither attention variant compiles while serving), and the sampler's filtered path on max_num_seqs
-        rows, whose vocab-sized buffers are part of the peak."""
+        """Run the largest step the scheduler can build (a full token budget of prefill) so its peak is real, the
+        sampler's filtered path on max_num_seqs rows (its vocab-sized buffers are part of the peak), and decode steps
+        at full and single batch, so no attention variant compiles while serving."""
         tokens = min(self.config.max_num_batched_tokens, self.config.max_model_len * self.config.max_num_seqs)
         seqs = max(1, min(self.config.max_num_seqs, -(-tokens // self.config.max_model_len)))
         hidden = self._dummy_step([tokens // seqs + (i < tokens % seqs) for i in range(seqs)])
@@ -134,6 +134,7 @@ class ModelRunner:
         self.sampler(self.model.compute_logits(hidden[:rows]), [Sequence("warmup", [0], warm) for _ in range(rows)])
         del hidden
         self._dummy_step([1] * self.config.max_num_seqs)
+        self._dummy_step([1])  # a lone decode takes the split-KV path on a GPU (a full batch may not)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
