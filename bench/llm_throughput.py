@@ -91,13 +91,23 @@ def run_hf(model, prompts, outputs, args) -> float:
     return time.perf_counter() - start
 
 
-def run_hf_continuous(model, prompts, outputs, args) -> float | None:
-    """transformers' own continuous batching (`generate_batch`'s manager), timed after its set-up."""
+def run_hf_continuous(model, prompts, outputs, args, cache_blocks: int | None = None) -> float | None:
+    """transformers' own continuous batching (`generate_batch`'s manager), timed after its set-up. `cache_blocks`
+    bounds its paged cache (of 256 tokens a block), which it otherwise sizes to 90% of the free memory, on the CPU
+    too (where that is most of the machine's RAM), where transformers has ContinuousBatchingConfig."""
     if not hasattr(model, "continuous_batching_context_manager"):
         return None
     config = GenerationConfig(do_sample=True, temperature=0.6, top_k=0, eos_token_id=-1, pad_token_id=0,
                               max_new_tokens=max(outputs))
-    with model.continuous_batching_context_manager(generation_config=config, block=True, timeout=5) as manager:
+    more = {}
+    if cache_blocks is not None:
+        from transformers.generation import configuration_utils
+
+        if hasattr(configuration_utils, "ContinuousBatchingConfig"):
+            more["continuous_batching_config"] = configuration_utils.ContinuousBatchingConfig(
+                num_blocks=cache_blocks, max_batch_tokens=2048)
+    with model.continuous_batching_context_manager(generation_config=config, block=True, timeout=5,
+                                                   **more) as manager:
         _sync(args.device)
         start = time.perf_counter()
         for prompt, n in zip(prompts, outputs):

@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.gpu_check.common import SIMULATE_ENV, Context
+from bench.gpu_check.common import SIMULATE_ENV, Context, Skipped
 
 
 def main() -> None:
@@ -28,8 +28,11 @@ def main() -> None:
         if os.environ.get(SIMULATE_ENV) == args.step:
             raise RuntimeError(f"simulated failure ({SIMULATE_ENV}={args.step})")
         module = importlib.import_module(f"bench.gpu_check.step_{args.step}")
-        outcome = module.run(Context(args.smoke, args.work, args.device))
+        outcome = module.run(Context(args.smoke, args.work, args.device, args.step))
         record = {"data": outcome.data, "summary": outcome.summary, "failures": outcome.failures, "error": None}
+    except Skipped as why:
+        print(f"skipped: {why}")
+        record = {"data": {}, "summary": "", "failures": [], "error": f"skipped: {why}", "skipped": True}
     except (Exception, SystemExit) as exc:  # noqa: BLE001  (reported in the table; the next step still runs)
         traceback.print_exc()
         record = {"data": {}, "summary": "", "failures": [], "error": f"{type(exc).__name__}: {exc}",

@@ -1,69 +1,102 @@
-"""Step 4: single-stream decode against the roofline with and without CUDA graphs, and throughput beside
-transformers' own continuous batching, through bench/llm_throughput.py's functions on the LLM made for this check.
+"""Step 3: single-stream decode against its roofline, at 256, 4k and 32k tokens of context, in bf16 and in int4
+(quantized on the fly), with CUDA graphs.
 
-On a GPU that is Qwen3-8B in bf16 (random weights); on the smoke run the tiny Qwen3 in float32 on the CPU, where no
-graph is captured (both single-stream rows are eager, and the JSON says so) and the "roofline" is the host's copy
-bandwidth over the weights.
+The roofline of one decode step is the bytes it must read, the weights and the context's KV cache, over the card's
+measured copy bandwidth. Decode speed is (tokens - 1) over the time from the first token to the last, step by
+step through the engine (no prefix cache, so every context is prefilled whole). Each row is kept as it is measured, so a time box that ends during the 32k prefill still returns the others.
+The smoke run: the tiny Qwen3 in float32 on the CPU at 64, 256 and 1024 tokens, eager (no graphs there), and the
+"roofline" the host's copy bandwidth.
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass
+import time
 
 from bench.gpu_check.common import Context, Outcome
 from bench.gpu_check.step_models import folders
 
-
-@dataclass(slots=True, frozen=True)
-class Shape:
-    requests: int
-    input: tuple[int, int]
-    output: tuple[int, int]
-    batch: int
-    dtype: str
-    single_tokens: int   # tokens each single-stream run decodes
-    copy_bytes: int      # the buffer the bandwidth is measured with
+CONTEXTS = {False: (256, 4096, 32768), True: (64, 256, 1024)}
+TOKENS = {False: 128, True: 16}
+FORMATS = {False: (("bfloat16", "none"), ("bfloat16", "int4")), True: (("float32", "none"), ("float32", "int4"))}
+COPY_BYTES = {False: 1 << 30, True: 64 << 20}
 
 
-SHAPES = {True: Shape(4, (8, 32), (8, 16), 4, "float32", 32, 64 << 20),
-          False: Shape(32, (128, 512), (64, 256), 32, "bfloat16", 256, 1 << 30)}
+def copy_bandwidth(device: str, size: int) -> float:
+    """Bytes read plus written per second by a device-to-device copy."""
+    import torch
+
+    src = torch.empty(size, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    sync(device)
+    return 2 * 10 * size / (time.perf_counter() - start)
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(llm, prompt: list[int], tokens: int) -> tuple[float, float]:
+    """Seconds to the first token (the prefill) and from it to the last, stepping the engine by hand."""
+    from engines.llm import SamplingParams
+
+    llm.add_request("decode", prompt, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+    start = time.perf_counter()
+    first = None
+    while llm.has_unfinished_requests():
+        outputs = llm.step()
+        if first is None and any(o.num_output_tokens for o in outputs):
+            first = time.perf_counter()
+    return first - start, max(time.perf_counter() - first, 1e-9)
 
 
 def run(ctx: Context) -> Outcome:
-    import torch
-    from llm_throughput import run_hf_continuous, run_ours, single_stream_roofline, workload
-    from transformers import AutoModelForCausalLM
+    from engines.llm import EngineConfig, LLMEngine
 
-    shape = SHAPES[ctx.smoke]
-    folder = folders(ctx)["llm"]
-    args = argparse.Namespace(requests=shape.requests, input=list(shape.input), output=list(shape.output),
-                              batch=shape.batch, dtype=shape.dtype, device=ctx.device)
-    prompts, outputs = workload(args)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, shape.dtype)).to(ctx.device).eval()
-    hf_s = run_hf_continuous(model, prompts, outputs, args)
-    del model
-    if ctx.cuda:
-        torch.cuda.empty_cache()
-    ours_s = run_ours(folder, prompts, outputs, args)
-    single = {name: single_stream_roofline(folder, args, eager, shape.single_tokens, shape.copy_bytes)
-              for name, eager in (("cuda_graphs", False), ("eager", True))}
-    tokens = sum(outputs)
-    data = {"shape": asdict(shape), "output_tokens": tokens, "ours_seconds": round(ours_s, 2),
-            "ours_tokens_per_s": round(tokens / ours_s, 1),
-            "hf_continuous_seconds": None if hf_s is None else round(hf_s, 2),
-            "hf_continuous_tokens_per_s": None if hf_s is None else round(tokens / hf_s, 1),
-            "ours_over_hf_continuous": None if hf_s is None else round(hf_s / ours_s, 2), "single_stream": single,
-            "graph_speedup": round(single["cuda_graphs"]["decode_tokens_per_s"]
-                                   / single["eager"]["decode_tokens_per_s"], 2)}
-    if hf_s is None:
-        data["why"] = "this transformers has no continuous_batching_context_manager"
-    if not single["cuda_graphs"]["cuda_graphs"]:
-        data["cuda_graphs_why"] = "CUDA graphs are captured only on CUDA; both single-stream rows ran eager"
-    failures = ["no CUDA graph was captured on CUDA"] if ctx.cuda and not single["cuda_graphs"]["cuda_graphs"] else []
-    g, e = single["cuda_graphs"], single["eager"]
-    summary = (f"single stream {g['decode_tokens_per_s']} tok/s {'graphs' if g['cuda_graphs'] else 'eager'} / "
-               f"{e['decode_tokens_per_s']} eager = {g['fraction_of_roofline']:.0%} / {e['fraction_of_roofline']:.0%} "
-               f"of roofline {g['roofline_tokens_per_s']}; {shape.requests} requests: ours {data['ours_tokens_per_s']} "
-               f"tok/s, HF continuous {data['hf_continuous_tokens_per_s']} "
-               f"({data['ours_over_hf_continuous']}x)")
+    contexts, tokens = CONTEXTS[ctx.smoke], TOKENS[ctx.smoke]
+    bandwidth = copy_bandwidth(ctx.device, COPY_BYTES[ctx.smoke])
+    longest = max(contexts) + tokens + 64
+    rows, failures = [], []
+    data = {"copy_bandwidth_GBps": round(bandwidth / 1e9, 1), "tokens": tokens, "rows": rows}
+    for dtype, quantization in FORMATS[ctx.smoke]:
+        llm = LLMEngine(EngineConfig(str(folders(ctx)["llm"]), dtype=dtype, quantization=quantization,
+                                     max_model_len=longest, max_num_seqs=1, num_kv_blocks=-(-longest // 16) + 8,
+                                     max_num_batched_tokens=8192, enable_prefix_caching=False,
+                                     skip_tokenizer_init=True, device=ctx.device))
+        runner = llm.runner
+        weights = sum(t.numel() * t.element_size() for t in [*runner.model.parameters(), *runner.model.buffers()])
+        kv_per_token = runner.block_bytes // runner.block_size
+        for context in contexts:
+            prefill, decode = timed(llm, [5 + i % 1000 for i in range(context)], tokens)
+            per_s = (tokens - 1) / decode
+            roofline = bandwidth / (weights + kv_per_token * context)
+            rows.append({"dtype": dtype, "quantization": quantization, "context": context,
+                         "prefill_s": round(prefill, 3), "decode_tokens_per_s": round(per_s, 1),
+                         "roofline_tokens_per_s": round(roofline, 1), "fraction_of_roofline": round(per_s / roofline, 3),
+                         "weight_bytes": weights, "kv_bytes_read": kv_per_token * context,
+                         "cuda_graphs": len(runner.graphs)})
+            print(rows[-1], flush=True)
+            ctx.progress(data)
+        if ctx.cuda and not runner.graphs:
+            failures.append(f"{dtype}/{quantization}: no CUDA graph was captured on CUDA")
+        llm.close()
+        del llm, runner
+        if ctx.cuda:
+            import torch
+            torch.cuda.empty_cache()
+    if not ctx.cuda:
+        data["cuda_graphs_why"] = "CUDA graphs are captured only on CUDA; every row ran eager"
+    data["markdown"] = "\n".join(["| weights | context | prefill s | decode tok/s | roofline tok/s | of roofline |",
+                                  "|---|---:|---:|---:|---:|---:|"]
+                                 + [f"| {r['dtype']} {r['quantization']} | {r['context']} | {r['prefill_s']} | "
+                                    f"{r['decode_tokens_per_s']} | {r['roofline_tokens_per_s']} | "
+                                    f"{r['fraction_of_roofline']:.0%} |" for r in rows]) + "\n"
+    summary = "; ".join(f"{r['quantization'] if r['quantization'] != 'none' else r['dtype']} at {r['context']}: "
+                        f"{r['decode_tokens_per_s']} tok/s = {r['fraction_of_roofline']:.0%}" for r in rows)
     return Outcome(data, summary, failures)

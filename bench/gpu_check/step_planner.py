@@ -100,9 +100,13 @@ def run(ctx: Context) -> Outcome:
     from orchestrator.stack_file import load_stack
 
     stack = load_stack(stack_path(ctx))
-    entries = [m for m in stack.models if m.kind != "vad"]
+    # on a GPU the models the stack puts on the card (the LLM, the embedder), and the LLM in int4 too; the smoke
+    # run measures every kind (and the Piper voice, where it is here) on the CPU
+    entries = [m for m in stack.models if m.kind != "vad" and (ctx.smoke or m.device != "cpu")]
+    llm = next(m for m in entries if m.kind == "llm")
+    entries.insert(entries.index(llm) + 1, llm.model_copy(update={"name": f"{llm.name}-int4", "quantization": "int4"}))
     piper = folders(ctx).get("piper")
-    if piper is not None:
+    if piper is not None and ctx.smoke:
         entries.append(SPEC_BY_KIND["tts"](name="piper-voice", kind="tts", path=str(piper)))
     estimates = [estimate(spec, on_gpu=ctx.cuda) for spec in entries]
     # the smallest pool the engine accepts (max_model_len tokens): KV is sized by the planner, not estimated

@@ -2,7 +2,9 @@
 
 On a GPU that is configs/vtuber-24gb.yaml on the models made here, planned and capped for 24 GiB (gpu.memory, the
 same target as --gpu-memory 24GiB) on the big card: 16 concurrent chats with 8k-token prompts, 4 realtime voice
-sessions, and TTS and ASR requests at once. The smoke run is configs/demo-tiny.yaml with one of each. Each worker's
+sessions, and TTS, ASR and embedding requests at once. The smoke run is configs/demo-tiny.yaml with one of each.
+Where the ASR cannot run (an offline host's image lacks CTranslate2 and PyAV), the stack has none, and the load
+has no transcriptions and no realtime sessions; the JSON says so. Each worker's
 memory is sampled while the load runs (NVML per PID on a GPU; the resident high-water mark on the CPU) and its
 peak set beside its share: the goal is no failed request, no restart, and no worker over its share (plus the
 stack's tolerance, as the supervisor allows at start).
@@ -10,17 +12,22 @@ stack's tolerance, as the supervisor allows at start).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
+import socket
+import subprocess
+import sys
 import threading
 import time
 import wave
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
 
-from bench.gpu_check.common import Context, Outcome
+from bench.gpu_check import ROOT
+from bench.gpu_check.common import Context, Outcome, unavailable
 from bench.gpu_check.step_models import folders, stack_path
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. "
@@ -47,7 +54,7 @@ def held(pid: int, cuda: bool) -> int | None:
     if cuda:
         from budget.probe import probe_gpus
 
-        return sum(g.processes.get(pid, 0) for g in probe_gpus().gpus)
+        return sum(g.processes.get(pid) or 0 for g in probe_gpus().gpus)
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -73,14 +80,41 @@ class Sampler(threading.Thread):
             self.done.wait(self.every_s)
 
 
-def run(ctx: Context) -> Outcome:
-    from voice_latency import start_stack
+def serve(stack: Path, log: Path, wait_s: float = 240) -> tuple[subprocess.Popen, str]:
+    """`orchestrator run STACK` on a free loopback port, its output in `log`; (process, base URL) once /health
+    answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}"
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the stack did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
 
+
+def run(ctx: Context) -> Outcome:
     from orchestrator.stack_file import load_stack
 
     stack = load_stack(stack_path(ctx))
-    load = LOADS[ctx.smoke]
-    proc, url = start_stack(stack_path(ctx), ctx.work / "logs" / "stack-server.log")
+    kinds = {m.kind for m in stack.models}
+    load, left_out = LOADS[ctx.smoke], {}
+    speech = unavailable("speech")
+    if "asr" not in kinds or speech:
+        load = replace(load, asr=0, sessions=0)
+        left_out["asr"] = "no ASR in this stack (CTranslate2 or PyAV not here)" if "asr" not in kinds else speech
+    elif stack.voice is None or unavailable("realtime"):
+        load = replace(load, sessions=0)
+        left_out["realtime"] = unavailable("realtime") or "the stack has no voice pipeline"
+    proc, url = serve(stack_path(ctx), ctx.work / "logs" / "stack-server.log")
     try:
         engines = httpx.get(f"{url}/health/engines").json()["engines"]
         workers = {e["name"]: e for e in engines if e["pid"]}
@@ -110,7 +144,7 @@ def run(ctx: Context) -> Outcome:
     served = {kind: sum(1 for o in outcomes if not o) for kind, outcomes in results.items()}
     summary = (f"served {', '.join(f'{n} {kind}' for kind, n in served.items())} in {seconds:.1f} s; peak / share: "
                + ", ".join(f"{r['model']} {r['peak_over_share']:.0%}" for r in rows))
-    return Outcome({"stack": str(stack_path(ctx)), "load": asdict(load), "tolerance": tolerance,
+    return Outcome({"stack": str(stack_path(ctx)), "load": asdict(load), "left_out": left_out, "tolerance": tolerance,
                     "over_share_judged": ctx.cuda, **({} if ctx.cuda else {"why": "nothing is capped on the CPU"}),
                     "measured_by": "NVML per PID, sampled every 0.25 s" if ctx.cuda else "VmHWM (peak resident set)",
                     "samples": sampler.samples, "load_seconds": round(seconds, 1), "served": served,
@@ -127,11 +161,10 @@ def prompt(ctx: Context, tokens: int) -> str:
 
 async def mixed_load(url: str, stack, load: Load, text: str) -> dict[str, list[str | None]]:
     """Everything at once; per request None when it was served, else what went wrong."""
-    from speech import speak
-    from voice_latency import DETECTIONS, session
-
     names = {m.kind: m.name for m in stack.models}
-    audio = speak(SPEECH)
+    if load.asr or load.sessions:
+        from speech import speak
+        audio = speak(SPEECH)
     key = stack.server.api_key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
@@ -141,7 +174,8 @@ async def mixed_load(url: str, stack, load: Load, text: str) -> dict[str, list[s
             return refused(await client.post("/v1/chat/completions", json=body))
 
         async def tts() -> str | None:
-            return refused(await client.post("/v1/audio/speech", json={"model": names["tts"], "input": SPEECH}))
+            body = {"model": names["tts"], "input": SPEECH, "response_format": "wav"}  # wav: no encoder (PyAV)
+            return refused(await client.post("/v1/audio/speech", json=body))
 
         async def asr() -> str | None:
             files = {"file": ("speech.wav", wav(audio), "audio/wav")}
@@ -151,14 +185,20 @@ async def mixed_load(url: str, stack, load: Load, text: str) -> dict[str, list[s
             return refused(await client.post("/v1/embeddings", json={"model": names["embedding"], "input": [SPEECH]}))
 
         async def voice() -> str | None:
-            turns = await session(url, key, load.max_tokens, DETECTIONS["server_vad"], [(SPEECH,)])
+            from voice_latency import DETECTIONS, session
+
+            # the sessions' transcription model, where voice_latency asks for one: whisper-1 has no live words
+            more = ["whisper-1"] if "transcription_model" in inspect.signature(session).parameters else []
+            turns = await session(url, key, load.max_tokens, DETECTIONS["server_vad"], [(SPEECH,)], *more)
             # incomplete is an answer cut at max_output_tokens: served
             bad = [t["status"] for t in turns if t["status"] not in ("completed", "incomplete")]
             return f"realtime response {bad[0]}" if bad else None
 
-        groups = {"chat": [chat() for _ in range(load.chats)], "tts": [tts() for _ in range(load.tts)],
+        groups = {"chat": [chat() for _ in range(load.chats)],
+                  "tts": [tts() for _ in range(load.tts if "tts" in names else 0)],
                   "asr": [asr() for _ in range(load.asr)], "embeddings": [embed() for _ in range(load.embeddings)],
                   "realtime": [voice() for _ in range(load.sessions)]}
+        groups = {kind: coros for kind, coros in groups.items() if coros}
         flat = await asyncio.gather(*(c for cs in groups.values() for c in cs), return_exceptions=True)
     out, at = {}, 0
     for kind, coros in groups.items():

@@ -1,7 +1,8 @@
 """Step 5: end of speech to first audio over /v1/realtime on the check's stack, through bench/voice_latency.py.
 
 On a GPU: the real-size stack at 1 and 8 sessions, two lines of the dialogue and two of the mid-sentence set each,
-server VAD. The smoke run: demo-tiny's models, 1 session, one line of each.
+server VAD. The smoke run: demo-tiny's models, 1 session, one line of each. Skipped where the ASR cannot run (an
+offline host's image lacks CTranslate2 and PyAV, too large to carry) or espeak-ng cannot speak the lines.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import sys
 
 from bench.gpu_check import ROOT
-from bench.gpu_check.common import Context, Outcome
+from bench.gpu_check.common import Context, Outcome, Skipped, unavailable
 from bench.gpu_check.step_models import stack_path
 
 SESSIONS = {True: [1], False: [1, 8]}
@@ -18,6 +19,11 @@ LINES = {True: 1, False: 2}
 
 
 def run(ctx: Context) -> Outcome:
+    from orchestrator.stack_file import load_stack
+
+    why = unavailable("asr") or unavailable("realtime") or unavailable("speech")
+    if why or load_stack(stack_path(ctx)).voice is None:
+        raise Skipped(f"no voice pipeline on this machine: {why or 'the stack has none'}")
     out = ctx.work / "voice_latency.json"
     out.unlink(missing_ok=True)
     command = [sys.executable, str(ROOT / "bench/voice_latency.py"), "--stack", str(stack_path(ctx)),
