@@ -5,11 +5,18 @@ random-weight VITS speaking two sentences, timed to its first audio chunk and to
 all-MiniLM-L6-v2, one sentence a request. All on CPU, no HTTP: each level is `concurrency` clients in closed loops,
 latency from the call to the last result, req/s = requests / the level's wall time.
 
+`--voices` sets the real voices side by side instead: Piper joe and Kokoro-82M (int8) on the same two English
+sentences, and Kokoro's Japanese voice jf_alpha on two Japanese ones, at 1 and 4 concurrent requests: first audio,
+the whole answer, and the real-time factor (synthesis time / audio time). No package ships Kokoro's English voices,
+so its English row speaks through a voice holding jf_alpha's style table: English phonemes (espeak-ng), the same
+model and the same cost; only the voice's colour differs. Writes bench/results/companions_voices.json.
+
 On a GPU each engine is also built at real size with random weights (Whisper large-v3-turbo's dims in CTranslate2
 float16, an MMS-TTS-sized VITS, MiniLM), loaded and warmed alone in a child process, and its measured memory is set
 beside the planner's estimate.
 
     .venv/bin/python bench/companions.py [--requests 16 32]
+    .venv/bin/python bench/companions.py --voices          # Piper beside Kokoro (real models, ORCH_REAL_MODELS)
 """
 from __future__ import annotations
 
@@ -56,6 +63,7 @@ TURBO = dict(d_model=1280, encoder_layers=32, decoder_layers=4, encoder_attentio
              encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128, vocab_size=51866)
 
 Send = Callable[[], Awaitable[tuple[float, float]]]
+DEFAULT_OUT = str(ROOT / "bench/results/companions.json")
 
 
 def spec(kind: str, name: str, path: Path) -> ModelSpec:
@@ -133,6 +141,86 @@ async def measure(tmp: Path, audio: np.ndarray, args) -> list[dict]:
     return rows
 
 
+JAPANESE = "今日はとてもいい天気ですね。公園まで散歩に行きましょう。"
+
+
+def voice_fronts(models: Path, tmp: Path) -> dict[str, tuple[AsyncTTS, str, str]]:
+    """name -> (front, text, voice): Piper joe, Kokoro through an English-named voice, Kokoro's jf_alpha."""
+    from engines.tts.kokoro import KokoroBackend
+    from engines.tts.piper import PiperBackend
+
+    kokoro_dir = models / "kokoro-ja"
+    english = tmp / "kokoro-en"
+    english.mkdir()
+    (english / "kokoro.onnx").symlink_to(kokoro_dir / "kokoro-v1.0.int8.onnx")
+    with np.load(kokoro_dir / "voices_ja.npz") as voices:
+        np.savez(english / "voices.npz", af_bench=voices["jf_alpha"])
+    backends = {"piper joe (en)": (PiperBackend(models / "piper-joe", max_input_chars=200), ANSWER, None),
+                "kokoro int8 (en)": (KokoroBackend(english, max_input_chars=200), ANSWER, "af_bench"),
+                "kokoro int8 jf_alpha (ja)": (KokoroBackend(kokoro_dir, max_input_chars=200), JAPANESE, "jf_alpha")}
+    fronts = {}
+    for name, (backend, text, voice) in backends.items():
+        backend.load()
+        backend.warmup()
+        fronts[name] = (AsyncTTS(backend), text, voice)
+    return fronts
+
+
+async def voice_level(front: AsyncTTS, text: str, voice: str | None, concurrency: int, requests: int) -> dict:
+    """`concurrency` clients each asking for the whole text in turn: first audio, whole answer, real-time factor."""
+    firsts, wholes, factors, seconds = [], [], [], []
+
+    async def one() -> None:
+        start, first, samples = time.perf_counter(), None, 0
+        async for chunk in await front.stream(text, voice):
+            first = first or time.perf_counter() - start
+            samples += len(chunk.pcm)
+        whole = time.perf_counter() - start
+        audio = samples / front.sample_rate
+        firsts.append(first), wholes.append(whole), factors.append(whole / audio), seconds.append(audio)
+
+    async def client() -> None:
+        for _ in range(requests // concurrency):
+            await one()
+
+    await asyncio.gather(*(one() for _ in range(concurrency)))  # warm this width before timing
+    firsts.clear(), wholes.clear(), factors.clear(), seconds.clear()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return {"concurrency": concurrency, "requests": len(wholes), "audio_s": round(float(np.mean(seconds)), 2),
+            "first_p50_ms": 1e3 * percentile(firsts, 0.5), "first_p95_ms": 1e3 * percentile(firsts, 0.95),
+            "whole_p50_ms": 1e3 * percentile(wholes, 0.5), "rtf_p50": percentile(factors, 0.5)}
+
+
+def voices_main(args) -> None:
+    models = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models/real"))
+    from orchestrator.demo.real_models import assemble
+
+    assemble(models, ("piper-joe", "kokoro-ja"))
+    rows, load = [], os.getloadavg()[0]  # another job on the cores slows every row alike
+    with tempfile.TemporaryDirectory() as tmp:
+        fronts = voice_fronts(models, Path(tmp))
+        for name, (front, text, voice) in fronts.items():
+            for concurrency, requests in zip(args.voices_concurrency, args.voices_requests):
+                rows.append({"voice": name, **asyncio.run(voice_level(front, text, voice, concurrency, requests))})
+            front.shutdown()
+    table = Table(title=f"Piper beside Kokoro through AsyncTTS on {describe()}, load {load:.1f}\n(c = concurrent "
+                        "requests; first = first audio, whole = the last; rtf = synthesis time / audio time, under 1 "
+                        "is faster than speech)")
+    for column in ("voice", "c", "requests", "audio s", "first p50", "first p95", "whole p50", "rtf p50"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["voice"], str(r["concurrency"]), str(r["requests"]), f"{r['audio_s']:.1f}",
+                      f"{r['first_p50_ms']:.0f}", f"{r['first_p95_ms']:.0f}", f"{r['whole_p50_ms']:.0f}",
+                      f"{r['rtf_p50']:.2f}")
+    Console(width=120).print(table)
+    out = Path(args.out if args.out != DEFAULT_OUT else ROOT / "bench/results/companions_voices.json")
+    out.write_text(json.dumps({"hardware": describe(), "load_average_1m": round(load, 2),
+                               "texts": {"en": ANSWER, "ja": JAPANESE},
+                               "note": "kokoro (en) speaks through a voice holding jf_alpha's style table: English "
+                                       "phonemes, same model and cost", "rows": rows}, indent=2, ensure_ascii=False))
+    Console().print(f"wrote {out}")
+
+
 def turbo_whisper(folder: Path) -> Path:
     """make_whisper's recipe (tokenizer, language ids, CTranslate2 float16) at large-v3-turbo's dims."""
     return make_whisper(folder, dims=TURBO)
@@ -168,12 +256,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--requests", type=int, nargs="+", default=[16, 32], help="per level, in order")
-    parser.add_argument("--out", default=str(ROOT / "bench/results/companions.json"))
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--voices", action="store_true", help="Piper beside Kokoro on real models instead")
+    parser.add_argument("--voices-concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--voices-requests", type=int, nargs="+", default=[4, 8], help="per level, in order")
     parser.add_argument("--gpu-child", nargs=2, metavar=("KIND", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.gpu_child:
         return gpu_child(*args.gpu_child)
+    if args.voices:
+        return voices_main(args)
     audio = speak(SPEECH)
     with tempfile.TemporaryDirectory() as tmp:
         rows = asyncio.run(measure(Path(tmp), audio, args))

@@ -154,8 +154,9 @@ def test_an_english_voice_speaks_through_espeak(kokoro, kokoro_dir, tmp_path):
     english.session = Recorder(kokoro.session)
     audio = english.synthesize("Good morning, how are you?", None, 1.0)
     assert english.default_voice == "af_test" and 1.0 < len(audio) / 24000 < 3
-    ids = english.session.feeds[0]["tokens"][0, 1:-1].tolist()
-    assert "".join({i: c for c, i in VOCAB.items()}[i] for i in ids) == english.phonemes("Good morning, how are you?", "a")
+    letters = {i: c for c, i in VOCAB.items()}
+    spoken = "".join(letters[i] for i in english.session.feeds[0]["tokens"][0, 1:-1].tolist())
+    assert spoken == english.phonemes("Good morning, how are you?", "a")
     with pytest.raises(UnknownVoiceError, match="Mandarin"):  # listed, and refused with the reason
         english.voice("zf_test")
 
@@ -176,7 +177,8 @@ def test_voices_files_and_models_that_are_not_kokoros_are_refused_naming_the_fil
     (pickle / "kokoro.onnx").symlink_to(model)
     (pickle / "voices.bin").write_bytes(b"not a zip archive at all")
     cases = [(narrow, "voices.npz", ["voices.npz", "not a Kokoro voices file", "510×1×128", "510×1×256"]),
-             (piper, "model.onnx", ["model.onnx", "is not a Kokoro model", "input_lengths", "style (float32, 1 × 256)"]),
+             (piper, "model.onnx", ["model.onnx", "is not a Kokoro model", "input_lengths",
+                                    "style (float32, 1 × 256)"]),
              (pickle, "voices.bin", ["voices.bin", "not a Kokoro voices file", "voices-v1.0.bin"])]
     for folder, named, words in cases:
         stack = tmp_path / f"{folder.name}.yaml"

@@ -58,8 +58,9 @@ def estimate_kokoro(spec, on_gpu: bool) -> Estimate:
     shapes = voice_shapes(files.voices)
     seconds = CHUNK_TOKENS * KOKORO_SECONDS_PER_PHONEME
     activations = int(seconds * KOKORO_BYTES_PER_SECOND)
-    formulas = {"weights": f"{files.model.name}: {header.parameters / 1e6:.1f} M parameters in {human(header.weight_bytes)}"
-                           f" of ONNX initializers; {len(shapes)} voices in {files.voices.name}",
+    formulas = {"weights": f"{files.model.name}: {header.parameters / 1e6:.1f} M parameters in "
+                           f"{human(header.weight_bytes)} of ONNX initializers; {len(shapes)} voices in "
+                           f"{files.voices.name}",
                 "activations": f"a chunk of at most {CHUNK_TOKENS} phonemes (fewer below speed 1) → ≤ {seconds:g} s of "
                                f"24 kHz audio × {human(KOKORO_BYTES_PER_SECOND)} per second of decoder state "
                                f"= {human(activations)}"}

@@ -38,16 +38,17 @@ SAMPLE_RATE = 24_000
 # of VOCAB_LETTERS with its id; 0 is the pad that opens and closes every call.
 VOCAB_LETTERS = (";:,.!?—…\"()“” \u0303ʣʥʦʨᵝꭧAIOQSTWYᵊabcdefhijklmnopqrstuvwxy"
                  "zɑɐɒæβɔɕçɖðʤəɚɛɜɟɡɥɨɪʝɯɰŋɳɲɴøɸθœɹɾɻʁɽʂʃʈʧʊʋʌɣɤχʎʒʔˈˌːʰʲ↓→↗↘ᵻ")
-VOCAB_IDS = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 31, 33, 35, 36, 39, 41, 42,
-             43, 44, 45, 46, 47, 48, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71,
-             72, 75, 76, 77, 78, 80, 81, 82, 83, 85, 86, 87, 90, 92, 99, 101, 102, 103, 110, 111, 112, 113, 114, 115, 116,
-             118, 119, 120, 123, 125, 126, 128, 129, 130, 131, 132, 133, 135, 136, 138, 139, 140, 142, 143, 147, 148, 156,
-             157, 158, 162, 164, 169, 171, 172, 173, 177)
+VOCAB_IDS = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 31, 33, 35, 36, 39,
+             41, 42, 43, 44, 45, 46, 47, 48, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67,
+             68, 69, 70, 71, 72, 75, 76, 77, 78, 80, 81, 82, 83, 85, 86, 87, 90, 92, 99, 101, 102, 103, 110, 111, 112,
+             113, 114, 115, 116, 118, 119, 120, 123, 125, 126, 128, 129, 130, 131, 132, 133, 135, 136, 138, 139, 140,
+             142, 143, 147, 148, 156, 157, 158, 162, 164, 169, 171, 172, 173, 177)
 VOCAB = dict(zip(VOCAB_LETTERS, VOCAB_IDS, strict=True))
 
 # A voice's language by its name's first letter: (words, espeak-ng voice; None: not espeak).
 LANGUAGES = {"a": ("American English", "en-us"), "b": ("British English", "en"), "e": ("Spanish", "es"),
-             "f": ("French", "fr"), "h": ("Hindi", "hi"), "i": ("Italian", "it"), "p": ("Brazilian Portuguese", "pt-br"),
+             "f": ("French", "fr"), "h": ("Hindi", "hi"), "i": ("Italian", "it"),
+             "p": ("Brazilian Portuguese", "pt-br"),
              "j": ("Japanese", None), "z": ("Mandarin", None)}
 UNSUPPORTED = {"z": "Mandarin voices need misaki's Chinese G2P, which this server does not ship"}
 _PART = re.compile(r"^\s*([A-Za-z0-9][\w.-]*?)\s*(?:\(\s*(\d+(?:\.\d*)?|\.\d+)\s*\))?\s*$")

