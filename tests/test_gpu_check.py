@@ -62,6 +62,23 @@ def test_the_rehearsal_holds_the_hosts_image_and_nothing_it_lacks(host):
     assert sum(w.stat().st_size for w in wheels) < 40 * 2**20
 
 
+def test_the_wheel_check_names_a_requirement_neither_the_image_nor_the_set_has(tmp_path):
+    import zipfile
+
+    from bench.gpu_check.wheels import check
+
+    wheel = tmp_path / "fastapi-0.165.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("fastapi-0.165.0.dist-info/METADATA", "Name: fastapi\nRequires-Dist: starlette>=1.6\n"
+                   "Requires-Dist: numpy\nRequires-Dist: brand-new-thing>=1\nRequires-Dist: ray; extra == 'all'\n"
+                   "Requires-Dist: pywin32; sys_platform == 'win32'\n")
+    problems = check([wheel], "3.12")
+    # numpy: the image has it; ray: only an extra's; pywin32: only on Windows
+    assert any("requires brand-new-thing" in p for p in problems)
+    assert not any("numpy" in p or "ray" in p or "pywin32" in p for p in problems)
+    assert any(p.startswith("pydantic: no wheel downloaded") for p in problems)
+
+
 def test_every_step_runs_on_the_hosts_packages_and_writes_its_result(smoke):
     proc, record, root = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

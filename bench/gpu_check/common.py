@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ def environment(device: str) -> dict:
             "device_type": "cuda" if device.startswith("cuda") else "cpu",
             "driver": driver, **({"driver_why": why} if why else {}), "torch": torch.__version__,
             "cuda": torch.version.cuda, "triton": triton_version, "python": platform.python_version(),
-            "python_executable": os.path.realpath(os.sys.executable), "cpu_cores": os.cpu_count(),
+            "python_executable": sys.executable, "cpu_cores": os.cpu_count(),
             "onnxruntime": onnxruntime_providers(), **({"gpu": gpu} if gpu else {}),
             "carried_wheels": carried(), "compiler": shutil.which(os.environ.get("CC", "cc")),
             "python_h": python_header()}

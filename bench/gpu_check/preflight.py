@@ -21,7 +21,6 @@ WORK_GIB = 20     # the real-size models on disk: the 8B checkpoint (16.4 GB), V
 @dataclass(slots=True)
 class Preflight:
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def check(cuda: bool, work: Path, gpu: dict | None) -> Preflight:
@@ -45,7 +44,8 @@ def check(cuda: bool, work: Path, gpu: dict | None) -> Preflight:
     if python_header() is None:
         out.problems.append("Python.h is missing (the python3-dev headers): Triton compiles its launcher against it")
     if gpu is None or "error" in gpu:
-        out.problems.append(f"NVML cannot read the GPU: {gpu and gpu.get('error')}")
+        out.problems.append(f"NVML cannot read the GPU ({gpu['error'] if gpu else 'no NVIDIA driver library found'}):"
+                            " the free memory and the other processes are unknown")
     elif gpu["free_bytes"] < FREE_GIB * 2**30:
         others = ", ".join(f"PID {p['pid']} {p['bytes'] or 0:,} B ({p['command'] or 'not visible here'})"
                            for p in gpu["processes"]) or "none that NVML can name"

@@ -33,9 +33,8 @@ RECIPE = 2   # raise when build() changes what it makes: every cached environmen
 def find_python() -> str:
     """A Python 3.12 interpreter, as the host's python3 is."""
     named = os.environ.get("GPU_CHECK_REHEARSAL_PYTHON")
-    found = [named] if named else [shutil.which(f"python{HOST_PYTHON}"),
-                                    *sorted(glob.glob(str(Path.home() / f".pyenv/versions/{HOST_PYTHON}.*/bin/python3")),
-                                            reverse=True)]
+    pyenv = sorted(glob.glob(str(Path.home() / f".pyenv/versions/{HOST_PYTHON}.*/bin/python3")), reverse=True)
+    found = [named] if named else [shutil.which(f"python{HOST_PYTHON}"), *pyenv]
     for python in filter(None, found):
         version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                  capture_output=True, text=True)

@@ -3,7 +3,8 @@
 
 The roofline of one decode step is the bytes it must read, the weights and the context's KV cache, over the card's
 measured copy bandwidth. Decode speed is (tokens - 1) over the time from the first token to the last, step by
-step through the engine (no prefix cache, so every context is prefilled whole). Each row is kept as it is measured, so a time box that ends during the 32k prefill still returns the others.
+step through the engine (no prefix cache, so every context is prefilled whole). Each row is kept as it is measured,
+so a time box that ends during the 32k prefill still returns the others.
 The smoke run: the tiny Qwen3 in float32 on the CPU at 64, 256 and 1024 tokens, eager (no graphs there), and the
 "roofline" the host's copy bandwidth.
 """
@@ -78,7 +79,8 @@ def run(ctx: Context) -> Outcome:
             roofline = bandwidth / (weights + kv_per_token * context)
             rows.append({"dtype": dtype, "quantization": quantization, "context": context,
                          "prefill_s": round(prefill, 3), "decode_tokens_per_s": round(per_s, 1),
-                         "roofline_tokens_per_s": round(roofline, 1), "fraction_of_roofline": round(per_s / roofline, 3),
+                         "roofline_tokens_per_s": round(roofline, 1),
+                         "fraction_of_roofline": round(per_s / roofline, 3),
                          "weight_bytes": weights, "kv_bytes_read": kv_per_token * context,
                          "cuda_graphs": len(runner.graphs)})
             print(rows[-1], flush=True)
