@@ -48,7 +48,8 @@ def demo_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_models() -> Path:
-    """The real models (GGUF SmolLM2 and Qwen2.5-Coder-0.5B, Whisper base, Piper joe, MiniLM), checked once.
+    """The real models (GGUF SmolLM2 and Qwen2.5-Coder-0.5B, Whisper base, Piper joe, Kokoro-82M with its Japanese
+    voices, MiniLM), checked once.
 
     scripts/test.sh fetches them before pytest starts; here they are only re-checked (and fetched if missing)."""
     from orchestrator.demo.real_models import GROUPS, assemble
