@@ -83,10 +83,12 @@ def test_a_blend_speaks_with_the_mean_style_and_a_weighted_blend_weights_it(koko
     alone = kokoro.synthesize(text, "jf_alpha", 1.0)
     blended = kokoro.synthesize(text, "jf_alpha+jf_nezumi", 1.0)
     weighted = kokoro.synthesize(text, "jf_alpha(3)+jm_kumo(1)", 1.0)
-    assert len(recorded.feeds) == 3  # one chunk each
+    fast = kokoro.synthesize(text, "jf_alpha", 2.0)
+    assert len(recorded.feeds) == 4  # one chunk each
+    assert 0.35 < len(fast) / len(alone) < 0.65 and recorded.feeds[3]["speed"][0] == 2.0  # speed reaches the model
     n = recorded.feeds[0]["tokens"].shape[1] - 2  # the phonemes, without the two pads
     assert n == len(kokoro.phonemes(text, "j")) and tables["jf_alpha"].shape == (510, 256)
-    styles = [feed["style"] for feed in recorded.feeds]
+    styles = [feed["style"] for feed in recorded.feeds[:3]]
     np.testing.assert_array_equal(styles[0], tables["jf_alpha"][n - 1][None])
     np.testing.assert_allclose(styles[1], (tables["jf_alpha"][n - 1] + tables["jf_nezumi"][n - 1])[None] / 2, atol=1e-6)
     np.testing.assert_allclose(styles[2], (0.75 * tables["jf_alpha"][n - 1] + 0.25 * tables["jm_kumo"][n - 1])[None],
