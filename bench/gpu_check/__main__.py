@@ -73,11 +73,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def default_work(smoke: bool) -> Path:
-    """tmpfs where it has room for an 8B checkpoint (it loads at memory speed), else the user's cache."""
+    """tmpfs where it has room for the models (an 8B checkpoint is 16.4 GB: it is written and read at memory speed
+    there, not the disk's), else the user's cache."""
     shm = Path("/dev/shm")
     if not smoke and shm.is_dir():
         stat = os.statvfs(shm)
-        if stat.f_bavail * stat.f_frsize > 48 * 2**30:
+        if stat.f_bavail * stat.f_frsize > 24 * 2**30:
             return shm / "gpu-check"
     return Path.home() / ".cache/voice-orchestrator" / ("gpu-check-smoke" if smoke else "gpu-check")
 
