@@ -35,11 +35,11 @@ class Step:
 
 STEPS = (
     Step("kernels", "1. Triton kernels natively: paged attention bf16/fp16/fp32, fp8 KV store, quantized matmul",
-         55, 90),
-    Step("graphs", "2. CUDA-graph decode against eager: logits within tolerance, batches padded alike", 30, 60),
+         70, 90),
+    Step("graphs", "2. CUDA-graph decode against eager: logits within tolerance, batches padded alike", 25, 60),
     Step("models", "   random-weight models at real size (tiny on the smoke run), made once", 50, 90),
-    Step("decode", "3. single-stream decode against the weight + KV read roofline at 256, 4k and 32k tokens", 70, 60),
-    Step("throughput", "4. nano-vllm's workload: ours beside transformers' continuous batching", 45, 90),
+    Step("decode", "3. single-stream decode against the weight + KV read roofline at 256, 4k and 32k tokens", 65, 60),
+    Step("throughput", "4. nano-vllm's workload: ours beside transformers' continuous batching", 40, 90),
     Step("planner", "5. planner estimate beside measured memory, per model and part", 70, 120),
     Step("stack", "6. the 24 GB stack under `orchestrator run`, capped, mixed load: each peak beside its share",
          70, 120),

@@ -1,7 +1,7 @@
 """Step 1: the kernel tests and the CUDA-only tests natively.
 
 On a GPU: all of tests/test_kernels.py (paged attention in bf16/fp16/fp32, the fp8 KV store), the Triton int4
-matmul and packed-quant tests of tests/test_quantized.py, and the engine's memory-flatness test
+and the fp8 matmul and the packed-quant tests of tests/test_quantized.py, and the engine's memory-flatness test
 (tests/test_llm_memory.py, torch's allocated bytes over 1,000 decode steps). On the smoke run: a few kernel tests
 under TRITON_INTERPRET=1 (where the interpreter works with this numpy), and the GPU selection collected (not run), so
 a test module that imports something this machine lacks fails here first.
@@ -16,8 +16,9 @@ from bench.gpu_check import ROOT
 from bench.gpu_check.common import Context, Outcome
 
 # test functions of tests/test_quantized.py that need a GPU to mean anything and no downloaded model
-QUANTIZED = ("test_the_triton_int4_kernel_equals_its_reference_twin", "test_packed_matmul_on_random_k_quant_blocks",
-             "test_packed_matmul_on_tensors_quantized_by_gguf")
+QUANTIZED = ("test_the_triton_int4_kernel_equals_its_reference_twin",
+             "test_fp8_matmul_on_a_capable_card_equals_its_reference_twin",
+             "test_packed_matmul_on_random_k_quant_blocks", "test_packed_matmul_on_tensors_quantized_by_gguf")
 SMOKE_TESTS = ["tests/test_kernels.py", "-k", "fp8_pool or store_kv or (triton_attention_equals_reference and case0)"]
 
 
