@@ -83,7 +83,7 @@ def default_work(smoke: bool) -> Path:
     return Path.home() / ".cache/voice-orchestrator" / ("gpu-check-smoke" if smoke else "gpu-check")
 
 
-def run_step(step: Step, args: argparse.Namespace, device: str, timeout: float, env: dict) -> StepResult:
+def run_step(step: Step, args: argparse.Namespace, device: str, timeout: float) -> StepResult:
     """The step in a fresh process group, killed whole (servers and workers too) when its time box ends."""
     outcome_file = args.work / f"outcome-{step.name}.json"
     log = step_log(args.work, step.name)
@@ -112,7 +112,7 @@ def run_step(step: Step, args: argparse.Namespace, device: str, timeout: float, 
             timed_out = True
         _end_group(proc)
     seconds = round(time.perf_counter() - start, 1)
-    row = StepResult(step.name, step.title.strip(), "error", seconds, "", env, log=str(log), log_tail=_tail(log))
+    row = StepResult(step.name, step.title.strip(), "error", seconds, "", log=str(log), log_tail=_tail(log))
     if outcome_file.is_file():
         outcome = json.loads(outcome_file.read_text())
         row.data, row.summary, row.failures = outcome["data"], outcome["summary"], outcome["failures"]
@@ -217,25 +217,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['driver']}" + (f", {gpu['free_bytes'] / 2**30:.1f} GiB free, {len(gpu['processes'])} other "
                                 f"process(es)" if gpu.get("free_bytes") else ""), flush=True)
     rows: list[StepResult] = []
+    markdown = ""
     chosen = [s for s in STEPS if s.name in args.steps]
     for i, step in enumerate(chosen, 1):
         left = budget - (time.perf_counter() - start)
         box = min(step.smoke_s if args.cpu_smoke else step.gpu_s, left)
         if box < 5:
-            row = StepResult(step.name, step.title.strip(), "skipped", 0.0, "", env,
+            row = StepResult(step.name, step.title.strip(), "skipped", 0.0, "",
                              error=f"the run's budget of {budget:.0f} s is spent")
         else:
             print(f"[{i}/{len(chosen)}] {step.title.strip()}: time box {box:.0f} s, budget left {left:.0f} s",
                   flush=True)
-            row = run_step(step, args, device, box, env)
+            row = run_step(step, args, device, box)
         print(f"      {row.status} in {row.seconds:.0f} s: {row.error or row.summary}", flush=True)
         rows.append(row)
-        record["steps"][step.name] = {k: v for k, v in row.to_json().items() if k != "environment"}
+        record["steps"][step.name] = row.to_json()
         record["wall_s"] = round(time.perf_counter() - start, 1)
         write_json(json_path, record)
         combined_log(args.work, rows, log_path)
-    markdown = table(rows, env, args.cpu_smoke, time.perf_counter() - start)
-    md_path.write_text(markdown)
+        markdown = table(rows, env, args.cpu_smoke, time.perf_counter() - start)
+        md_path.write_text(markdown)
     print("\n" + markdown, flush=True)
     print(f"wrote {json_path}, {md_path.name} and {log_path.name}")
     return 0 if all(r.status in ("pass", "skipped") for r in rows) else 1

@@ -71,14 +71,14 @@ class Outcome:
 
 @dataclass(slots=True)
 class StepResult:
-    """One row of the final table and its JSON, written even when the step crashed or ran out of time."""
+    """One row of the table and of the JSON (whose environment record is the run's), written even when the step
+    crashed or ran out of time."""
 
     step: str
     title: str
     status: str                # pass, fail (a goal missed), error (raised or crashed), timeout, skipped
     seconds: float
     summary: str
-    environment: dict
     failures: list[str] = field(default_factory=list)
     error: str | None = None
     data: dict = field(default_factory=dict)
