@@ -210,7 +210,7 @@ def test_split_kv_decode_equals_reference(splits):
     for s, n in enumerate(ctx):
         k_cache[int(tables[s, (n - 1) // 16]), n % 16:] = float("nan")
     got = paged_attention_triton(q, k_cache, v_cache, cu, lens, tables, 0.2, 1, num_splits=splits)
-    assert relative_error(got, want) < 1e-5
+    assert relative_error(got, want) < 1e-4
 
 
 def test_decode_splits_fill_the_card_only_when_the_grid_is_small():

@@ -12,5 +12,5 @@ def sampler_bytes(seqs: int, vocab: int) -> tuple[int, str]:
     order, probabilities, cumulative mass and masks (21 B measured on the CPU, 24 B planned)."""
     row, rows = seqs * vocab, min(seqs, FILTER_ROWS) * vocab
     total = 4 * row + max(12 * row, 8 * row + 24 * rows)
-    return total, (f"sampler: 4·S·vocab fp32 logits + max(12·S·vocab CDF phase, 8·S·vocab + 24·{min(seqs, FILTER_ROWS)}"
-                   f"·vocab filter phase) = {human(total)}")
+    return total, (f"sampler: 4·S·vocab fp32 logits + max(12·S·vocab CDF phase, 8·S·vocab + "
+                   f"24·{min(seqs, FILTER_ROWS)}·vocab filter phase) = {human(total)}")
