@@ -2,7 +2,8 @@
 
 One program handles one sequence, one KV head and a tile of its new tokens. The rows of a tile are
 (token, query head of the group) pairs, so a decode step reads each K/V page once per KV head, not
-once per query head. Keys are walked a page at a time with an online softmax.
+once per query head. Keys are walked a tile at a time with an online softmax: a page for a decode, 64 keys across
+pages for a prefill chunk, so its dots are 64 x 64.
 
 Split-KV decode (flash-decoding, as vLLM's unified Triton attention): when a decode step's grid of (sequence, KV
 head) programs is small beside the card's SMs (Qwen3-8B at batch 1: 8 programs on 132 SMs), each sequence's pages are
@@ -23,6 +24,7 @@ import triton.language as tl
 
 
 MAX_SPLITS = 16
+PREFILL_KEYS = 64  # keys a prefill tile walks at once, across pages: 64x64 dots, not 64x16
 
 
 @triton.jit(do_not_specialize=["stride_table", "num_splits"])
@@ -30,7 +32,7 @@ def _paged_attention_kernel(q_ptr, k_cache_ptr, v_cache_ptr, o_ptr, cu_q_ptr, se
                             stride_qt, stride_qh, stride_ot, stride_oh, stride_kb, stride_ks, stride_kh,
                             stride_vb, stride_vs, stride_vh, stride_table, part_o_ptr, part_ml_ptr, num_splits,
                             GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, TOKENS: tl.constexpr,
-                            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
+                            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, KEYS: tl.constexpr,
                             DOT_PRECISION: tl.constexpr, SPLIT: tl.constexpr, NUM_HEADS: tl.constexpr,
                             SPLITS: tl.constexpr):
     seq, kv_head, tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -56,23 +58,26 @@ def _paged_attention_kernel(q_ptr, k_cache_ptr, v_cache_ptr, o_ptr, cu_q_ptr, se
         l_i = tl.zeros([TOKENS * GROUP_PAD], tl.float32)
         acc = tl.zeros([TOKENS * GROUP_PAD, BLOCK_D], tl.float32)
         keys_needed = tl.minimum(ctx_len, ctx_len - q_len + (tile + 1) * TOKENS)
-        slots = tl.arange(0, PAGE)
-        first_page, end_page = 0, tl.cdiv(keys_needed, PAGE)
+        keys = tl.arange(0, KEYS)  # a tile of KEYS keys spans KEYS // PAGE pages (one page for a decode)
+        first_tile, end_tile = 0, tl.cdiv(keys_needed, KEYS)
         if SPLIT:
-            per_split = tl.cdiv(end_page, num_splits)
-            first_page = split * per_split
-            end_page = tl.minimum(end_page, first_page + per_split)
-        for page in range(first_page, end_page):
-            block = tl.load(tables_ptr + seq * stride_table + page).to(tl.int64)
-            key_pos = page * PAGE + slots
-            # a reused block's tail past the context holds stale values, maybe inf or NaN: never read them
-            kv_ok = (key_pos < ctx_len)[:, None] & dim_ok[None, :]
-            k = tl.load(k_cache_ptr + block * stride_kb + slots[:, None] * stride_ks + kv_head * stride_kh
+            per_split = tl.cdiv(end_tile, num_splits)
+            first_tile = split * per_split
+            end_tile = tl.minimum(end_tile, first_tile + per_split)
+        for key_tile in range(first_tile, end_tile):
+            key_pos = key_tile * KEYS + keys
+            # a reused block's tail past the context holds stale values, maybe inf or NaN: never read them (nor
+            # the block table past the sequence's last page)
+            key_ok = key_pos < ctx_len
+            block = tl.load(tables_ptr + seq * stride_table + key_pos // PAGE, mask=key_ok, other=0).to(tl.int64)
+            slot = key_pos % PAGE
+            kv_ok = key_ok[:, None] & dim_ok[None, :]
+            k = tl.load(k_cache_ptr + block[:, None] * stride_kb + slot[:, None] * stride_ks + kv_head * stride_kh
                         + dims[None, :], mask=kv_ok, other=0.0).to(q.dtype)
-            v = tl.load(v_cache_ptr + block * stride_vb + slots[:, None] * stride_vs + kv_head * stride_vh
+            v = tl.load(v_cache_ptr + block[:, None] * stride_vb + slot[:, None] * stride_vs + kv_head * stride_vh
                         + dims[None, :], mask=kv_ok, other=0.0).to(q.dtype)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
-            visible = (key_pos[None, :] <= q_pos[:, None]) & (key_pos[None, :] < ctx_len)
+            visible = (key_pos[None, :] <= q_pos[:, None]) & key_ok[None, :]
             s = tl.where(visible, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp(m_i - m_new)
@@ -180,6 +185,7 @@ def launch_arguments(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     # float32 dots in full precision: on NVIDIA tl.dot would otherwise round its inputs to TF32 (~1e-3 error)
     constants = dict(GROUP=group, GROUP_PAD=group_pad, TOKENS=tokens_per_tile, HEAD_DIM=head_dim,
                      BLOCK_D=max(16, triton.next_power_of_2(head_dim)), PAGE=page,
+                     KEYS=page if max_seqlen_q == 1 else max(page, PREFILL_KEYS),
                      DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", SPLIT=split, NUM_HEADS=heads,
                      SPLITS=MAX_SPLITS)
     return grid, args, constants
