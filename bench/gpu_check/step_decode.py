@@ -1,5 +1,6 @@
 """Step 3: single-stream decode against its roofline, at 256, 4k and 32k tokens of context, in bf16 and in int4
-(quantized on the fly), with CUDA graphs.
+(quantized on the fly), with CUDA graphs; first, on a GPU, decode attention alone at 4k and 32k, one program per KV
+head beside split-KV (bench/decode_attention.py).
 
 The roofline of one decode step is the bytes it must read, the weights and the context's KV cache, over the card's
 measured copy bandwidth. Decode speed is (tokens - 1) over the time from the first token to the last, step by
@@ -57,6 +58,21 @@ def timed(llm, prompt: list[int], tokens: int) -> tuple[float, float]:
     return first - start, max(time.perf_counter() - first, 1e-9)
 
 
+def attention_alone(ctx: Context) -> dict:
+    """bench/decode_attention.py's rows on a GPU: decode attention alone at Qwen3-8B's shape, one program per KV
+    head beside split-KV, at 4k and 32k tokens (the engine's rows below show what it adds up to)."""
+    import torch
+    from decode_attention import measure
+
+    if not ctx.cuda:
+        return {"why": "timed on a GPU only (the interpreter's timings mean nothing)"}
+    try:
+        return {"rows": [row for context in CONTEXTS[False][1:] for row in
+                         measure(context, ctx.device, torch.bfloat16, 50)]}
+    except Exception as exc:  # noqa: BLE001  (its own row; the engine's rows still run)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def run(ctx: Context) -> Outcome:
     from engines.llm import EngineConfig, LLMEngine
 
@@ -64,7 +80,12 @@ def run(ctx: Context) -> Outcome:
     bandwidth = copy_bandwidth(ctx.device, COPY_BYTES[ctx.smoke])
     longest = max(contexts) + tokens + 64
     rows, failures = [], []
-    data = {"copy_bandwidth_GBps": round(bandwidth / 1e9, 1), "tokens": tokens, "rows": rows}
+    attention = attention_alone(ctx)
+    if "error" in attention:
+        failures.append(f"decode attention alone: {attention['error']}")
+    data = {"copy_bandwidth_GBps": round(bandwidth / 1e9, 1), "tokens": tokens, "attention_alone": attention,
+            "rows": rows}
+    ctx.progress(data)
     for dtype, quantization in FORMATS[ctx.smoke]:
         llm = LLMEngine(EngineConfig(str(folders(ctx)["llm"]), dtype=dtype, quantization=quantization,
                                      max_model_len=longest, max_num_seqs=1, num_kv_blocks=-(-longest // 16) + 8,
@@ -99,6 +120,11 @@ def run(ctx: Context) -> Outcome:
                                  + [f"| {r['dtype']} {r['quantization']} | {r['context']} | {r['prefill_s']} | "
                                     f"{r['decode_tokens_per_s']} | {r['roofline_tokens_per_s']} | "
                                     f"{r['fraction_of_roofline']:.0%} |" for r in rows]) + "\n"
+    if attention.get("rows"):
+        data["markdown"] += "\n".join(["\n| attention alone, context | splits | µs | GB/s of KV | relative error |",
+                                        "|---:|---:|---:|---:|---:|"]
+                                       + [f"| {r['context']} | {r['splits']} | {r['us']} | {r['kv_gb_per_s']} | "
+                                          f"{r['relative_error']:.1e} |" for r in attention["rows"]]) + "\n"
     summary = "; ".join(f"{r['quantization'] if r['quantization'] != 'none' else r['dtype']} at {r['context']}: "
                         f"{r['decode_tokens_per_s']} tok/s = {r['fraction_of_roofline']:.0%}" for r in rows)
     return Outcome(data, summary, failures)
