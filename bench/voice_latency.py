@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx2 as httpx
@@ -178,7 +179,11 @@ def measure(args: argparse.Namespace, url: str, asr_batch: int | None) -> list[d
             turns = asyncio.run(run_level(url, *level, [(line,) for line in dialogue], args.transcription_model))
             mid = asyncio.run(run_level(url, *level, mid_sentence, args.transcription_model))
             row = {"asr_batch": asr_batch, "turn_detection": name, "sessions": n, "turns": len(turns),
-                   "errors": sum(t["status"] != "completed" or t["client_ms"] is None for t in turns + mid),
+                   # incomplete is an answer cut at max_output_tokens: spoken, not an error
+                   "errors": sum(t["status"] not in ("completed", "incomplete") or t["client_ms"] is None
+                                 for t in turns + mid),
+                   "statuses": dict(Counter(t["status"] + ("" if t["client_ms"] else " (no audio)")
+                                            for t in turns + mid)),
                    "client_p50_ms": pct([t["client_ms"] for t in turns], 0.5),
                    "client_p95_ms": pct([t["client_ms"] for t in turns], 0.95),
                    "first_word_p50_ms": pct([t["first_word_ms"] for t in turns + mid], 0.5),

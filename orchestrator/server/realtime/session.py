@@ -161,9 +161,10 @@ class RealtimeSession:
         return model is not None and (model.startswith(STREAMING_MODELS) or model in self.engines.asr_names)
 
     def _listen_on(self) -> None:
-        """Start a pass over the turn so far when enough new speech came since the last one (and none runs)."""
+        """Start a pass over the turn so far when enough new speech came since the last one and the ASR is idle: a
+        live pass is a courtesy that must never delay a turn's final transcript (this session's or another's)."""
         current = self.mic.speech_so_far()
-        if current is None:
+        if current is None or self.engines.asr_in_flight:
             return
         item_id, audio = current
         if self.live is None or self.live.item_id != item_id:
@@ -227,7 +228,11 @@ class RealtimeSession:
         # waits behind every final transcription.
         options = TranscribeOptions(language=settings.language if settings else None,
                                     prompt=settings.prompt if settings else None, temperature=0.0, draft=draft)
-        result = await self.engines.asr.transcribe(audio, options)
+        self.engines.asr_in_flight += 1
+        try:
+            result = await self.engines.asr.transcribe(audio, options)
+        finally:
+            self.engines.asr_in_flight -= 1
         self.metrics.observe_asr(result, "draft" if draft else "final")
         return result
 

@@ -30,6 +30,7 @@ class VoiceEngines:
     limits: RealtimeLimits = field(default_factory=lambda: limits_from(None))
     asr_names: tuple[str, ...] = ()   # the stack's own names for its ASR: a session naming one gets live words
     answers: Answers = field(init=False)  # our LLM or its upstream, behind one shape
+    asr_in_flight: int = field(default=0, init=False)  # transcriptions asked of the ASR by every session, not back yet
 
     def __post_init__(self) -> None:
         self.answers = self.llm.serving.answers(self.llm)
