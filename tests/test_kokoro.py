@@ -24,7 +24,8 @@ from realtime_client import Client
 from speech import silence
 
 from engines.errors import UnknownVoiceError
-from engines.tts.kokoro import VOCAB, KokoroBackend, chunk_phonemes, english_phonemes, parse_blend
+from engines.tts.kokoro import VOCAB, KokoroBackend, chunk_phonemes, english_phonemes
+from engines.tts.voice_blend import parse_blend
 from orchestrator.server.audio_decode import decode_audio
 from tests.conftest import CONFIGS
 

@@ -101,6 +101,12 @@ def test_session_update_applies_what_it_can_and_names_each_refusal():
     assert all(r.event_id == "e1" and "the rest of the update was applied" in r.message for r in refused)
     assert "alloy, echo" in refused[1].message and "needs at least one tool" in refused[2].message
     assert config.instructions is None  # the old config is left as it was
+    blended, refused = apply_update(config, {"audio": {"output": {"voice": "alloy(3)+echo(1)"}}}, can,
+                                    ["alloy", "echo"])
+    assert blended.audio.output.voice == "alloy(3)+echo(1)" and not refused   # Kokoro-FastAPI's blend syntax
+    for voice in ("alloy+nobody", "alloy(0)+echo", "alloy++echo"):
+        kept, refused = apply_update(config, {"audio": {"output": {"voice": voice}}}, can, ["alloy", "echo"])
+        assert kept.audio.output.voice is None and refused[0].param == "session.audio.output.voice", voice
     mute = Abilities(speaks=False, listens=True)
     with pytest.raises(ClientError) as whole:
         apply_update(config, {"output_modalities": ["audio"]}, mute, None)

@@ -30,6 +30,7 @@ from budget.kokoro_files import CHUNK_TOKENS, CONTEXT_TOKENS, check_kokoro_model
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError, UnknownVoiceError
 from engines.tts.backend import OPENAI_VOICES, TTSBackend, Voice
+from engines.tts.voice_blend import blend_name, parse_blend
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 24_000
@@ -51,7 +52,6 @@ LANGUAGES = {"a": ("American English", "en-us"), "b": ("British English", "en"),
              "p": ("Brazilian Portuguese", "pt-br"),
              "j": ("Japanese", None), "z": ("Mandarin", None)}
 UNSUPPORTED = {"z": "Mandarin voices need misaki's Chinese G2P, which this server does not ship"}
-_PART = re.compile(r"^\s*([A-Za-z0-9][\w.-]*?)\s*(?:\(\s*(\d+(?:\.\d*)?|\.\d+)\s*\))?\s*$")
 _LANGUAGE_FLAG = re.compile(r"\([^)]*\)")  # espeak-ng's (en)...(fr) around words it reads in another language
 # misaki's espeak fallback (misaki/espeak.py, Apache-2.0): espeak-ng's English IPA onto Kokoro's phoneme letters.
 # espeak-ng here writes no tie bars, so its diphthongs and affricates are matched as plain pairs.
@@ -59,27 +59,6 @@ _FROM_ESPEAK = sorted({"\u0303": "", "aɪ": "I", "aʊ": "W", "dʒ": "ʤ", "e": "
                        "x": "k", "ç": "k", "ɐ": "ə", "ɔɪ": "Y", "ɚ": "əɹ", "ɬ": "l", "ʔ": "t", "ʔn": "tᵊn",
                        "ʔˌn\u0329": "tᵊn", "ʲ": "", "ʲO": "jO", "ʲQ": "jQ"}.items(), key=lambda kv: -len(kv[0]))
 _PHONEMIZE = threading.Lock()  # espeak-ng and OpenJTalk keep global state: one text at a time
-
-
-def parse_blend(name: str) -> list[tuple[str, float]]:
-    """Kokoro-FastAPI's voice syntax: `a`, `a+b`, `a(2)+b(1)` -> [(voice, weight)]; a malformed part is a 400."""
-    parts = []
-    for text in name.split("+"):
-        match = _PART.match(text)
-        if match is None or (match.group(2) is not None and float(match.group(2)) <= 0):
-            raise UnknownVoiceError(f"voice {name!r} is not a voice name or a blend of them; write a blend like "
-                                    "jf_alpha+jf_nezumi or jf_alpha(3)+jm_kumo(1) (weights above 0)")
-        parts.append((match.group(1), float(match.group(2) or 1)))
-    return parts
-
-
-def blend_name(parts: list[tuple[str, float]]) -> str:
-    """The one spelling of a blend: `a` alone, `a+b` when the weights are equal, else `a(3)+b(1)`."""
-    if len(parts) == 1:
-        return parts[0][0]
-    if len({w for _, w in parts}) == 1:
-        return "+".join(v for v, _ in parts)
-    return "+".join(f"{v}({w:g})" for v, w in parts)
 
 
 def english_phonemes(ipa: str, british: bool) -> str:

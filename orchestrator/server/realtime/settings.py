@@ -7,9 +7,21 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from engines.errors import UnknownVoiceError
+from engines.tts.voice_blend import parse_blend
 from orchestrator.server.errors import validation_problem
 from orchestrator.server.realtime import protocol as p
 from orchestrator.server.realtime.events import ClientError
+
+
+def known(voice: str, voices: list[str]) -> bool:
+    """Whether `voice` is a listed voice, or a blend (Kokoro-FastAPI's a+b, a(2)+b(1)) whose every part is one."""
+    if voice in voices:
+        return True
+    try:
+        return all(part in voices for part, _ in parse_blend(voice))
+    except UnknownVoiceError:
+        return False
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,9 +48,10 @@ def apply_update(config: p.SessionConfig, update: dict, can: Abilities, voices: 
                                        problem.param, event_id))
     _check(config, new, can)
     voice = new.audio.output.voice
-    if voice is not None and voice != config.audio.output.voice and voices is not None and voice not in voices:
+    if voice is not None and voice != config.audio.output.voice and voices is not None and not known(voice, voices):
         refused.append(ClientError(f"voice {voice!r} does not exist for this server's TTS model; choose one of: "
-                                   f"{', '.join(voices)}; the rest of the update was applied", "invalid_value",
+                                   f"{', '.join(voices)} (or a blend of them, a+b or a(2)+b(1)); the rest of the "
+                                   "update was applied", "invalid_value",
                                    "session.audio.output.voice", event_id))
         new.audio.output.voice = config.audio.output.voice
     if problem := tool_problem(new.tools, new.tool_choice, "session"):
