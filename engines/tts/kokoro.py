@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import threading
 import warnings
@@ -24,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from budget.caps import SHARE_ENV
 from budget.estimate import PlanInputError
 from budget.kokoro_files import CHUNK_TOKENS, CONTEXT_TOKENS, check_kokoro_model, kokoro_files, voice_shapes
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError, UnknownVoiceError
 from engines.tts.backend import OPENAI_VOICES, TTSBackend, Voice
+from engines.tts.onnx_session import open_session
 from engines.tts.voice_blend import blend_name, parse_blend
 
 log = logging.getLogger(__name__)
@@ -225,22 +224,7 @@ class KokoroBackend(TTSBackend):
         import onnxruntime
 
         want_cuda = self.device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-        if want_cuda:
-            options = {"device_id": int(self.device.partition(":")[2] or 0), "cudnn_conv_algo_search": "HEURISTIC",
-                       "arena_extend_strategy": "kSameAsRequested"}
-            if share := int(os.environ.get(SHARE_ENV, "0")):
-                options["gpu_mem_limit"] = share
-            providers = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        session_options = onnxruntime.SessionOptions()
-        if threads := int(os.environ.get("OMP_NUM_THREADS", "0")):  # the worker's share of the cores
-            session_options.intra_op_num_threads = threads
-        try:
-            session = onnxruntime.InferenceSession(str(self.onnx), sess_options=session_options, providers=providers)
-        except Exception as exc:  # onnxruntime's own error for a truncated or foreign file
-            raise ValueError(f"onnxruntime cannot load the Kokoro model {self.onnx} ({exc}); download or assemble "
-                             "it again") from None
+        session = open_session(self.onnx, self.device, want_cuda, True, "Kokoro model", "download or assemble it again")
         if self.device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":
             log.warning("Kokoro %s: onnxruntime has no working CUDA provider here (providers: %s); it runs on the CPU",
                         self.onnx.name, ", ".join(session.get_providers()))

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from budget.caps import SHARE_ENV  # set by the worker on a GPU: the plan's share, the session's arena limit
 from budget.model_files import piper_voice_files
 from budget.estimate import PlanInputError
 from engines.base import local_model_dir, spec_device
 from engines.errors import EngineInputError
 from engines.tts.backend import MIN_SPEED, TTSBackend, Voice, voice_table
+from engines.tts.onnx_session import open_session
 
 log = logging.getLogger(__name__)
 WARMUP_SAMPLE = "The quick brown fox jumps over the lazy dog. "
@@ -57,26 +56,11 @@ class PiperBackend(TTSBackend):
         return backend
 
     def load(self) -> None:
-        import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig
 
-        if self.device.startswith("cuda"):
-            options = {"device_id": int(self.device.partition(":")[2] or 0), "cudnn_conv_algo_search": "HEURISTIC",
-                       "arena_extend_strategy": "kSameAsRequested"}
-            if share := int(os.environ.get(SHARE_ENV, "0")):
-                options["gpu_mem_limit"] = share
-            providers = [("CUDAExecutionProvider", options)]
-        else:
-            providers = ["CPUExecutionProvider"]
-        session_options = onnxruntime.SessionOptions()
-        if threads := int(os.environ.get("OMP_NUM_THREADS", "0")):  # the worker's share of the cores
-            session_options.intra_op_num_threads = threads
-        try:
-            session = onnxruntime.InferenceSession(str(self.onnx), sess_options=session_options, providers=providers)
-        except Exception as exc:  # onnxruntime's own error for a truncated or foreign file
-            raise ValueError(f"onnxruntime cannot load the Piper voice {self.onnx} ({exc}); download it "
-                             "again") from None
+        session = open_session(self.onnx, self.device, self.device.startswith("cuda"), False, "Piper voice",
+                               "download it again")
         if self.device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
             raise ValueError(f"onnxruntime runs {self.onnx.name} on {', '.join(session.get_providers())}, not CUDA "
                              "(its CPU build is installed, or CUDA's libraries are missing), while the plan holds card "
