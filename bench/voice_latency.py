@@ -25,14 +25,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx2 as httpx
 import numpy as np
 import yaml
 from rich.console import Console
@@ -41,6 +39,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from hardware import describe  # noqa: E402
+from orchestrator.net import ProcessExited, free_port, wait_healthy  # noqa: E402
 from realtime_client import Client, pcm16_b64  # noqa: E402
 from speech import silence, speak, voiced_span  # noqa: E402
 
@@ -58,9 +57,7 @@ STAGES = ("vad_ms", "asr_ms", "llm_first_token_ms", "first_audio_ms")
 def start_stack(stack: Path, log: Path, demo: Path) -> tuple[subprocess.Popen, str]:
     """`orchestrator run STACK` on a free loopback port, the models of `demo` (its name) made or fetched first;
     (process, base URL)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     models = Path(os.environ.get("ORCH_DEMO_MODELS", ROOT / ".demo-models"))
     real = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real"))
     if demo.name == "demo-tiny.yaml":
@@ -73,15 +70,11 @@ def start_stack(stack: Path, log: Path, demo: Path) -> tuple[subprocess.Popen, s
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, f"http://127.0.0.1:{port}"
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, 600, poll_s=0.5)
+        return proc, f"http://127.0.0.1:{port}"
+    except (ProcessExited, TimeoutError):
+        proc.kill()
     raise SystemExit(f"the stack did not start:\n{log.read_text()[-3000:]}")
 
 

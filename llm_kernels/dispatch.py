@@ -70,7 +70,7 @@ def fp8_matmul_supported(device: torch.device) -> bool:
 def fp8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x @ W.T for a float8 e4m3 weight with one float32 scale per output row: on a capable card the step's rows are
     quantized to fp8 with a scale each (dynamic, as vLLM's fp8) and multiplied by torch's fp8 matmul."""
-    if not fp8_matmul_supported(x.device):
+    if not x.is_cuda:  # the loader refuses fp8 on a card below 8.9, so the step asks no more than this
         return scaled_matmul_reference(x, codes, scales)
     rows = x.reshape(-1, x.shape[-1])
     row_scales = (rows.abs().amax(dim=1, keepdim=True).float() / 448.0).clamp_min(1e-12)

@@ -15,6 +15,7 @@ import typing
 import numpy as np
 import websockets
 from openai.types.realtime import RealtimeServerEvent
+from speech import silence
 
 SERVER_EVENTS = {member.model_fields["type"].annotation.__args__[0]: member
                  for member in typing.get_args(typing.get_args(RealtimeServerEvent)[0])}
@@ -114,3 +115,18 @@ class Client:
 
 def types(events: list[dict]) -> list[str]:
     return [e["type"] for e in events]
+
+
+def spoken_turn(url: str, key: str | None, question: np.ndarray, rate: int = 24000, timeout: float = 240) -> list[dict]:
+    """A spoken question (with a little silence before and enough after to end the turn) in a fresh session: its
+    events up to the answer's response.done."""
+    async def turn() -> list[dict]:
+        client = await Client.connect(url, key)
+        await client.until("session.created")
+        await client.send(type="session.update", session={"max_output_tokens": 40, "temperature": 0})
+        await client.speak(np.concatenate([silence(0.3, rate), question, silence(1.0, rate)]), rate)
+        events = await client.until("response.done", timeout=timeout)
+        await client.close()
+        return events
+
+    return asyncio.run(asyncio.wait_for(turn(), timeout + 60))

@@ -20,8 +20,8 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 from live_stack import live_stack
-from realtime_client import Client
-from speech import silence
+from realtime_client import spoken_turn
+from speech import edit_distance
 
 from engines.errors import UnknownVoiceError
 from engines.tts.kokoro import VOCAB, KokoroBackend, chunk_phonemes, english_phonemes
@@ -286,13 +286,8 @@ def characters(text: str) -> str:
 
 
 def character_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    ref, hyp = characters(reference), characters(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
-    return row[-1], len(ref)
+    ref = characters(reference)
+    return edit_distance(ref, characters(hypothesis)), len(ref)
 
 
 def test_japanese_speech_read_back_by_whisper_in_every_format(demo_ja):
@@ -338,16 +333,7 @@ def test_voices_blends_and_open_llm_vtubers_defaults_on_the_japanese_demo(demo_j
 def test_a_spoken_japanese_turn_on_the_japanese_demo(demo_ja):
     question = decode_audio(speech(demo_ja, "今日の天気はどうですか？").content, 24000)
 
-    async def turn() -> list[dict]:
-        client = await Client.connect(demo_ja, KEY)
-        await client.until("session.created")
-        await client.send(type="session.update", session={"max_output_tokens": 40, "temperature": 0})
-        await client.speak(np.concatenate([silence(0.3, 24000), question, silence(1.0, 24000)]), 24000)
-        events = await client.until("response.done", timeout=240)
-        await client.close()
-        return events
-
-    events = asyncio.run(asyncio.wait_for(turn(), 300))
+    events = spoken_turn(demo_ja, KEY, question, timeout=240)
     heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
     assert "天気" in heard["transcript"], heard["transcript"]
     said = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]

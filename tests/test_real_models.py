@@ -5,7 +5,6 @@ and Qwen2.5-Coder-0.5B as GGUF, faster-whisper base, the Piper voice "joe", all-
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -19,8 +18,8 @@ import pytest
 import torch
 from live_server import live_server
 from live_stack import live_stack
-from realtime_client import Client
-from speech import silence, word_errors
+from realtime_client import spoken_turn
+from speech import word_errors
 from teacher import prefill_logits
 
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, SamplingParams
@@ -215,16 +214,7 @@ def test_piper_speech_read_back_by_whisper(demo):
 def test_a_spoken_question_gets_a_spoken_answer_on_the_real_demo(demo):
     question = decode_audio(speech(demo, "What colour is the sky?"), 24000)
 
-    async def turn() -> list[dict]:
-        client = await Client.connect(demo, KEY)
-        await client.until("session.created")
-        await client.send(type="session.update", session={"max_output_tokens": 40, "temperature": 0})
-        await client.speak(np.concatenate([silence(0.3, 24000), question, silence(1.0, 24000)]), 24000)
-        events = await client.until("response.done", timeout=180)
-        await client.close()
-        return events
-
-    events = asyncio.run(asyncio.wait_for(turn(), 240))
+    events = spoken_turn(demo, KEY, question, timeout=180)
     heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
     heard_words = set(heard["transcript"].lower().replace("?", "").split())
     assert "sky" in heard_words and heard_words & {"colour", "color"}, heard["transcript"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import numpy as np
 from bench.gpu_check import ROOT
 from bench.gpu_check.common import Context, Outcome, unavailable
 from bench.gpu_check.step_models import folders, stack_path
+from orchestrator.net import ProcessExited, free_port, wait_healthy
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. "
 SPEECH = "Hello there, what is the weather like today?"
@@ -86,21 +86,15 @@ class Sampler(threading.Thread):
 def serve(stack: Path, log: Path, wait_s: float = 240) -> tuple[subprocess.Popen, str]:
     """`orchestrator run STACK` on a free loopback port, its output in `log`; (process, base URL) once /health
     answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(stack), "--port", str(port)],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, f"http://127.0.0.1:{port}"
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, wait_s, poll_s=0.5)
+        return proc, f"http://127.0.0.1:{port}"
+    except (ProcessExited, TimeoutError):
+        proc.kill()
     raise RuntimeError(f"the stack did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
 
 
