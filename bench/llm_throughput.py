@@ -233,6 +233,64 @@ def run_gguf(args) -> None:
     print(f"wrote {out}")
 
 
+# Each aten op the packed decode runs, by the part of the step it serves (the rest is Python and dispatch).
+PROFILE_PARTS = {"int4 matmul": ("_weight_int4pack_mm",), "int8 matmul (LM head, int8 stacks)": ("_weight_int8pack_mm",),
+                 "attention: KV gather and store": ("index_select", "index_copy_", "masked_fill"),
+                 "attention: SDPA": ("_scaled_dot_product", "scaled_dot_product_attention"),
+                 "RMSNorm": ("rms_norm", "_fused_rms_norm", "pow", "mean", "rsqrt", "div_"),
+                 "dtype casts": ("_to_copy", "copy_", "to")}
+
+
+def profile_gguf(args) -> None:
+    """One packed stream under torch's profiler: each part's own time per token, and what no aten op accounts for
+    (the Python of the step, the module calls, the dispatcher's way to each op)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from engines.llm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.gguf)
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": GGUF_QUESTIONS[0]}], add_generation_prompt=True,
+                                         tokenize=False)
+    prompt = tokenizer.encode(chat, add_special_tokens=False)
+    engine = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
+                                    num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device))
+    decode = SamplingParams(temperature=0, max_tokens=args.gguf_tokens, ignore_eos=True)
+    prefill_only = SamplingParams(temperature=0, max_tokens=1)
+    engine.generate([prompt], prefill_only)  # warm-up
+    timings = {}
+    for label, params in (("prefill", prefill_only), ("whole", decode)):
+        start = time.perf_counter()
+        engine.generate([prompt], params)
+        timings[label] = time.perf_counter() - start
+    per_token_ms = (timings["whole"] - timings["prefill"]) / (args.gguf_tokens - 1) * 1e3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        engine.generate([prompt], decode)
+    parts = dict.fromkeys([*PROFILE_PARTS, "other aten ops"], 0.0)
+    for event in prof.key_averages():
+        name = event.key.removeprefix("aten::")
+        part = next((p for p, names in PROFILE_PARTS.items() if name.startswith(names)), "other aten ops")
+        parts[part] += event.self_cpu_time_total / 1e3 / args.gguf_tokens
+    profiled_ms = sum(parts.values())
+    rows = {part: round(ms, 2) for part, ms in parts.items()}
+    rows["Python and dispatch (not in any aten op)"] = round(max(per_token_ms - profiled_ms, 0), 2)
+    layers = engine.runner.model.config["num_hidden_layers"]
+    table = Table(title=f"{args.gguf.name}: one packed stream, ms a decoded token ({per_token_ms:.1f} ms unprofiled, "
+                        f"{1e3 / per_token_ms:.1f} tokens/s), {layers} layers, on {describe(args.device)}")
+    for col in ("part", "ms a token", "share", "µs a layer"):
+        table.add_column(col, justify="right")
+    for part, ms in rows.items():
+        table.add_row(part, f"{ms:.2f}", f"{ms / per_token_ms:.0%}", f"{ms / layers * 1e3:.0f}")
+    Console().print(table)
+    print("the aten parts are the profiler's self times (it adds a little to each op); the Python share is the "
+          "unprofiled token time less them")
+    out = args.json if args.json != Path("bench/results/llm_throughput.json") else \
+        Path(f"bench/results/llm_profile_gguf_{args.gguf.stem}.json")
+    out.write_text(json.dumps({"device": describe(args.device), "threads": torch.get_num_threads(),
+                               "gguf": args.gguf.name, "layers": layers, "ms_per_token": round(per_token_ms, 2),
+                               "parts_ms_per_token": rows}, indent=2))
+    print(f"wrote {out}")
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -250,8 +308,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench/results/llm_throughput.json"))
     parser.add_argument("--gguf", type=Path, help="a real GGUF file: ours beside llama.cpp on it")
     parser.add_argument("--gguf-tokens", type=int, default=64)
+    parser.add_argument("--profile", action="store_true",
+                        help="with --gguf: where one packed stream's decode time goes, instead of the table")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
+    if args.gguf and args.profile:
+        return profile_gguf(args)
     if args.gguf:
         return run_gguf(args)
     config = json.loads(args.model_config.read_text()) if args.model_config else SMALL
