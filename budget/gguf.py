@@ -193,17 +193,16 @@ def kept_format(type_name: str) -> str | None:
 
 
 def kept_modules(header: GGUFHeader) -> dict[str, str]:
-    """Which modules stay quantized and how: a stack with any int8 part is int8; embeddings are int8 rows (a
-    lookup reads single rows), and a tied LM head shares them."""
+    """Which modules stay quantized and how: a stack with any int8 part is int8; embeddings keep their int4 groups
+    or int8 rows (a lookup reads single rows of either), except under a tied LM head, which shares them as int8
+    rows (its matmul needs the kernel's layout, which a lookup cannot read)."""
     found: dict[str, set[str]] = {}
     for t in header.tensors:
         if len(t.shape) == 2 and (fmt := kept_format(t.type_name)) is not None:
             found.setdefault(module_of(t.hf_name), set()).add(fmt)
     formats = {module: "int8" if "int8" in fmts else "int4" for module, fmts in found.items()}
-    if "model.embed_tokens" in formats:
-        formats["model.embed_tokens"] = "int8"
-        if header.config.get("tie_word_embeddings"):
-            formats["lm_head"] = "int8"
+    if "model.embed_tokens" in formats and header.config.get("tie_word_embeddings"):
+        formats["model.embed_tokens"] = formats["lm_head"] = "int8"
     return formats
 
 

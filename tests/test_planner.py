@@ -37,7 +37,7 @@ def test_24gb_stack_refused_on_16gb_with_the_fix():
     assert not plan.fits
     assert any("qwen3-8b needs" in p and "smaller or quantized model" in p for p in plan.problems)
     (refusal,) = [p for p in plan.problems if "qwen3-8b needs" in p]
-    assert "int4: 4.99 GiB of weights, fits with" in refusal and "int8: 7.63 GiB of weights" in refusal, refusal
+    assert "int4: 4.77 GiB of weights, fits with" in refusal and "int8: 7.63 GiB of weights" in refusal, refusal
 
 
 def test_the_16_gb_stack_holds_qwen3_8b_as_int4_at_40000_tokens():
@@ -45,7 +45,9 @@ def test_the_16_gb_stack_holds_qwen3_8b_as_int4_at_40000_tokens():
     llm = plan.models[0]
     assert plan.fits and llm.estimate.name == "qwen3-8b" and llm.estimate.storage == "int4-g32"
     assert plan.max_model_len == 40_000 and plan.max_concurrent_sequences >= 1
-    assert 4.9 * GiB < llm.estimate.weights_bytes < 5.1 * GiB   # Ollama's qwen3:8b (Q4_K_M) file is 5.2 GB
+    # 8.19e9 parameters at 4 bits plus a bfloat16 scale and zero per 32 (5 bits): 4.77 GiB; Ollama's qwen3:8b
+    # (Q4_K_M) file is 5.2 GB (4.84 GiB)
+    assert 4.7 * GiB < llm.estimate.weights_bytes < 4.84 * GiB
 
 
 @pytest.mark.parametrize("stack, gpu", [("vtuber-16gb.yaml", "rtx-4080"), ("vtuber-12gb.yaml", "rtx-3060"),

@@ -18,7 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize, quantize
 
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
-from engines.llm.models.quantization import GROUP, QuantFormat, from_gguf
+from engines.llm.models.quantization import GROUP, QuantFormat, QuantizedTensor, from_gguf
 from engines.llm.models.quantization import quantize as quantize_weight
 from llm_kernels.reference import int4_matmul_reference, scaled_matmul_reference, pack_int4
 
@@ -163,6 +163,19 @@ def test_embeddings_gather_int8_rows():
     assert (table(ids) - dense[ids]).abs().max() <= dense.abs().amax() / 254 * 1.01 + 1e-6
 
 
+def test_embeddings_gather_int4_rows():
+    """int4 embeddings (an untied model's, quantized at load or a GGUF's Q4 table): a lookup gathers each row's codes
+    and its groups' scales and zeros, and equals the dequantized row in the serving dtype's arithmetic."""
+    dense = torch.randn(100, 64, generator=torch.Generator().manual_seed(9))
+    weight = quantize_weight(dense, QuantFormat.INT4)
+    table = QuantEmbedding(weight, torch.float32, CPU)
+    ids = torch.tensor([3, 99, 3, 0])
+    rounded = QuantizedTensor(QuantFormat.INT4, weight.codes, weight.scales.bfloat16().float(),
+                              weight.zeros.bfloat16().float())
+    assert torch.equal(table(ids), rounded.dequantize()[ids])
+    assert table.nibbles.shape == (100, 32) and table.scales.shape == table.zeros.shape == (100, 2)
+
+
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
     """`quantization: int8 | int4` on a random Qwen3 folder: the layer projections are packed (the plan's bytes,
@@ -179,8 +192,8 @@ def test_on_the_fly_quantization_of_a_16_bit_folder(tiny_models, fmt):
     model = llm.runner.model
     layers = [m for name, m in model.named_modules() if isinstance(m, QuantLinear) and ".layers." in name]
     assert len(layers) == 4 * 2 and all(layer.format == fmt for layer in layers)
-    assert isinstance(model.model.embed_tokens, QuantEmbedding)  # int8 rows: a lookup reads single rows
-    assert model.lm_head.format == fmt  # this Qwen3's head is not tied to its embeddings
+    assert isinstance(model.model.embed_tokens, QuantEmbedding)  # a lookup reads single rows of either format
+    assert model.model.embed_tokens.format == model.lm_head.format == fmt  # this Qwen3's head is not tied
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "4GiB"}, "models": [
         {"name": "tiny", "kind": "llm", "path": str(path), "dtype": "float32", "memory": "rest",
          "max_model_len": 256, "quantization": fmt}]})
@@ -434,3 +447,52 @@ def test_int4_at_load_never_holds_the_dense_model(tmp_path):
         peaks[quantization], held[quantization] = map(int, result.stdout.split())
     assert held["int4"] < held["none"] / 5
     assert peaks["int4"] < peaks["none"] - (held["none"] - held["int4"]) / 2, (peaks, held)
+
+
+def test_a_gguf_with_untied_q4_tables_keeps_them_as_int4_groups(tmp_path):
+    """A Llama GGUF whose token_embd and output are Q4_0 (as Ollama's Q4_K_M files keep Q4_K tables): the embedding
+    stays int4 groups (rows gathered, not int8 rows), the head an int4 layer; a lookup equals gguf's own
+    dequantization but for the scales' bfloat16 rounding; the plan holds exactly the bytes the model holds."""
+    import gguf
+
+    from budget.gguf import kept_modules, read_gguf, served_weight_bytes
+    from engines.llm.models.loader import load_model
+
+    vocab, hidden, inter, heads, kv_heads = 96, 64, 128, 2, 1
+    head_dim = hidden // heads
+    gen = np.random.default_rng(11)
+    path = tmp_path / "tiny-llama.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for add, value in ((writer.add_block_count, 1), (writer.add_context_length, 256),
+                       (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, inter),
+                       (writer.add_head_count, heads), (writer.add_head_count_kv, kv_heads),
+                       (writer.add_layer_norm_rms_eps, 1e-5), (writer.add_vocab_size, vocab)):
+        add(value)
+
+    def q4(name: str, rows: int, cols: int) -> np.ndarray:
+        dense = gen.standard_normal((rows, cols), dtype=np.float32) * 0.1
+        packed = quantize(dense, GGMLQuantizationType.Q4_0)
+        writer.add_tensor(name, packed, raw_dtype=GGMLQuantizationType.Q4_0)
+        return packed
+
+    tables = {"token_embd.weight": q4("token_embd.weight", vocab, hidden), "output.weight": q4("output.weight", vocab,
+                                                                                                hidden)}
+    for name, rows, cols in (("attn_q", hidden, hidden), ("attn_k", kv_heads * head_dim, hidden),
+                             ("attn_v", kv_heads * head_dim, hidden), ("attn_output", hidden, hidden),
+                             ("ffn_gate", inter, hidden), ("ffn_up", inter, hidden), ("ffn_down", hidden, inter)):
+        q4(f"blk.0.{name}.weight", rows, cols)
+    for name in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"):
+        writer.add_tensor(name, np.ones(hidden, dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+    writer.close()
+
+    header = read_gguf(path)
+    assert kept_modules(header)["model.embed_tokens"] == kept_modules(header)["lm_head"] == "int4"
+    model = load_model(path, torch.float32, CPU, "auto")
+    table = model.model.embed_tokens
+    assert isinstance(table, QuantEmbedding) and table.format == "int4" and model.lm_head.format == "int4"
+    ids = torch.tensor([0, 5, 95, 5])
+    want = torch.from_numpy(dequantize(tables["token_embd.weight"], GGMLQuantizationType.Q4_0))[ids]
+    step = table.scales[ids].float().abs().repeat_interleave(GROUP, dim=1)  # Q4_0's scale may be negative
+    assert ((table(ids) - want).abs() <= step * 8 * 2 ** -8 + 1e-6).all()  # |q - 8| <= 8 steps of a bf16 scale
+    assert served_weight_bytes(header, 4)[0] == model.weight_bytes()

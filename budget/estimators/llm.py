@@ -141,8 +141,9 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
 
 
 def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str, tables: bool = True) -> tuple[int, str]:
-    """Layer projections packed as `fmt`; embeddings as int8 rows and the head as `fmt` when `tables` (quantized at
-    load), else dense (an AWQ/GPTQ checkpoint keeps them 16-bit); the rest dense."""
+    """Layer projections packed as `fmt`; embeddings and head as `fmt` when `tables` (quantized at load; int8 rows
+    when the head is tied, as it reads the embedding's rows), else dense (an AWQ/GPTQ checkpoint keeps them 16-bit);
+    the rest dense."""
     h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     q = cfg["num_attention_heads"] * llm_head_dim(cfg)
     kv = llm_kv_heads(cfg) * llm_head_dim(cfg)
@@ -153,10 +154,9 @@ def _quantized_on_the_fly(cfg: dict, params: int, b: float, fmt: str, tables: bo
         dense = int((params - layers * sum(rows * cols for rows, cols in shapes)) * b)
         return packed + dense, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + the rest "
                                 f"(embeddings, head, norms) × {b:g} B = {human(dense)}; total {human(packed + dense)}")
-    table_bytes = quantized_bytes("int8", vocab, h) + (0 if tied else quantized_bytes(fmt, vocab, h))
+    table_bytes = quantized_bytes("int8", vocab, h) if tied else 2 * quantized_bytes(fmt, vocab, h)
     dense = int((params - layers * sum(rows * cols for rows, cols in shapes) - vocab * h * (1 if tied else 2)) * b)
-    head = "the tied head reads them" if tied else f"the head as {fmt}"
+    tables_held = "embeddings as int8 rows, the tied head reads them" if tied else f"embeddings and head as {fmt}"
     total = packed + table_bytes + dense
-    return total, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + embeddings as int8 rows, "
-                   f"{head} = {human(table_bytes)} + the rest (norms, biases) × {b:g} B = {human(dense)}; "
-                   f"total {human(total)}")
+    return total, (f"{layers} layers × (qkv, o, gate_up, down) as {fmt} = {human(packed)} + {tables_held} = "
+                   f"{human(table_bytes)} + the rest (norms, biases) × {b:g} B = {human(dense)}; total {human(total)}")

@@ -167,10 +167,11 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
         fmt = QuantFormat(quantization)
         if fmt == QuantFormat.FP8:  # vLLM's fp8: the projections; embeddings and head stay in the serving dtype
             return _projections(cfg, fmt)
-        # embeddings as int8 rows (a lookup reads single rows); the head as `fmt`, or the embedding's rows if tied
+        # embeddings and head as `fmt`; a tied head reads the embedding's rows, so both are int8 (the head's matmul
+        # needs its kernel's layout, which a lookup cannot read)
         tied = bool(cfg.get("tie_word_embeddings"))
-        return {**_projections(cfg, fmt), "model.embed_tokens": QuantFormat.INT8,
-                "lm_head": QuantFormat.INT8 if tied else fmt}
+        tables = QuantFormat.INT8 if tied else fmt
+        return {**_projections(cfg, fmt), "model.embed_tokens": tables, "lm_head": tables}
     if gguf is None or quantization == "none":
         return {}
     return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf)).items()}
@@ -320,7 +321,7 @@ def _build_quantized(model: CausalLM, cfg: dict, formats: dict[str, QuantFormat]
         if len(got) != count:
             raise ModelLoadError(f"{path}: the checkpoint lacks parts of {name} ({len(got)} of {count} found)")
         weight = stack([got[i] for i in range(count)])
-        if weight.format == QuantFormat.INT4 and fmt == QuantFormat.INT8:  # embeddings; a stack with an int8 part
+        if weight.format == QuantFormat.INT4 and fmt == QuantFormat.INT8:  # tied embeddings; a stack with int8 parts
             weight = quantize(weight.dequantize(), fmt)
         if name == "model.embed_tokens":
             _replace(model, name, QuantEmbedding(weight, dtype, device))

@@ -10,6 +10,7 @@ from torch import nn
 
 from engines.llm.models.quantization import GROUP, QuantFormat, QuantizedTensor
 from llm_kernels.dispatch import fp8_matmul, int4_matmul, int8_matmul, pack_int4_for
+from llm_kernels.reference import pack_int4, unpack_int4
 
 SCALE_DTYPE = torch.bfloat16  # what torch's packed CPU kernels take with bfloat16 activations
 
@@ -57,15 +58,24 @@ class QuantLinear(nn.Module):
 
 
 class QuantEmbedding(nn.Module):
-    """Token embeddings as int8 rows: a lookup gathers only the rows asked for and scales them."""
+    """Token embeddings as int8 rows or int4 groups along each row: a lookup gathers only the rows asked for and
+    dequantizes them (int4 codes stay two a byte in the reference layout, which any device can gather)."""
 
     def __init__(self, weight: QuantizedTensor, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
-        if weight.format != QuantFormat.INT8:
-            raise ValueError("embeddings are kept as int8 rows (a lookup must read single rows)")
-        self.dtype = dtype
-        self.register_buffer("codes", weight.codes.to(device))
+        if weight.format not in (QuantFormat.INT8, QuantFormat.INT4):
+            raise ValueError("embeddings are kept as int8 rows or int4 groups (a lookup must read single rows)")
+        self.format, self.dtype = weight.format, dtype
+        if weight.format == QuantFormat.INT4:
+            self.register_buffer("nibbles", pack_int4(weight.codes).to(device))
+            self.register_buffer("zeros", weight.zeros.to(device, SCALE_DTYPE))
+        else:
+            self.register_buffer("codes", weight.codes.to(device))
         self.register_buffer("scales", weight.scales.to(device, SCALE_DTYPE))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.codes[ids].to(self.dtype) * self.scales[ids, None].to(self.dtype)
+        if self.format == QuantFormat.INT8:
+            return self.codes[ids].to(self.dtype) * self.scales[ids, None].to(self.dtype)
+        codes = unpack_int4(self.nibbles[ids]).to(self.dtype).unflatten(-1, (-1, GROUP))   # [tokens, groups, GROUP]
+        rows = (codes - 8) * self.scales[ids, :, None].to(self.dtype) + self.zeros[ids, :, None].to(self.dtype)
+        return rows.flatten(-2)
