@@ -11,6 +11,10 @@ WER is word edits over reference words, lower-cased and without punctuation, no 
 
 `--concurrency 1 8` sends the clips N at a time, to our server with cross-request batching (batch_size N) and
 without (batch_size 1), in one run: requests per second and WER for each.
+
+`--windows` compares instead the encoder window a live pass uses (fitted to the clip: the next 5 s step above it)
+with Whisper's whole 30 s one, greedy, on each clip of at most 29.5 s, through the engine directly: WER, seconds a
+clip, and how many texts are the same.
 """
 from __future__ import annotations
 
@@ -108,14 +112,61 @@ def direct(folder: Path, clips: list[tuple[Path, str]], beam_size: int, threads:
     return texts, busy
 
 
+def compare_windows(models: Path, names: list[str], sets: dict[str, list[tuple[Path, str]]], out: Path) -> None:
+    """Greedy transcripts with the whole 30 s window and with a window fitted to each clip, clip by clip."""
+    import numpy as np
+    from faster_whisper.audio import decode_audio
+
+    from engines.asr import WhisperASR
+    from engines.asr.batch import SAMPLE_RATE, fitted_window
+    from engines.asr.outputs import TranscribeOptions
+    from orchestrator.stack import ASRSpec
+
+    rows = []
+    for name in names:
+        spec = ASRSpec(name=name, kind="asr", path=str(models / name), compute_type="int8", beam_size=1,
+                       language="en", device="cpu")
+        engine = WhisperASR.from_spec(spec, "cpu")
+        engine.load()
+        for corpus, clips in sets.items():
+            audios = [(decode_audio(str(wav), sampling_rate=SAMPLE_RATE).astype(np.float32), ref) for wav, ref in clips]
+            audios = [(a, ref) for a, ref in audios if len(a) <= 29.5 * SAMPLE_RATE]
+            row = {"model": name, "corpus": corpus, "clips": len(audios)}
+            texts = {}
+            for window in ("whole", "fitted"):
+                start, texts[window] = time.perf_counter(), []
+                for audio, _ in audios:
+                    size = fitted_window(len(audio)) if window == "fitted" else None
+                    texts[window].append(engine.transcribe(audio, TranscribeOptions(temperature=0.0,
+                                                                                     window_s=size)).text)
+                row[f"{window}_s_per_clip"] = (time.perf_counter() - start) / len(audios)
+                errors = [word_errors(ref, hyp) for (_, ref), hyp in zip(audios, texts[window])]
+                row[f"wer_{window}"] = sum(e for e, _ in errors) / sum(n for _, n in errors)
+            row["same_text"] = sum(a == b for a, b in zip(texts["whole"], texts["fitted"]))
+            rows.append(row)
+        engine.close()
+    table = Table(title="Encoder window: Whisper's whole 30 s against one fitted to the clip (greedy, int8, en)")
+    for column in ("model", "corpus", "clips", "WER whole", "WER fitted", "same text", "s a clip whole",
+                   "s a clip fitted"):
+        table.add_column(column, justify="left" if column in ("model", "corpus") else "right")
+    for r in rows:
+        table.add_row(r["model"], r["corpus"], str(r["clips"]), f"{r['wer_whole']:.3f}", f"{r['wer_fitted']:.3f}",
+                      f"{r['same_text']}/{r['clips']}", f"{r['whole_s_per_clip']:.3f}", f"{r['fitted_s_per_clip']:.3f}")
+    Console(width=160).print(table)
+    out.write_text(json.dumps({"hardware": describe(), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["whisper-base", "whisper-tiny-en"])
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/asr_wer.json")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--windows", action="store_true", help="the fitted encoder window against the whole one")
     args = parser.parse_args()
+    args.out = args.out or ROOT / f"bench/results/asr_{'windows' if args.windows else 'wer'}.json"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from engines.asr import AsyncASR, WhisperASR
     from orchestrator.demo.real_models import assemble
@@ -125,6 +176,8 @@ def main() -> None:
 
     models = assemble(Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real")), tuple(args.models))
     sets = corpora(fetch_speech(CACHE), args.prompts)
+    if args.windows:
+        return compare_windows(models, args.models, sets, args.out)
     threads = os.cpu_count() or 1
     rows, batched_rows = [], []
     for name in args.models:

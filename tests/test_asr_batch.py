@@ -63,6 +63,28 @@ def test_a_mixed_batch_is_split_by_what_must_match(whisper, utterances):
     assert together[1].language == "fr"
 
 
+def test_a_live_pass_encodes_a_window_fitted_to_its_audio(whisper, utterances):
+    """A live pass asks for the next 5 s step with 5 s to spare instead of Whisper's 30 s: it shares a batch with
+    whole-window items (each window encoded apart), each item gives what it gives alone, and on these utterances
+    the fitted window hears as well as the whole one (measured: 5 word errors over the six sentences with either;
+    on real recorded speech, `bench/asr_wer.py --windows`)."""
+    from engines.asr.batch import fitted_window
+
+    assert [fitted_window(int(s * 16000)) for s in (0.5, 4.9, 5.1, 12.0, 29.0)] == [10, 10, 15, 20, 30]
+    live = [TranscribeOptions(temperature=0.0, draft=True, window_s=fitted_window(len(audio))) for audio in utterances]
+    assert {options.window_s for options in live} == {10}
+    mixed = [live[i] if i % 2 else GREEDY for i in range(len(utterances))]
+    together = whisper.transcribe_batch(list(zip(utterances, mixed)))
+    assert [t.text for t in together] == [whisper.transcribe(audio, o).text for audio, o in zip(utterances, mixed)]
+    fitted = whisper.transcribe_batch(list(zip(utterances, live)))
+    whole = whisper.transcribe_batch([(audio, GREEDY) for audio in utterances])
+    errors = {name: sum(word_errors(sentence, t.text)[0] for sentence, t in zip(SENTENCES, transcripts))
+              for name, transcripts in (("fitted", fitted), ("whole", whole))}
+    assert errors["fitted"] <= errors["whole"] + 3, ([t.text for t in fitted], [t.text for t in whole])
+    with pytest.raises(ValueError, match="window_s 40 is out of range"):
+        whisper.transcribe(utterances[0], TranscribeOptions(temperature=0.0, window_s=40))
+
+
 def test_finals_run_before_drafts_and_a_left_draft_never_runs(whisper, utterances):
     """The engine is busy; two drafts, then a final, queue; one draft's caller leaves. The next batch holds the final
     first, the waiting draft after it, and not the one that left."""

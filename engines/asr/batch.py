@@ -6,6 +6,10 @@ prompt, written into its own decoder prompt; items whose decoding must match (be
 a generate call. faster-whisper still makes the features, and splits the tokens into timed segments. An item
 decodes exactly as it would alone (greedy or beam search, one window), so batching changes when a transcript
 comes, never what it says. Long audio, sampling and word timestamps go the one-at-a-time way.
+
+An item may ask for a shorter encoder window than Whisper's 30 s (`window_s`, a live pass over the words being
+spoken): CTranslate2 encodes fewer frames, about as many times faster on a CPU, and items share an encode only with
+items of the same window.
 """
 from __future__ import annotations
 
@@ -18,13 +22,26 @@ import numpy as np
 from engines.asr.outputs import Segment, TranscribeOptions, Transcription
 
 SAMPLE_RATE = 16000
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+FRAMES_PER_SECOND = 100   # Whisper's mel frames
 NO_SPEECH_THRESHOLD, LOG_PROB_THRESHOLD = 0.6, -1.0   # faster-whisper's defaults: such a window holds no speech
 
 
 def batchable(audio: np.ndarray, options: TranscribeOptions) -> bool:
     """Whether this transcription can join a batch: one window, greedy or beam search, no word timestamps."""
-    return len(audio) <= WINDOW_SAMPLES and options.temperature == 0 and not options.word_timestamps
+    return len(audio) <= window_seconds(options) * SAMPLE_RATE and options.temperature == 0 \
+        and not options.word_timestamps
+
+
+def window_seconds(options: TranscribeOptions) -> int:
+    return options.window_s or WINDOW_SECONDS
+
+
+def fitted_window(samples: int) -> int:
+    """The encoder window for a live pass over this much audio: the next 5 s step with at least 5 s of silence to
+    spare (with less, Whisper loops on some short clips: bench/asr_wer.py --windows)."""
+    return min(WINDOW_SECONDS, 5 * ceil((samples / SAMPLE_RATE + 5) / 5))
 
 
 @dataclass(slots=True)
@@ -35,6 +52,7 @@ class _Item:
     language: str | None = None
     probability: float = 1.0
     prompt: list[int] | None = None
+    row: int = 0          # its row in its window's encoding
 
 
 def transcribe_batch(model: Any, items: list[tuple[np.ndarray, TranscribeOptions]], default_language: str | None,
@@ -45,17 +63,24 @@ def transcribe_batch(model: Any, items: list[tuple[np.ndarray, TranscribeOptions
     from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
     work = [_Item(i, audio, options, options.language or default_language) for i, (audio, options) in enumerate(items)]
-    features = np.stack([pad_or_trim(model.feature_extractor(item.audio)[..., :-1]) for item in work])
-    encoded = model.encode(features)
-    unknown = [item for item in work if item.language is None]
-    if unknown and not model.model.is_multilingual:
-        for item in unknown:
-            item.language = "en"
-    elif unknown:  # detected from each item's own encoding, as faster-whisper does for one window
-        detected = model.model.detect_language(encoded)
-        for item in unknown:
-            token, probability = next((t, p) for t, p in detected[item.index] if t[2:-2] in _LANGUAGE_CODES)
-            item.language, item.probability = token[2:-2], probability
+    encodes: dict[int, tuple[list[_Item], np.ndarray, Any]] = {}   # window -> its items, features and encoding
+    for window in sorted({window_seconds(item.options) for item in work}):
+        members = [item for item in work if window_seconds(item.options) == window]
+        for row, item in enumerate(members):
+            item.row = row
+        features = np.stack([pad_or_trim(model.feature_extractor(item.audio)[..., :-1], window * FRAMES_PER_SECOND)
+                             for item in members])
+        encodes[window] = members, features, model.encode(features)
+    for members, _, encoded in encodes.values():
+        unknown = [item for item in members if item.language is None]
+        if unknown and not model.model.is_multilingual:
+            for item in unknown:
+                item.language = "en"
+        elif unknown:  # detected from each item's own encoding, as faster-whisper does for one window
+            detected = model.model.detect_language(encoded)
+            for item in unknown:
+                token, probability = next((t, p) for t, p in detected[item.row] if t[2:-2] in _LANGUAGE_CODES)
+                item.language, item.probability = token[2:-2], probability
     tokenizers: dict[tuple[str, str], Tokenizer] = {}
     groups: dict[tuple, list[_Item]] = {}
     for item in work:
@@ -64,10 +89,12 @@ def transcribe_batch(model: Any, items: list[tuple[np.ndarray, TranscribeOptions
                                                          task=item.options.task, language=item.language))
         previous = tokenizer.encode(" " + item.options.prompt.strip()) if item.options.prompt else []
         item.prompt = model.get_prompt(tokenizer, previous, without_timestamps=False)
-        groups.setdefault((item.options.beam_size or default_beam, len(item.prompt)), []).append(item)
+        key = (window_seconds(item.options), item.options.beam_size or default_beam, len(item.prompt))
+        groups.setdefault(key, []).append(item)
     out: list[Transcription | None] = [None] * len(work)
-    for (beam, _), members in groups.items():
-        rows = [item.index for item in members]
+    for (window, beam, _), members in groups.items():
+        _, features, encoded = encodes[window]
+        rows = [item.row for item in members]
         tokenizer = tokenizers[(members[0].language, members[0].options.task)]
         results = model.model.generate(
             _rows(model, encoded, features, rows), [item.prompt for item in members], beam_size=beam,

@@ -14,6 +14,8 @@ class TranscribeOptions:
     word_timestamps: bool = False
     beam_size: int | None = None            # None: the stack's beam_size
     draft: bool = False                     # a realtime pause's guess: it runs after every final transcription
+    window_s: int | None = None             # None: Whisper's whole 30 s encoder window; a live pass's window fitted
+                                            # to its audio (many times faster; a courtesy, not the final's words)
 
 
 @dataclass(slots=True, frozen=True)

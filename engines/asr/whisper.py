@@ -11,7 +11,7 @@ import numpy as np
 
 from budget.estimators.asr import resolve_compute_type
 from budget.tensors import read_ct2_model
-from engines.asr.batch import batchable, transcribe_batch
+from engines.asr.batch import WINDOW_SECONDS, batchable, transcribe_batch
 from engines.asr.languages import language_code
 from engines.asr.outputs import Segment, TranscribeOptions, Transcription, Word
 from engines.base import Engine, local_model_dir, spec_device
@@ -20,7 +20,6 @@ from engines.errors import OptionError
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-WINDOW_SECONDS = 30                   # Whisper's window: the encoder always sees 30 s, padded
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _STORED = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "I8": "int8_float16", "I16": "int16"}
 _CONVERT = ("ct2-transformers-converter --model <hf-whisper> --output_dir <dir> "
@@ -112,6 +111,8 @@ class WhisperASR(Engine):
             raise OptionError(f"temperature {options.temperature} is out of range; use 0 to 1", "temperature")
         if options.beam_size is not None and not 1 <= options.beam_size <= 16:
             raise OptionError(f"beam_size {options.beam_size} is out of range; use 1 to 16", "beam_size")
+        if options.window_s is not None and not 1 <= options.window_s <= WINDOW_SECONDS:
+            raise OptionError(f"window_s {options.window_s} is out of range; use 1 to {WINDOW_SECONDS}", "window_s")
         language = options.language or None
         if language is not None:
             try:

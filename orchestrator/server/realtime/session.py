@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from engines.asr.batch import fitted_window
 from engines.asr.outputs import TranscribeOptions, Transcription
 from engines.errors import EngineBusyError, EngineDeadError
 from orchestrator.server.metrics import Metrics
@@ -176,8 +177,8 @@ class RealtimeSession:
         live.task = self.tasks.spawn(self._partial(live, audio), f"partial-{item_id}")
 
     async def _partial(self, live: LiveTranscript, audio: np.ndarray) -> None:
-        try:
-            result = await self._recognise(audio, draft=True)
+        try:  # an encoder window fitted to the audio so far: a pass costs a fraction of the whole 30 s window's
+            result = await self._recognise(audio, draft=True, window_s=fitted_window(len(audio)))
         except (EngineBusyError, EngineDeadError, ValueError):
             return  # a partial is a courtesy: the final transcript still comes
         await self._agree(live, result.text, len(audio))
@@ -221,13 +222,14 @@ class RealtimeSession:
             if started:
                 self.metrics.voice_preemptive.labels("cancelled").inc()
 
-    async def _recognise(self, audio: np.ndarray, draft: bool = False) -> Transcription:
+    async def _recognise(self, audio: np.ndarray, draft: bool = False, window_s: int | None = None) -> Transcription:
         settings = self.config.audio.input.transcription
         # One decoding pass at temperature 0: Whisper's fallback ladder can decode up to six times, which a voice
         # turn cannot wait for, and such a pass joins the other sessions' in one batch. A draft (a pause's guess)
         # waits behind every final transcription.
         options = TranscribeOptions(language=settings.language if settings else None,
-                                    prompt=settings.prompt if settings else None, temperature=0.0, draft=draft)
+                                    prompt=settings.prompt if settings else None, temperature=0.0, draft=draft,
+                                    window_s=window_s)
         self.engines.asr_in_flight += 1
         try:
             result = await self.engines.asr.transcribe(audio, options)
