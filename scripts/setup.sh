@@ -30,6 +30,20 @@ apt_install() {
 # drives Debian's build: no browser is downloaded).
 apt_install espeak-ng espeak-ng "the speech tests"
 apt_install chromium chromium "the playground's browser tests"
+
+# Pipecat in a venv of its own (Pipecat 1.14 pins protobuf < 7, Ray needs >= 7), exactly as its lock names, made
+# afresh when the lock changes. A failure stops set-up: tests/test_realtime_clients.py needs it.
+PIPECAT_VENV=.venv-pipecat
+PIPECAT_LOCK=requirements-pipecat-lock.txt
+PIPECAT_WANT="$(sha256sum < "$PIPECAT_LOCK" | cut -d' ' -f1)"
+if [[ ! -f "$PIPECAT_VENV/.installed" || "$(cat "$PIPECAT_VENV/.installed")" != "$PIPECAT_WANT" ]]; then
+    echo "setting up $PIPECAT_VENV (Pipecat, for the realtime client tests)..." >&2
+    rm -rf "$PIPECAT_VENV"
+    "$PY" -m venv "$PIPECAT_VENV"
+    VENV="$PIPECAT_VENV" quiet_pip -r "$PIPECAT_LOCK" \
+        || { echo "error: could not install $PIPECAT_LOCK into $PIPECAT_VENV" >&2; exit 1; }
+    echo "$PIPECAT_WANT" > "$PIPECAT_VENV/.installed"
+fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
     exit 0
 fi

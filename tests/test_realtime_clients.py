@@ -8,13 +8,17 @@ transcript completes and the spoken answer ends.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
+import wave
 
 import numpy as np
 from live_stack import live_stack
+from needs import missing
 from speech import silence, speak, voiced_span
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, ROOT
 
 KEY = "clients-key"
 RATE = 24000
@@ -75,3 +79,35 @@ def test_openai_agents_realtime_runner_finishes_a_spoken_turn_with_live_words_on
     transcript = next(e for e in raw if e["type"] == "conversation.item.input_audio_transcription.completed")
     assert "table" in transcript["transcript"].lower() and "restaurant" in transcript["transcript"].lower()
     assert any(e.type == "audio" for e in events) and events[-1].type == "audio_end"
+
+
+def test_pipecat_realtime_service_finishes_a_spoken_turn_with_live_words_on(real_models, tmp_path):
+    """Pipecat 1.14's OpenAIRealtimeLLMService, in a headless pipeline in its own venv (.venv-pipecat: Pipecat pins
+    protobuf < 7, Ray needs >= 7), asks for gpt-4o-transcribe and speaks the sentence at real-time pace: a live delta
+    (Pipecat's InterimTranscriptionFrame) arrives before speech_stopped, nothing is an error, the TranscriptionFrame
+    has the words, and the answer's audio ends (TTSStoppedFrame, then LLMFullResponseEndFrame)."""
+    python = ROOT / ".venv-pipecat" / "bin" / "python"
+    if not python.exists():
+        missing(f"{python} does not exist (Pipecat's own venv)")
+    audio = speak(SENTENCE, RATE)
+    start, end = voiced_span(audio)
+    speech = tmp_path / "speech.wav"
+    with wave.open(str(speech), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes((np.concatenate([silence(0.3, RATE), audio[start:end]]) * 32767).astype("<i2").tobytes())
+
+    with live_stack(CONFIGS / "demo.yaml", KEY) as (_, _, url):
+        done = subprocess.run([str(python), str(ROOT / "tests" / "pipecat_client.py"),
+                               url.replace("http", "ws", 1) + "/v1/realtime", KEY, str(speech)],
+                              capture_output=True, text=True, timeout=300)
+
+    assert done.stdout.strip(), done.stderr[-4000:]
+    turn = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not turn["errors"], turn["errors"]
+    assert done.returncode == 0, done.stderr[-4000:]
+    order = turn["order"]
+    assert "transcription_delta" in order[:order.index("speech_stopped")], order
+    assert "table" in turn["transcript"].lower() and "restaurant" in turn["transcript"].lower(), turn["transcript"]
+    assert turn["audio_bytes"] > 0 and turn["finished"] and order[-2:] == ["tts_stopped", "response_end"], order
