@@ -182,6 +182,9 @@ class RealtimeSession:
         except (EngineBusyError, EngineDeadError, ValueError):
             return  # a partial is a courtesy: the final transcript still comes
         await self._agree(live, result.text, len(audio))
+        live.task = None
+        if self.turn.phase is TurnPhase.SPEAKING:  # the speech that came while this pass ran is heard now, not
+            self._listen_on()                       # when the next chunk comes (a client may hold its microphone)
 
     async def _agree(self, live: LiveTranscript, text: str, samples: int) -> None:
         """One more pass over the turn so far (a live pass, or a pause's draft): send the words now agreed on."""
