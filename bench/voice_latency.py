@@ -111,7 +111,9 @@ async def session(url: str, key: str | None, max_tokens: int, detection: dict, l
             if speech_end is None and at + step > last_voiced:
                 speech_end = time.perf_counter()
         events = await reader
-        answer = events[next(i for i in range(len(events) - 1, -1, -1) if events[i]["type"] == "response.created"):]
+        answered_id = events[-1]["response"]["id"]
+        answer = events[next(i for i, e in enumerate(events)
+                             if e["type"] == "response.created" and e["response"]["id"] == answered_id):]
         first_audio = next((e["received_at"] for e in answer if e["type"] == "response.output_audio.delta"), None)
         first_word = next((e["received_at"] for e in events
                            if e["type"] == "conversation.item.input_audio_transcription.delta"), None)
@@ -126,11 +128,14 @@ async def session(url: str, key: str | None, max_tokens: int, detection: dict, l
 
 
 async def answered(client: Client) -> list[dict]:
-    """Events up to the response that answers the whole line (one cut short by the line's own rest is skipped)."""
+    """Events up to the response that answers the whole line: one cut short by the line's own rest is skipped, and so
+    is the end of one created before this line began (the last line's second half, heard as a turn of its own)."""
     events = []
     while True:
         events += await client.until("response.done", timeout=300)
-        if events[-1]["response"]["status"] != "cancelled":
+        done = events[-1]["response"]
+        created = {e["response"]["id"] for e in events if e["type"] == "response.created"}
+        if done["status"] != "cancelled" and done["id"] in created:
             return events
 
 

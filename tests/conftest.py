@@ -16,6 +16,8 @@ if not Path("/dev/nvidia0").exists():  # no GPU: Triton kernels run in the inter
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+DEMO_GGUFS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
+              "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"}
 
 
 @pytest.fixture
@@ -57,3 +59,17 @@ def real_models() -> Path:
     root = Path(os.environ.get("ORCH_REAL_MODELS", ROOT / ".demo-models" / "real"))
     os.environ["ORCH_REAL_MODELS"] = str(root)
     return assemble(root, GROUPS["suite"])
+
+
+@pytest.fixture(scope="session")
+def packed_ggufs(real_models) -> dict:
+    """Both demo GGUFs served as stored (packed), loaded once for every module that reads them (a load takes 15-40 s
+    here); a module that wraps one in AsyncLLM shuts that down, leaving no request behind, before it ends."""
+    from engines.llm import EngineConfig, LLMEngine
+
+    engines = {name: LLMEngine(EngineConfig(str(real_models / name / file), dtype="float32", num_kv_blocks=512,
+                                            max_model_len=4096, max_num_seqs=16, max_num_batched_tokens=512))
+               for name, file in DEMO_GGUFS.items()}
+    yield engines
+    for engine in engines.values():
+        assert not engine.has_unfinished_requests(), "a module left requests in a shared engine"

@@ -10,14 +10,14 @@ import pytest
 from budget.estimate import PlanInputError
 from budget.planner import plan_stack
 from orchestrator.stack import Stack
+from tests.conftest import DEMO_GGUFS
 
-SMOL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 @pytest.fixture
 def store(tmp_path, real_models, monkeypatch):
     """An Ollama store holding SmolLM2 as `smollm2:135m` (its blob a link to the demo's GGUF) and one more model."""
-    gguf = real_models / SMOL[0] / SMOL[1]
+    gguf = real_models / "smollm2" / DEMO_GGUFS["smollm2"]
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
     blobs = tmp_path / "blobs"
     blobs.mkdir()
@@ -40,7 +40,7 @@ def stack(path: str) -> Stack:
         {"name": "smol", "kind": "llm", "path": path, "dtype": "float32", "memory": "rest", "max_model_len": 2048}]})
 
 
-def test_an_ollama_name_plans_and_serves_the_same_model_as_its_file(store):
+def test_an_ollama_name_plans_and_serves_the_same_model_as_its_file(store, packed_ggufs):
     from engines.llm import EngineConfig, LLMEngine, SamplingParams
 
     by_name, by_file = (plan_stack(stack(p), 4 << 30, "test").models[0].estimate
@@ -53,8 +53,7 @@ def test_an_ollama_name_plans_and_serves_the_same_model_as_its_file(store):
     prompt = list(range(20, 40))
     greedy = SamplingParams(temperature=0, max_tokens=6)
     ours = LLMEngine(config).generate([prompt], greedy)[0].token_ids
-    direct = LLMEngine(EngineConfig(str(store), dtype="float32", num_kv_blocks=256, max_model_len=2048)).generate(
-        [prompt], greedy)[0].token_ids
+    direct = packed_ggufs["smollm2"].generate([prompt], greedy)[0].token_ids  # the same file, loaded by its path
     assert ours == direct and len(ours) == 6
 
 

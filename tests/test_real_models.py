@@ -24,10 +24,9 @@ from teacher import prefill_logits
 
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, SamplingParams
 from orchestrator.server.audio_decode import decode_audio
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, DEMO_GGUFS
 
 KEY = "real-key"
-GGUFS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"}
 PROMPTS = ["What is the capital of France?", "Write one sentence about the sea.", "List three colours."]
 NEW_TOKENS = 12
 SENTENCES = [
@@ -46,22 +45,13 @@ ROUND_TRIP_WER = 0.15   # measured 0.049-0.066 over runs here (Piper joe read ba
 ANSWER_WER = 0.35       # an answer's own audio read back: short, odd words (names, "VTuber") cost more
 
 
-def gguf_engine(real_models, name: str, quantization: str) -> LLMEngine:
-    return LLMEngine(EngineConfig(str(real_models / name / GGUFS[name]), dtype="float32", num_kv_blocks=512,
-                                  max_model_len=4096, max_num_seqs=4, max_num_batched_tokens=512,
-                                  quantization=quantization))
-
-
 @pytest.fixture(scope="module")
 def engines(real_models):
     """Our engine on each GGUF dequantized to float32 (quantization: none): exact against transformers."""
-    return {name: gguf_engine(real_models, name, "none") for name in GGUFS}
-
-
-@pytest.fixture(scope="module")
-def packed(real_models):
-    """Our engine on each GGUF as it serves it by default: the quantized weights kept packed."""
-    return {name: gguf_engine(real_models, name, "auto") for name in GGUFS}
+    return {name: LLMEngine(EngineConfig(str(real_models / name / file), dtype="float32", num_kv_blocks=512,
+                                         max_model_len=4096, max_num_seqs=4, max_num_batched_tokens=512,
+                                         quantization="none"))
+            for name, file in DEMO_GGUFS.items()}
 
 
 def chat_ids(tokenizer, prompt: str) -> list[int]:
@@ -70,14 +60,14 @@ def chat_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-@pytest.mark.parametrize("name", list(GGUFS))
+@pytest.mark.parametrize("name", list(DEMO_GGUFS))
 def test_gguf_greedy_tokens_and_parameter_count_equal_transformers(real_models, engines, name):
     from transformers import AutoModelForCausalLM
 
     from budget.planner import plan_stack
     from orchestrator.stack import Stack
 
-    gguf = real_models / name / GGUFS[name]
+    gguf = real_models / name / DEMO_GGUFS[name]
     ours = engines[name]
     prompts = [chat_ids(ours.tokenizer, p) for p in PROMPTS]
     got = ours.generate(prompts, SamplingParams(temperature=0, max_tokens=NEW_TOKENS))
@@ -96,8 +86,9 @@ def test_gguf_greedy_tokens_and_parameter_count_equal_transformers(real_models, 
     assert plan.models[0].estimate.weights_bytes == plan.models[0].estimate.parameters * 4
 
 
-@pytest.mark.parametrize("name", list(GGUFS))
-def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(real_models, engines, packed, name):
+@pytest.mark.parametrize("name", list(DEMO_GGUFS))
+def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(real_models, engines, packed_ggufs,
+                                                                                   name):
     """Teacher-forced over 400 tokens of real prose: the packed model's next-token argmax against the dequantized
     float32 model's, and the perplexity of each. Measured here: argmax agreement 97.75% (SmolLM2) and 97.5%
     (Qwen), perplexity within 0.1% and 0.4%. The disagreements sit at near-ties (top-2 margins under 0.2): torch's
@@ -110,23 +101,24 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
 
     ids = engines[name].tokenizer.encode(PROSE, add_special_tokens=False)[:400]
     assert len(ids) == 400
-    want, got = (torch.cat(prefill_logits(llm, ids)) for llm in (engines[name], packed[name]))
+    want, got = (torch.cat(prefill_logits(llm, ids)) for llm in (engines[name], packed_ggufs[name]))
     agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
     targets = torch.tensor(ids[1:])
     ppl_want = torch.nn.functional.cross_entropy(want[:-1], targets).exp().item()
     ppl_got = torch.nn.functional.cross_entropy(got[:-1], targets).exp().item()
     assert agreement >= 0.96 and abs(ppl_got / ppl_want - 1) <= 0.01, (agreement, ppl_want, ppl_got)
-    gguf = str(real_models / name / GGUFS[name])
+    gguf = str(real_models / name / DEMO_GGUFS[name])
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "16GiB"},
                                   "models": [{"name": name, "kind": "llm", "path": gguf, "dtype": "float32",
                                               "memory": "rest", "max_model_len": 4096}]})
     estimate = plan_stack(stack, 16 << 30, "test").models[0].estimate
-    assert estimate.weights_bytes == packed[name].runner.model.weight_bytes(), (estimate.weights_bytes, packed[name].runner.model.weight_bytes())
-    assert packed[name].runner.model.weight_bytes() < engines[name].runner.model.weight_bytes() / 3
+    held = packed_ggufs[name].runner.model.weight_bytes()
+    assert estimate.weights_bytes == held, (estimate.weights_bytes, held)
+    assert held < engines[name].runner.model.weight_bytes() / 3
 
 
-def test_qwen_makes_a_real_tool_call_through_the_sdk(packed):
-    llm = AsyncLLM(packed["qwen2.5-coder-0.5b"])
+def test_qwen_makes_a_real_tool_call_through_the_sdk(packed_ggufs):
+    llm = AsyncLLM(packed_ggufs["qwen2.5-coder-0.5b"])
     from orchestrator.server.app import build_app
     from orchestrator.server.state import LLMState
 
@@ -241,7 +233,7 @@ def test_broken_model_files_are_named_with_the_fix(real_models, tmp_path, run_cl
     import gguf
 
     truncated = tmp_path / "truncated.gguf"
-    truncated.write_bytes((real_models / "smollm2" / GGUFS["smollm2"]).read_bytes()[:20_000_000])
+    truncated.write_bytes((real_models / "smollm2" / DEMO_GGUFS["smollm2"]).read_bytes()[:20_000_000])
     foreign = tmp_path / "gpt2.gguf"
     writer = gguf.GGUFWriter(str(foreign), "gpt2")
     writer.add_block_count(1)

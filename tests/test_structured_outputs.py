@@ -17,9 +17,9 @@ from realtime_client import Client
 
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, SamplingParams
 from engines.llm.sampling_params import StructuredOutputsParams
+from tests.conftest import DEMO_GGUFS
 
 KEY = "so-key"
-GGUFS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"}
 POINT = {"type": "object", "properties": {"x": {"type": "integer", "minimum": -9, "maximum": 9},
                                           "y": {"type": "integer", "minimum": -9, "maximum": 9}},
          "required": ["x", "y"], "additionalProperties": False}
@@ -68,7 +68,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 
 
 @pytest.fixture(scope="module")
-def served(real_models):
+def served(packed_ggufs):
     """Both GGUF models, each as stored (packed) behind its own server; the engines too, for direct checks."""
     from orchestrator.server.app import build_app
     from orchestrator.server.realtime.voice import VoiceEngines
@@ -76,9 +76,8 @@ def served(real_models):
 
     engines, urls, stack = {}, {}, []
     try:
-        for name, file in GGUFS.items():
-            llm = AsyncLLM(LLMEngine(EngineConfig(str(real_models / name / file), num_kv_blocks=512,
-                                                  max_model_len=4096, max_num_seqs=16)))
+        for name, engine in packed_ggufs.items():
+            llm = AsyncLLM(engine)
             engines[name] = llm
             state = LLMState(llm, name, 4096)
             server = live_server(build_app(state, KEY, voice=VoiceEngines(state)))
@@ -109,7 +108,7 @@ def ask(url: str, name: str, what: str, schema: dict, stream: bool, temperature:
     return "".join(c.choices[0].delta.content or "" for c in chunks), chunks[-1].choices[0].finish_reason
 
 
-@pytest.mark.parametrize("name", GGUFS)
+@pytest.mark.parametrize("name", DEMO_GGUFS)
 def test_every_schema_is_answered_with_json_that_validates(served, name):
     """Ten schema shapes, streamed and not, greedy and at temperature 1 with a seed, all at once: each answer
     validates (jsonschema) and ends with finish_reason stop."""
@@ -274,7 +273,7 @@ def test_a_grammar_past_its_compile_time_is_refused_and_others_run(real_models):
 
     heavy = {"type": "object", "properties": {f"p{i}": {"type": "string", "pattern": f"^[a-z]{{{i % 50 + 1},60}}$"}
                                               for i in range(3000)}}
-    llm = AsyncLLM(LLMEngine(EngineConfig(str(real_models / "smollm2" / GGUFS["smollm2"]), num_kv_blocks=64,
+    llm = AsyncLLM(LLMEngine(EngineConfig(str(real_models / "smollm2" / DEMO_GGUFS["smollm2"]), num_kv_blocks=64,
                                           max_model_len=1024, grammar_compile_timeout_s=0.05)))
     try:
         with live_server(build_app(LLMState(llm, "smollm2", 1024), KEY)) as url:
