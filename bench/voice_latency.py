@@ -156,13 +156,16 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
 
 
-def with_asr_batch(stack: Path, batch: int) -> Path:
-    """A copy of the stack file beside it whose ASR models decode at most `batch` utterances at once."""
+def variant(stack: Path, batch: int | None, turn_window: str | None) -> Path:
+    """A copy of the stack file beside it whose ASR models decode at most `batch` utterances at once (if given) and
+    whose voice: section sets turn_window (if given)."""
     doc = yaml.safe_load(stack.read_text())
     for model in doc["models"]:
-        if model.get("kind") == "asr":
+        if model.get("kind") == "asr" and batch is not None:
             model["batch_size"] = batch
-    copy = stack.with_name(f".{stack.stem}-asr-batch{batch}.yaml")
+    if turn_window is not None:
+        doc.setdefault("voice", {})["turn_window"] = turn_window
+    copy = stack.with_name(f".{stack.stem}-asr-batch{batch}-{turn_window}.yaml")
     copy.write_text(yaml.safe_dump(doc, sort_keys=False))
     return copy
 
@@ -208,6 +211,8 @@ def main() -> None:
                         help="the sessions' input transcription model (whisper-1: no live words)")
     parser.add_argument("--asr-batch", type=int, nargs="+",
                         help="run once per ASR batch size, the stack's own otherwise (not with --url)")
+    parser.add_argument("--turn-window", choices=["whole", "fitted"],
+                        help="the stack's voice.turn_window (the stack's own otherwise; not with --url)")
     parser.add_argument("--lines", type=int, default=len(DIALOGUE),
                         help="play only the first N lines of the dialogue and of the mid-sentence set")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/voice_latency.json")
@@ -216,7 +221,8 @@ def main() -> None:
     if args.url is not None:
         rows = measure(args, args.url, None)
     for batch in ([] if args.url else args.asr_batch or [None]):
-        stack = args.stack if batch is None else with_asr_batch(args.stack, batch)
+        stack = args.stack if batch is None and args.turn_window is None else \
+            variant(args.stack, batch, args.turn_window)
         proc, url = start_stack(stack, Path("/tmp/voice_latency_stack.log"), args.stack)
         try:
             rows += measure(args, url, batch)
@@ -242,6 +248,7 @@ def main() -> None:
                                     if args.stack.is_relative_to(ROOT) else str(args.stack),
                                     "dialogue": DIALOGUE[:args.lines], "mid_sentence": MID_SENTENCE[:args.lines],
                                     "pause_s": PAUSE_S, "transcription_model": args.transcription_model,
+                                    "turn_window": args.turn_window or "the stack's",
                                     "turn_detection": {n: DETECTIONS[n] for n in args.turn_detection},
                                     "max_output_tokens": args.max_tokens, "rows": rows},
                                    indent=2))

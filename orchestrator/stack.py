@@ -228,6 +228,11 @@ class VoiceSpec(Strict):
     idle_timeout_s: float = Field(300, gt=0)         # no event from the client for this long closes the session
     max_event_bytes: int = Field(15 * 2**20, ge=1024)  # one client event; OpenAI's limit for an append is 15 MiB
     max_buffered_audio_s: float = Field(120, gt=0)   # uncommitted input audio a session may hold
+    turn_window: Literal["whole", "fitted"] = Field("whole", description="Whisper's encoder window for a turn's "
+                                                    "transcript (drafts and finals): whole, 30 s as faster-whisper "
+                                                    "pads it; or fitted to the turn, the next 5 s step with 5 s to "
+                                                    "spare, several times faster on a CPU (bench/asr_wer.py --windows "
+                                                    "measures the WER of each)")
 
 
 class Stack(Strict):

@@ -59,4 +59,5 @@ def voice_engines(stack, supervisor, llm_state: LLMState | None) -> VoiceEngines
 
     asr = next((m for m in stack.models if m.name == name_of("asr")), None)
     return VoiceEngines(llm_state, pick("vad"), pick("asr"), pick("tts"), voice.system_prompt if voice else None,
-                        limits_from(voice), (asr.name, *asr.aliases) if asr else ())
+                        limits_from(voice), (asr.name, *asr.aliases) if asr else (),
+                        fitted_turns=voice is not None and voice.turn_window == "fitted")

@@ -147,10 +147,15 @@ def test_qwen_makes_a_real_tool_call_through_the_sdk(packed_ggufs):
 
 
 @pytest.fixture(scope="module")
-def demo(real_models):
-    """configs/demo.yaml (the real demo) with every engine in this process, served on a loopback port."""
-    with live_stack(CONFIGS / "demo.yaml", KEY) as (_, _, url):
-        yield url
+def demo_stack(real_models):
+    """configs/demo.yaml (the real demo) with every engine in this process, served on a loopback port: (app, url)."""
+    with live_stack(CONFIGS / "demo.yaml", KEY) as (app, _, url):
+        yield app, url
+
+
+@pytest.fixture(scope="module")
+def demo(demo_stack) -> str:
+    return demo_stack[1]
 
 
 def test_the_demo_llm_answers_a_plain_factual_question(demo):
@@ -220,6 +225,30 @@ def test_a_spoken_question_gets_a_spoken_answer_on_the_real_demo(demo):
     e, n = word_errors(said, back)
     assert e / n <= ANSWER_WER, (said, back, e / n)
     assert "blue" in said.lower() and "blue" in back.lower()
+
+
+def test_a_turn_window_fitted_to_the_turn_still_hears_the_question(demo_stack):
+    """voice.turn_window: fitted: every transcription of the turn (a pause's draft, the final) encodes the next 5 s
+    step with 5 s to spare instead of Whisper's 30 s, and the transcript still has the words."""
+    from engines.asr.batch import fitted_window
+
+    app, url = demo_stack
+    voice = app.state.voice
+    engine, windows = voice.asr.engine, []
+    whole_batch = engine.transcribe_batch
+
+    def recording(items):
+        windows.extend((len(audio), options.window_s) for audio, options in items)
+        return whole_batch(items)
+
+    engine.transcribe_batch, voice.fitted_turns = recording, True
+    try:
+        events = spoken_turn(url, KEY, decode_audio(speech(url, "What colour is the sky?"), 24000), timeout=180)
+    finally:
+        engine.transcribe_batch, voice.fitted_turns = whole_batch, False
+    heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert "sky" in heard["transcript"].lower(), heard["transcript"]
+    assert windows and all(window == fitted_window(samples) < 30 for samples, window in windows), windows
 
 
 def bad_stack(tmp_path, kind: str, path) -> str:

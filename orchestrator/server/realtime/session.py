@@ -229,7 +229,9 @@ class RealtimeSession:
         settings = self.config.audio.input.transcription
         # One decoding pass at temperature 0: Whisper's fallback ladder can decode up to six times, which a voice
         # turn cannot wait for, and such a pass joins the other sessions' in one batch. A draft (a pause's guess)
-        # waits behind every final transcription.
+        # waits behind every final transcription. The stack's voice.turn_window may fit a turn's window to it.
+        if window_s is None and self.engines.fitted_turns:
+            window_s = fitted_window(len(audio))
         options = TranscribeOptions(language=settings.language if settings else None,
                                     prompt=settings.prompt if settings else None, temperature=0.0, draft=draft,
                                     window_s=window_s)

@@ -29,6 +29,7 @@ class VoiceEngines:
     system_prompt: str | None = None
     limits: RealtimeLimits = field(default_factory=lambda: limits_from(None))
     asr_names: tuple[str, ...] = ()   # the stack's own names for its ASR: a session naming one gets live words
+    fitted_turns: bool = False        # a turn's transcript encodes a window fitted to it, not Whisper's whole 30 s
     answers: Answers = field(init=False)  # our LLM or its upstream, behind one shape
     asr_in_flight: int = field(default=0, init=False)  # transcriptions asked of the ASR by every session, not back yet
 
