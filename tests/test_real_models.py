@@ -228,12 +228,13 @@ def test_a_spoken_question_gets_a_spoken_answer_on_the_real_demo(demo):
 
 
 def test_a_turn_window_fitted_to_the_turn_still_hears_the_question(demo_stack):
-    """voice.turn_window: fitted: every transcription of the turn (a pause's draft, the final) encodes the next 5 s
-    step with 5 s to spare instead of Whisper's 30 s, and the transcript still has the words."""
+    """The demo's voice.turn_window: fitted: every transcription of the turn (a pause's draft, the final) encodes the
+    next 5 s step with 5 s to spare instead of Whisper's 30 s, and the transcript still has the words."""
     from engines.asr.batch import fitted_window
 
     app, url = demo_stack
     voice = app.state.voice
+    assert voice.fitted_turns  # configs/demo.yaml asks for it
     engine, windows = voice.asr.engine, []
     whole_batch = engine.transcribe_batch
 
@@ -241,11 +242,11 @@ def test_a_turn_window_fitted_to_the_turn_still_hears_the_question(demo_stack):
         windows.extend((len(audio), options.window_s) for audio, options in items)
         return whole_batch(items)
 
-    engine.transcribe_batch, voice.fitted_turns = recording, True
+    engine.transcribe_batch = recording
     try:
         events = spoken_turn(url, KEY, decode_audio(speech(url, "What colour is the sky?"), 24000), timeout=180)
     finally:
-        engine.transcribe_batch, voice.fitted_turns = whole_batch, False
+        engine.transcribe_batch = whole_batch
     heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
     assert "sky" in heard["transcript"].lower(), heard["transcript"]
     assert windows and all(window == fitted_window(samples) < 30 for samples, window in windows), windows
