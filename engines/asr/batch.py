@@ -35,6 +35,7 @@ def batchable(audio: np.ndarray, options: TranscribeOptions) -> bool:
 
 
 def window_seconds(options: TranscribeOptions) -> int:
+    """The encoder window an item asks for: Whisper's whole 30 s unless it names a shorter one."""
     return options.window_s or WINDOW_SECONDS
 
 

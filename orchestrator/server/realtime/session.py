@@ -178,7 +178,7 @@ class RealtimeSession:
 
     async def _partial(self, live: LiveTranscript, audio: np.ndarray) -> None:
         try:  # an encoder window fitted to the audio so far: a pass costs a fraction of the whole 30 s window's
-            result = await self._recognise(audio, draft=True, window_s=fitted_window(len(audio)))
+            result = await self._recognise(audio, draft=True, fitted=True)
         except (EngineBusyError, EngineDeadError, ValueError):
             return  # a partial is a courtesy: the final transcript still comes
         await self._agree(live, result.text, len(audio))
@@ -225,13 +225,13 @@ class RealtimeSession:
             if started:
                 self.metrics.voice_preemptive.labels("cancelled").inc()
 
-    async def _recognise(self, audio: np.ndarray, draft: bool = False, window_s: int | None = None) -> Transcription:
+    async def _recognise(self, audio: np.ndarray, draft: bool = False, fitted: bool = False) -> Transcription:
         settings = self.config.audio.input.transcription
         # One decoding pass at temperature 0: Whisper's fallback ladder can decode up to six times, which a voice
         # turn cannot wait for, and such a pass joins the other sessions' in one batch. A draft (a pause's guess)
-        # waits behind every final transcription. The stack's voice.turn_window may fit a turn's window to it.
-        if window_s is None and self.engines.fitted_turns:
-            window_s = fitted_window(len(audio))
+        # waits behind every final transcription. A live pass, or any pass under voice.turn_window: fitted, encodes
+        # a window fitted to the audio instead of Whisper's whole 30 s.
+        window_s = fitted_window(len(audio)) if fitted or self.engines.fitted_turns else None
         options = TranscribeOptions(language=settings.language if settings else None,
                                     prompt=settings.prompt if settings else None, temperature=0.0, draft=draft,
                                     window_s=window_s)
