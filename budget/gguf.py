@@ -42,7 +42,7 @@ INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 INT8_TYPES = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K")
 INT4_GROUP = 32
 SCALE_BYTES = 2  # bfloat16 scales (and int4 zeros)
-DEQUANT_ROWS = 4096  # the dequantize-then-matmul path (off the CPU kernels) widens this many weight rows at a time
+DEQUANT_ROWS = 4096  # the dequantize-then-matmul path (GPU int8, CPU prefill) widens this many weight rows at a time
 _LAYER = re.compile(r"\.(\d+)\.")
 
 

@@ -1,6 +1,11 @@
 """Pick each kernel's implementation by device: Triton on CUDA, the PyTorch reference elsewhere; for the quantized
 matmuls, torch's packed int4/int8 CPU kernels (bfloat16 activations: they are many times slower with float32 or
-float16) on the CPU, our Triton int4 kernel on CUDA, the reference elsewhere."""
+float16) on the CPU, our Triton int4 kernel on CUDA, the reference elsewhere.
+
+A float32 CPU step of DEQUANTIZE_FROM_ROWS rows or more (a long prompt's prefill) instead widens the packed weights
+a slice at a time and multiplies in float32, as vLLM's AWQ layer does past 256 tokens on a GPU: with that many rows
+the dense matmul makes up for the widening, and float32 activations keep a prompt's logits those of the dequantized
+model (the packed kernels round activations to bfloat16)."""
 from __future__ import annotations
 
 import torch
@@ -30,9 +35,28 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
                                      max_seqlen_q, plan)
 
 
+# From how many rows a step widens, by format: where it stops costing time (bench/quantized_prefill.py, 2 cores: int8
+# rows 10-14% sooner from 384 rows; int4 groups 20% later at 512, even at 1024-2048).
+DEQUANTIZE_FROM_ROWS = {"int4": 2048, "int8": 384}
+CPU_INT4_BLOCK = 64   # torch's CPU int4 layout packs output rows in blocks of 64 (another layout for other sizes)
+
+
 def int4_on_cpu_kernel(device: torch.device, out_features: int) -> bool:
-    """Whether torch's packed int4 CPU kernel serves this weight (it needs the output size in multiples of 16)."""
-    return device.type == "cpu" and out_features % 16 == 0
+    """Whether torch's packed int4 CPU kernel serves this weight: output rows in whole blocks of its layout (the one
+    unpack_int4_cpu reads back; it takes multiples of 16, packed otherwise)."""
+    return device.type == "cpu" and out_features % CPU_INT4_BLOCK == 0
+
+
+def unpack_int4_cpu(packed: torch.Tensor) -> torch.Tensor:
+    """[N, K/2] bytes in torch's CPU int4 layout -> [N, K] codes: per block of 64 rows, [K, 32] bytes whose low nibble
+    is row j of the block and high nibble row 32 + j (tests/test_quantized.py checks it against torch's packing)."""
+    blocks = packed.reshape(-1, packed.shape[1] * 2, CPU_INT4_BLOCK // 2)   # [N/64, K, 32]
+    return torch.cat([blocks & 0x0F, blocks >> 4], dim=2).transpose(1, 2).reshape(packed.shape[0], -1)
+
+
+def _dequantized(x: torch.Tensor, fmt: str) -> bool:
+    """Whether this CPU step multiplies widened weights in float32 rather than the packed bfloat16 kernels."""
+    return x.dtype == torch.float32 and x.numel() >= DEQUANTIZE_FROM_ROWS[fmt] * x.shape[-1]
 
 
 def pack_int4_for(codes: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -45,6 +69,8 @@ def pack_int4_for(codes: torch.Tensor, device: torch.device) -> torch.Tensor:
 def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tensor, group: int) -> torch.Tensor:
     """x @ W.T for a group-wise int4 weight packed by pack_int4_for; scales_zeros is [K/group, N, 2]."""
     if int4_on_cpu_kernel(x.device, packed.shape[0]):
+        if _dequantized(x, "int4"):
+            return int4_matmul_reference(x, packed, scales_zeros, group, unpack_int4_cpu)
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, group, scales_zeros)
         return out.to(x.dtype).view(*x.shape[:-1], -1)
@@ -56,7 +82,7 @@ def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tenso
 
 def int8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x @ W.T for an int8 weight with one scale per output row."""
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not _dequantized(x, "int8"):
         out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), codes, scales)
         return out.to(x.dtype).view(*x.shape[:-1], -1)
     return scaled_matmul_reference(x, codes, scales)

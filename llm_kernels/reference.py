@@ -1,6 +1,7 @@
 """Plain-PyTorch twins of the Triton kernels: same signatures, used off CUDA and as the test oracle."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -118,23 +119,23 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     return (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)
 
 
-def int4_matmul_reference(x: torch.Tensor, nibbles: torch.Tensor, scales_zeros: torch.Tensor,
-                          group: int) -> torch.Tensor:
-    """x @ W.T for W = (q - 8) * scale + zero per group of `group` inputs; scales_zeros is [K/group, N, 2]."""
+def int4_matmul_reference(x: torch.Tensor, nibbles: torch.Tensor, scales_zeros: torch.Tensor, group: int,
+                          unpack: Callable[[torch.Tensor], torch.Tensor] = unpack_int4) -> torch.Tensor:
+    """x @ W.T for W = (q - 8) * scale + zero per group of `group` inputs; scales_zeros is [K/group, N, 2]; `unpack`
+    reads a slice of rows' codes from `nibbles` (the reference layout unless told). One widened slice at a time."""
     out = x.new_empty(*x.shape[:-1], nibbles.shape[0])
     for start in range(0, nibbles.shape[0], ROWS_PER_SLICE):
         rows = slice(start, start + ROWS_PER_SLICE)
-        codes = unpack_int4(nibbles[rows]).to(x.dtype)
-        scales = scales_zeros[:, rows, 0].t().to(x.dtype).repeat_interleave(group, dim=1)
-        zeros = scales_zeros[:, rows, 1].t().to(x.dtype).repeat_interleave(group, dim=1)
-        out[..., rows] = x @ ((codes - 8) * scales + zeros).t()
+        groups = unpack(nibbles[rows]).to(x.dtype).unflatten(1, (-1, group))   # [rows, K/group, group]
+        groups.sub_(8).mul_(scales_zeros[:, rows, 0].t()[..., None]).add_(scales_zeros[:, rows, 1].t()[..., None])
+        out[..., rows] = x @ groups.flatten(1).t()
     return out
 
 
 def scaled_matmul_reference(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """x @ W.T for W = q * scale, one scale per output row (int8 or float8 codes)."""
+    """x @ W.T for W = q * scale, one scale per output row (int8 or float8 codes). One widened slice at a time."""
     out = x.new_empty(*x.shape[:-1], codes.shape[0])
     for start in range(0, codes.shape[0], ROWS_PER_SLICE):
         rows = slice(start, start + ROWS_PER_SLICE)
-        out[..., rows] = x @ (codes[rows].to(x.dtype) * scales[rows, None].to(x.dtype)).t()
+        out[..., rows] = x @ codes[rows].to(x.dtype).mul_(scales[rows, None]).t()
     return out

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from engines.asr import AsyncASR
-from engines.asr.outputs import Transcription
+from engines.asr.outputs import TranscribeOptions, Transcription
 from engines.embedding import AsyncEmbedder
 from engines.errors import EngineDeadError, EngineFailedError
+from engines.front import Job
 from engines.tts import AsyncTTS
 from engines.vad import AsyncVAD
 from engines.vad.silero import SileroVAD
@@ -38,7 +40,8 @@ def asr_front(gate: Gate) -> tuple[AsyncASR, callable]:
         gate.pass_through()
         return Transcription("words", "en", 1.0, 0.1, [])
 
-    engine = SimpleNamespace(name="fake-asr", batch_size=4, check=lambda options: options, transcribe=transcribe,
+    engine = SimpleNamespace(name="fake-asr", device="cpu", batch_size=4, check=lambda options: options,
+                             transcribe=transcribe,
                              transcribe_batch=lambda items: [transcribe(*item) for item in items])
     front = AsyncASR(engine)
     return front, lambda: front.transcribe(np.zeros(1600, dtype=np.float32))
@@ -139,3 +142,20 @@ def test_shutdown_finishes_the_running_request_and_fails_the_queued(kind, silero
     assert isinstance(second, EngineDeadError) and "shut down" in str(second)
     with pytest.raises(EngineDeadError, match="has stopped"):
         asyncio.run(request())
+
+
+@pytest.mark.parametrize("device, batches", [
+    ("cpu", [["final", "final"], ["draft"], ["draft"]]),     # a batch costs the sum of its rows: drafts go alone
+    ("cuda", [["final", "final", "draft"], ["draft"]])])     # rows run side by side: drafts ride along, up to 3
+def test_the_asr_batches_what_waits_by_how_its_device_runs_rows(device, batches):
+    engine = SimpleNamespace(name="fake-asr", device=device, batch_size=3)
+    front = AsyncASR(engine)
+    loop = asyncio.new_event_loop()
+    waiting = deque(Job((np.zeros(1600, dtype=np.float32), TranscribeOptions(temperature=0.0, draft=draft), 0.0),
+                        loop, lambda outcome: None) for draft in (True, False, True, False))
+    taken = []
+    while waiting:
+        taken.append(["draft" if job.payload[1].draft else "final" for job in front._next_work(waiting)])
+    front.shutdown()
+    loop.close()
+    assert taken == batches

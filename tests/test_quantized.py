@@ -112,8 +112,32 @@ def test_the_cpu_kernels_equal_the_reference_twins():
         bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
         assert ((layer(x) - twin).abs() - bound).max() <= 0, fmt
     odd = QuantLinear(quantize_weight(torch.randn(40, 64, generator=gen), QuantFormat.INT4), None, CPU)
-    assert odd.packed.shape == (40, 32)  # 40 rows: not a multiple of 16, so the reference layout and path
+    assert odd.packed.shape == (40, 32)  # 40 rows: not whole blocks of the CPU layout, so the reference layout, path
     assert torch.allclose(odd(x[:, :64]), x[:, :64] @ odd_dense(odd).t(), atol=1e-5)
+
+
+def test_a_prefill_sized_step_multiplies_the_widened_weights_in_float32():
+    """A step of DEQUANTIZE_FROM_ROWS rows or more (by format) skips the bfloat16 kernels: the same stored weights
+    widened a slice at a time (torch's CPU int4 layout read back code for code) and multiplied in float32, as the
+    twins do."""
+    from llm_kernels.dispatch import DEQUANTIZE_FROM_ROWS, pack_int4_for, unpack_int4_cpu
+
+    gen = torch.Generator().manual_seed(4)
+    for rows in (64, 192, 4096 + 64):  # whole blocks of 64; the last spans two of the twins' slices
+        codes = torch.randint(0, 16, (rows, 96), generator=gen)
+        assert torch.equal(unpack_int4_cpu(pack_int4_for(codes, CPU)).long(), codes), rows
+    dense = torch.randn(128, 256, generator=gen)
+    for fmt in (QuantFormat.INT4, QuantFormat.INT8):
+        x = torch.randn(DEQUANTIZE_FROM_ROWS[fmt.value], 256, generator=gen)
+        weight = quantize_weight(dense, fmt)
+        layer = QuantLinear(weight, None, CPU)
+        if fmt == QuantFormat.INT4:
+            twin = int4_matmul_reference(x, pack_int4(weight.codes), layer.scales_zeros, GROUP)
+        else:
+            twin = scaled_matmul_reference(x, layer.codes, layer.scales)
+        assert torch.allclose(layer(x), twin, rtol=1e-5, atol=1e-5), fmt   # float32 sums, not bfloat16 rounding
+        decode = layer(x[:1])
+        assert not torch.allclose(decode, twin[:1], rtol=1e-6, atol=1e-6), fmt  # one row: the bfloat16 kernel
 
 
 @pytest.mark.parametrize("m, n, k", [(1, 96, 128), (5, 130, 96), (40, 64, 256)])

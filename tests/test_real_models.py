@@ -42,6 +42,9 @@ SENTENCES = [
     "It is important to drink enough water when the days are warm.",
 ]
 ROUND_TRIP_WER = 0.15   # measured 0.049-0.066 over runs here (Piper joe read back by Whisper base, int8)
+# Teacher-forced argmax agreement of a demo GGUF served packed with it dequantized to float32, by matmul path: at least
+AGREE_WIDENED = {"smollm2": 0.99, "qwen2.5-coder-0.5b": 0.975}    # measured 99.25% and 98.0%
+AGREE_KERNELS = {"smollm2": 0.97, "qwen2.5-coder-0.5b": 0.965}    # measured 98.0% and 97.5%
 ANSWER_WER = 0.35       # an answer's own audio read back: short, odd words (names, "VTuber") cost more
 
 
@@ -88,25 +91,29 @@ def test_gguf_greedy_tokens_and_parameter_count_equal_transformers(real_models, 
 
 @pytest.mark.parametrize("name", list(DEMO_GGUFS))
 def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(real_models, engines, packed_ggufs,
-                                                                                   name):
-    """Teacher-forced over 400 tokens of real prose: the packed model's next-token argmax against the dequantized
-    float32 model's, and the perplexity of each. Measured here: argmax agreement 97.75% (SmolLM2) and 97.5%
-    (Qwen), perplexity within 0.1% and 0.4%. The disagreements sit at near-ties (top-2 margins under 0.2): torch's
-    packed CPU kernels take bfloat16 activations and scales (with float32 activations agreement is 99.5% and
-    98.25%, the rest being the 5/6/8-bit tensors requantized into int8 rows). llama.cpp rounds activations to
-    8 bits for the same matmuls."""
+                                                                                   name, monkeypatch):
+    """Teacher-forced over 400 tokens of real prose (one prefill chunk): the packed model's next-token argmax against
+    the dequantized float32 model's, and the perplexity of each, on both of its matmul paths. Widened to float32 (a
+    long prefill's path): argmax agreement AGREE_WIDENED, the rest from float16 GGUF scales held as bfloat16 and
+    Qwen's 5/6/8-bit tensors requantized into int8 rows. Through the packed kernels (decode's path, and a short
+    prompt's): lower, at near-ties (top-2 margins under 0.2), as torch's packed CPU kernels round activations to
+    bfloat16 (llama.cpp rounds them to 8 bits for the same matmuls). Perplexity within 1% either way."""
     from budget.planner import plan_stack
+    from llm_kernels import dispatch
     from orchestrator.stack import Stack
     from prose import PROSE
 
     ids = engines[name].tokenizer.encode(PROSE, add_special_tokens=False)[:400]
     assert len(ids) == 400
-    want, got = (torch.cat(prefill_logits(llm, ids)) for llm in (engines[name], packed_ggufs[name]))
-    agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
+    want = torch.cat(prefill_logits(engines[name], ids))
     targets = torch.tensor(ids[1:])
     ppl_want = torch.nn.functional.cross_entropy(want[:-1], targets).exp().item()
-    ppl_got = torch.nn.functional.cross_entropy(got[:-1], targets).exp().item()
-    assert agreement >= 0.96 and abs(ppl_got / ppl_want - 1) <= 0.01, (agreement, ppl_want, ppl_got)
+    for rows_from, least in ((1, AGREE_WIDENED[name]), (len(ids) + 1, AGREE_KERNELS[name])):
+        monkeypatch.setattr(dispatch, "DEQUANTIZE_FROM_ROWS", dict.fromkeys(dispatch.DEQUANTIZE_FROM_ROWS, rows_from))
+        got = torch.cat(prefill_logits(packed_ggufs[name], ids))
+        agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
+        ppl_got = torch.nn.functional.cross_entropy(got[:-1], targets).exp().item()
+        assert agreement >= least and abs(ppl_got / ppl_want - 1) <= 0.01, (rows_from, agreement, ppl_want, ppl_got)
     gguf = str(real_models / name / DEMO_GGUFS[name])
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "16GiB"},
                                   "models": [{"name": name, "kind": "llm", "path": gguf, "dtype": "float32",

@@ -47,6 +47,19 @@ def step_activation_bytes(cfg: dict, tokens: int, seqs: int, b: float) -> tuple[
     return total, text
 
 
+def dequantize_scratch_bytes(cfg: dict, b: float) -> tuple[int, str]:
+    """The dequantize-then-matmul path's peak: its largest widened slice (DEQUANT_ROWS output rows at most, of the
+    projection or head with the most), and the unpacked codes it is widened from, at most as many bytes again."""
+    h, inter, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    d = llm_head_dim(cfg)
+    q, kv = cfg["num_attention_heads"] * d, llm_kv_heads(cfg) * d
+    shapes = {"qkv": (q + 2 * kv, h), "o": (h, q), "gate_up": (2 * inter, h), "down": (h, inter), "head": (vocab, h)}
+    name, (rows, inputs) = max(shapes.items(), key=lambda item: min(item[1][0], DEQUANT_ROWS) * item[1][1])
+    rows = min(rows, DEQUANT_ROWS)
+    scratch = int(2 * rows * inputs * b)
+    return scratch, f" + dequantize scratch 2 × {rows} rows × {inputs} inputs ({name}) × {b:g} B = {human(scratch)}"
+
+
 def estimate_llm(spec, on_gpu: bool) -> Estimate:
     files = find_model_files(spec.name, spec.path, spec.config)
     header = read_gguf(files.gguf) if files.gguf is not None else None
@@ -109,13 +122,13 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     activation, formulas["activations"] = step_activation_bytes(cfg, tokens, seqs, b)
     int8_matmuls = (quantization == "int8" or "int8" in by_format
                     or (quantization == "int4" and header is None and bool(cfg.get("tie_word_embeddings"))))
-    if on_gpu and int8_matmuls:  # int8 off the CPU kernels widens a slice of rows at a time (int4 has a
-        # Triton kernel that widens in registers; a tied int4 model's head reads the int8 embedding rows)
-        widest = max(cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"] * llm_head_dim(cfg))
-        scratch = 4 * DEQUANT_ROWS * widest * int(b)
+    packed = quantization in ("int8", "int4") or bool(set(by_format) - {"dense"}) or storage.startswith(("awq", "gptq"))
+    # int8 on a GPU widens a slice of rows at a time (int4 has a Triton kernel that widens in registers; a tied int4
+    # model's head reads the int8 embedding rows); a float32 prefill on the CPU widens every packed format
+    if (on_gpu and int8_matmuls) or (not on_gpu and packed and b == 4):
+        scratch, text = dequantize_scratch_bytes(cfg, b)
         activation += scratch
-        formulas["activations"] += (f" + dequantize scratch 4 × {DEQUANT_ROWS} rows × {widest} inputs × {b:g} B "
-                                    f"= {human(scratch)}")
+        formulas["activations"] += text
     alternatives = {}
     if header is None and quantization == "auto" and b >= 2:
         alternatives = {fmt: _quantized_on_the_fly(cfg, params, b, fmt)[0] for fmt in ("int8", "int4")}

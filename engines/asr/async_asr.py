@@ -2,7 +2,10 @@
 
 Whatever is queued when the engine comes free runs together (up to `max_batch` windows): final
 transcriptions (a turn's end, an HTTP request) before any realtime draft, so a pause's guess never holds
-back someone's answer. A draft whose caller has stopped waiting (the user went on speaking) is dropped
+back someone's answer. On a GPU a batch's rows run side by side, nearly free, so drafts ride along with finals.
+On a CPU a batch costs about the sum of its rows and hands every result back at the end: finals (whose callers
+wait for the whole answer) batch only with finals, and drafts run one at a time, so no final waits behind more
+than one draft (bench/voice_latency.py --asr-batch). A draft whose caller has stopped waiting (the user went on speaking) is dropped
 before it runs. Short greedy transcriptions share one batch through CTranslate2; the rest (long audio,
 sampling, timestamps) run one at a time. Past `max_pending` a request is refused at once (EngineBusyError).
 """
@@ -24,6 +27,7 @@ class AsyncASR(EngineFront):
     def __init__(self, engine: WhisperASR, max_pending: int = 64) -> None:
         self.engine = engine
         self.max_batch = max(1, engine.batch_size)
+        self.rows_in_parallel = engine.device.startswith("cuda")
         super().__init__(f"the speech-to-text engine {engine.name!r}", max_pending, f"asr-{engine.name}")
 
     async def transcribe(self, audio: np.ndarray, options: TranscribeOptions | None = None) -> Transcription:
@@ -39,8 +43,10 @@ class AsyncASR(EngineFront):
         if not batchable(first.payload[0], first.payload[1]):
             waiting.remove(first)
             return [first]
-        work = [job for job in ordered if not job.abandoned and batchable(job.payload[0], job.payload[1])]
-        work = work[:self.max_batch] or [first]
+        draft = first.payload[1].draft
+        work = [job for job in ordered if not job.abandoned and batchable(job.payload[0], job.payload[1])
+                and (self.rows_in_parallel or job.payload[1].draft == draft)]
+        work = work[:self.max_batch if self.rows_in_parallel or not draft else 1] or [first]
         for job in work:
             waiting.remove(job)
         return work
