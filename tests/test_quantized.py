@@ -97,18 +97,22 @@ def test_packed_matmul_on_the_demo_files_real_tensors(real_models, model):
     assert seen >= ({"Q4_1", "Q8_0"} if model is SMOL else {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}), seen
 
 
+def layer_and_twin(dense: torch.Tensor, fmt: QuantFormat, x: torch.Tensor):
+    """The weight quantized, its QuantLinear on the CPU, and the dequantize-then-matmul twin's output for x."""
+    weight = quantize_weight(dense, fmt)
+    layer = QuantLinear(weight, None, CPU)
+    if fmt == QuantFormat.INT4:
+        return weight, layer, int4_matmul_reference(x, pack_int4(weight.codes), layer.scales_zeros, GROUP)
+    return weight, layer, scaled_matmul_reference(x, layer.codes, layer.scales)
+
+
 def test_the_cpu_kernels_equal_the_reference_twins():
     """Same stored weights, two paths: torch's packed CPU kernels and the dequantize-then-matmul twins."""
     gen = torch.Generator().manual_seed(3)
     dense = torch.randn(64, 128, generator=gen)
     x = torch.randn(7, 128, generator=gen)
     for fmt in (QuantFormat.INT4, QuantFormat.INT8):  # the formats torch's packed CPU kernels serve
-        weight = quantize_weight(dense, fmt)
-        layer = QuantLinear(weight, None, CPU)
-        if fmt == QuantFormat.INT4:
-            twin = int4_matmul_reference(x, pack_int4(weight.codes), layer.scales_zeros, GROUP)
-        else:
-            twin = scaled_matmul_reference(x, layer.codes, layer.scales)
+        weight, layer, twin = layer_and_twin(dense, fmt, x)
         bound = 3 * U * (x.abs() @ magnitude(weight).t()) + 1e-5
         assert ((layer(x) - twin).abs() - bound).max() <= 0, fmt
     odd = QuantLinear(quantize_weight(torch.randn(40, 64, generator=gen), QuantFormat.INT4), None, CPU)
@@ -129,12 +133,7 @@ def test_a_prefill_sized_step_multiplies_the_widened_weights_in_float32():
     dense = torch.randn(128, 256, generator=gen)
     for fmt in (QuantFormat.INT4, QuantFormat.INT8):
         x = torch.randn(DEQUANTIZE_FROM_ROWS[fmt.value], 256, generator=gen)
-        weight = quantize_weight(dense, fmt)
-        layer = QuantLinear(weight, None, CPU)
-        if fmt == QuantFormat.INT4:
-            twin = int4_matmul_reference(x, pack_int4(weight.codes), layer.scales_zeros, GROUP)
-        else:
-            twin = scaled_matmul_reference(x, layer.codes, layer.scales)
+        _, layer, twin = layer_and_twin(dense, fmt, x)
         assert torch.allclose(layer(x), twin, rtol=1e-5, atol=1e-5), fmt   # float32 sums, not bfloat16 rounding
         decode = layer(x[:1])
         assert not torch.allclose(decode, twin[:1], rtol=1e-6, atol=1e-6), fmt  # one row: the bfloat16 kernel

@@ -221,7 +221,7 @@ def test_a_spoken_question_gets_a_spoken_answer_on_the_real_demo(demo):
     events = spoken_turn(demo, KEY, question, timeout=180)
     heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
     heard_words = set(heard["transcript"].lower().replace("?", "").split())
-    assert "sky" in heard_words and heard_words & {"colour", "color"}, heard["transcript"]
+    assert "sky" in heard_words and any(w.startswith(("colour", "color")) for w in heard_words), heard["transcript"]
     said = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]
     audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
     assert events[-1]["response"]["status"] in ("completed", "incomplete") and said.strip() and audio
