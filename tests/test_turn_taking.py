@@ -223,8 +223,8 @@ def test_live_words_arrive_while_the_user_speaks_for_a_streaming_transcription_m
 
 def test_four_sessions_speaking_at_once_each_hear_their_own_words(demo):
     """Four sessions speak four sentences at once, their utterances sharing ASR batches (the demo's Whisper set to
-    batch as on a GPU, drafts riding with finals; on 2 CPU cores the demo runs one at a time): each session's
-    transcript is its own sentence, and the ASR ran some of the transcriptions batched."""
+    batch as on a GPU, drafts riding with finals; on a CPU it batches finals only): each session's transcript is
+    its own sentence, and the ASR ran some of the transcriptions batched."""
     app, _, url = demo
     front = app.state.companions.of("asr")["whisper-base"]
     demo_policy = front.max_batch, front.rows_in_parallel
