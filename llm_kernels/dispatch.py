@@ -42,8 +42,8 @@ CPU_INT4_BLOCK = 64   # torch's CPU int4 layout packs output rows in blocks of 6
 
 
 def int4_on_cpu_kernel(device: torch.device, out_features: int) -> bool:
-    """Whether torch's packed int4 CPU kernel serves this weight: output rows in whole blocks of its layout (the one
-    unpack_int4_cpu reads back; it takes multiples of 16, packed otherwise)."""
+    """Whether torch's packed int4 CPU kernel serves this weight: output rows in whole blocks of 64, the layout
+    unpack_int4_cpu reads back (the kernel takes any multiple of 16, packed in layouts we do not read)."""
     return device.type == "cpu" and out_features % CPU_INT4_BLOCK == 0
 
 

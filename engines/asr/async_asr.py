@@ -5,9 +5,9 @@ transcriptions (a turn's end, an HTTP request) before any realtime draft, so a p
 back someone's answer. On a GPU a batch's rows run side by side, nearly free, so drafts ride along with finals.
 On a CPU a batch costs about the sum of its rows and hands every result back at the end: finals (whose callers
 wait for the whole answer) batch only with finals, and drafts run one at a time, so no final waits behind more
-than one draft (bench/voice_latency.py --asr-batch). A draft whose caller has stopped waiting (the user went on speaking) is dropped
-before it runs. Short greedy transcriptions share one batch through CTranslate2; the rest (long audio,
-sampling, timestamps) run one at a time. Past `max_pending` a request is refused at once (EngineBusyError).
+than one draft. A draft whose caller has stopped waiting (the user went on speaking) is dropped before it runs.
+Short greedy transcriptions share one batch through CTranslate2; the rest (long audio, sampling, timestamps) run
+one at a time. Past `max_pending` a request is refused at once (EngineBusyError).
 """
 from __future__ import annotations
 
