@@ -1,7 +1,7 @@
 """A prompt's prefill on packed GGUF weights: torch's bfloat16 packed CPU kernels against widening the weights a slice
 at a time and multiplying in float32, by prompt length, in one run.
 
-It picks `llm_kernels.dispatch.DEQUANTIZE_FROM_ROWS`, the step size from which the engine widens each format (as
+It picks `budget.gguf.DEQUANTIZE_FROM_ROWS`, the step size from which the engine widens each format (as
 vLLM's AWQ layer does past 256 tokens on a GPU): SmolLM2's file is int4 groups, the Qwen file mostly int8 rows.
 Each row times a one-token generation after a new prompt of N tokens (the time to first token: the prefill, then
 one row through the LM head) on the served model, both ways, best of --repeats, and prints the widened path's time
@@ -21,7 +21,7 @@ from hardware import describe
 from rich.console import Console
 from rich.table import Table
 
-import llm_kernels.dispatch as dispatch
+from budget.gguf import DEQUANTIZE_FROM_ROWS
 from engines.llm import EngineConfig, LLMEngine, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def main() -> None:
         for tokens in args.tokens:
             row = {"model": gguf.name, "tokens": tokens}
             for name, rows_from in PATHS.items():
-                dispatch.DEQUANTIZE_FROM_ROWS = dict.fromkeys(dispatch.DEQUANTIZE_FROM_ROWS, rows_from)
+                DEQUANTIZE_FROM_ROWS.update(dict.fromkeys(DEQUANTIZE_FROM_ROWS, rows_from))
                 row[name] = first_token_ms(llm, tokens, args.repeats, rng)
             row["widened / packed"] = row["widened float32"] / row["packed bf16 kernels"]
             rows.append(row)

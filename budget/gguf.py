@@ -43,6 +43,10 @@ INT8_TYPES = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K")
 INT4_GROUP = 32
 SCALE_BYTES = 2  # bfloat16 scales (and int4 zeros)
 DEQUANT_ROWS = 4096  # the dequantize-then-matmul path (GPU int8, CPU prefill) widens this many weight rows at a time
+# From how many rows a float32 CPU step widens packed weights rather than take torch's bfloat16 kernels, by format:
+# where it stops costing time (bench/quantized_prefill.py, 2 cores: int8 rows 10-14% sooner from 384 rows; int4
+# groups 20% later at 512, even at 1024-2048).
+DEQUANTIZE_FROM_ROWS = {"int4": 2048, "int8": 384}
 _LAYER = re.compile(r"\.(\d+)\.")
 
 

@@ -2,14 +2,15 @@
 matmuls, torch's packed int4/int8 CPU kernels (bfloat16 activations: they are many times slower with float32 or
 float16) on the CPU, our Triton int4 kernel on CUDA, the reference elsewhere.
 
-A float32 CPU step of DEQUANTIZE_FROM_ROWS rows or more (a long prompt's prefill) instead widens the packed weights
-a slice at a time and multiplies in float32, as vLLM's AWQ layer does past 256 tokens on a GPU: with that many rows
-the dense matmul makes up for the widening, and float32 activations keep a prompt's logits those of the dequantized
-model (the packed kernels round activations to bfloat16)."""
+A float32 CPU step of DEQUANTIZE_FROM_ROWS rows or more (budget/gguf.py, by format; a long prompt's prefill) instead
+widens the packed weights a slice at a time and multiplies in float32, as vLLM's AWQ layer does past 256 tokens on a
+GPU: with that many rows the dense matmul makes up for the widening, and float32 activations keep a prompt's logits
+those of the dequantized model (the packed kernels round activations to bfloat16)."""
 from __future__ import annotations
 
 import torch
 
+from budget.gguf import DEQUANTIZE_FROM_ROWS
 from llm_kernels.reference import (ReferencePlan, int4_matmul_reference, pack_int4, paged_attention_reference,
                                    scaled_matmul_reference, store_kv_reference)
 
@@ -35,9 +36,6 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
                                      max_seqlen_q, plan)
 
 
-# From how many rows a step widens, by format: where it stops costing time (bench/quantized_prefill.py, 2 cores: int8
-# rows 10-14% sooner from 384 rows; int4 groups 20% later at 512, even at 1024-2048).
-DEQUANTIZE_FROM_ROWS = {"int4": 2048, "int8": 384}
 CPU_INT4_BLOCK = 64   # torch's CPU int4 layout packs output rows in blocks of 64 (another layout for other sizes)
 
 

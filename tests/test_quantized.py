@@ -124,7 +124,8 @@ def test_a_prefill_sized_step_multiplies_the_widened_weights_in_float32():
     """A step of DEQUANTIZE_FROM_ROWS rows or more (by format) skips the bfloat16 kernels: the same stored weights
     widened a slice at a time (torch's CPU int4 layout read back code for code) and multiplied in float32, as the
     twins do."""
-    from llm_kernels.dispatch import DEQUANTIZE_FROM_ROWS, pack_int4_for, unpack_int4_cpu
+    from budget.gguf import DEQUANTIZE_FROM_ROWS
+    from llm_kernels.dispatch import pack_int4_for, unpack_int4_cpu
 
     gen = torch.Generator().manual_seed(4)
     for rows in (64, 192, 4096 + 64):  # whole blocks of 64; the last spans two of the twins' slices

@@ -98,8 +98,8 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
     Qwen's 5/6/8-bit tensors requantized into int8 rows. Through the packed kernels (decode's path, and a short
     prompt's): lower, at near-ties (top-2 margins under 0.2), as torch's packed CPU kernels round activations to
     bfloat16 (llama.cpp rounds them to 8 bits for the same matmuls). Perplexity within 1% either way."""
+    from budget.gguf import DEQUANTIZE_FROM_ROWS
     from budget.planner import plan_stack
-    from llm_kernels import dispatch
     from orchestrator.stack import Stack
     from prose import PROSE
 
@@ -109,7 +109,8 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
     targets = torch.tensor(ids[1:])
     ppl_want = torch.nn.functional.cross_entropy(want[:-1], targets).exp().item()
     for rows_from, least in ((1, AGREE_WIDENED[name]), (len(ids) + 1, AGREE_KERNELS[name])):
-        monkeypatch.setattr(dispatch, "DEQUANTIZE_FROM_ROWS", dict.fromkeys(dispatch.DEQUANTIZE_FROM_ROWS, rows_from))
+        for fmt in DEQUANTIZE_FROM_ROWS:
+            monkeypatch.setitem(DEQUANTIZE_FROM_ROWS, fmt, rows_from)
         got = torch.cat(prefill_logits(packed_ggufs[name], ids))
         agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
         ppl_got = torch.nn.functional.cross_entropy(got[:-1], targets).exp().item()

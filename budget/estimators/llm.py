@@ -7,7 +7,7 @@ from budget.rope import context_error
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.sampler import sampler_bytes
 from budget.estimators.weights import checkpoint_weights
-from budget.gguf import DEQUANT_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
+from budget.gguf import DEQUANT_ROWS, DEQUANTIZE_FROM_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
 from budget.units import MiB, dtype_bytes, human
 
 GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
@@ -122,10 +122,12 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     activation, formulas["activations"] = step_activation_bytes(cfg, tokens, seqs, b)
     int8_matmuls = (quantization == "int8" or "int8" in by_format
                     or (quantization == "int4" and header is None and bool(cfg.get("tie_word_embeddings"))))
-    packed = quantization in ("int8", "int4") or bool(set(by_format) - {"dense"}) or storage.startswith(("awq", "gptq"))
+    int4_matmuls = quantization == "int4" or "int4" in by_format or storage.startswith(("awq", "gptq"))
     # int8 on a GPU widens a slice of rows at a time (int4 has a Triton kernel that widens in registers; a tied int4
-    # model's head reads the int8 embedding rows); a float32 prefill on the CPU widens every packed format
-    if (on_gpu and int8_matmuls) or (not on_gpu and packed and b == 4):
+    # model's head reads the int8 embedding rows); on the CPU a float32 step of enough rows widens either format
+    widened_on_cpu = b == 4 and any(held and tokens >= DEQUANTIZE_FROM_ROWS[fmt] for fmt, held
+                                    in (("int8", int8_matmuls), ("int4", int4_matmuls)))
+    if (on_gpu and int8_matmuls) or (not on_gpu and widened_on_cpu):
         scratch, text = dequantize_scratch_bytes(cfg, b)
         activation += scratch
         formulas["activations"] += text
