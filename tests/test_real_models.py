@@ -217,12 +217,15 @@ def test_piper_speech_read_back_by_whisper(demo):
 
 
 def test_a_spoken_question_gets_a_spoken_answer_on_the_real_demo(demo):
-    question = decode_audio(speech(demo, "What colour is the sky?"), 24000)
+    """Piper draws its phoneme durations at random, so each run's question is its own recording: asked as "What colour
+    is the sky?", Whisper base heard "What colors the sky?" in 2 of 8 (and the answer then missed "blue"); this
+    phrasing was heard right in 8 of 8."""
+    question = decode_audio(speech(demo, "What is the colour of the sky?"), 24000)
 
     events = spoken_turn(demo, KEY, question, timeout=180)
     heard = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
     heard_words = set(heard["transcript"].lower().replace("?", "").split())
-    assert "sky" in heard_words and any(w.startswith(("colour", "color")) for w in heard_words), heard["transcript"]
+    assert "sky" in heard_words and heard_words & {"colour", "color"}, heard["transcript"]
     said = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]
     audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
     assert events[-1]["response"]["status"] in ("completed", "incomplete") and said.strip() and audio
