@@ -46,7 +46,8 @@ class AsyncASR(EngineFront):
         draft = first.payload[1].draft
         work = [job for job in ordered if not job.abandoned and batchable(job.payload[0], job.payload[1])
                 and (self.rows_in_parallel or job.payload[1].draft == draft)]
-        work = work[:self.max_batch if self.rows_in_parallel or not draft else 1] or [first]
+        size = 1 if draft and not self.rows_in_parallel else self.max_batch
+        work = work[:size] or [first]
         for job in work:
             waiting.remove(job)
         return work
