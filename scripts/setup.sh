@@ -30,6 +30,9 @@ apt_install() {
 # drives Debian's build: no browser is downloaded).
 apt_install espeak-ng espeak-ng "the speech tests"
 apt_install chromium chromium "the playground's browser tests"
+# g++ and ninja build the LLM's fused CPU decode layers (llm_kernels/cpu_decode.cpp) through torch's extension loader.
+apt_install g++ g++ "the fused CPU decode layers (decode then runs layer by layer in Python)"
+apt_install ninja-build ninja "the fused CPU decode layers (decode then runs layer by layer in Python)"
 
 # Pipecat in a venv of its own (Pipecat 1.14 pins protobuf < 7, Ray needs >= 7), exactly as its lock names, made
 # afresh when the lock changes. A failure stops set-up: tests/test_realtime_clients.py needs it.
@@ -44,7 +47,13 @@ if [[ ! -f "$PIPECAT_VENV/.installed" || "$(cat "$PIPECAT_VENV/.installed")" != 
         || { echo "error: could not install $PIPECAT_LOCK into $PIPECAT_VENV" >&2; exit 1; }
     echo "$PIPECAT_WANT" > "$PIPECAT_VENV/.installed"
 fi
+build_cpu_decode() {
+    # Built once per machine into torch's extension cache (about 30 s); later runs only check it is there.
+    "$VENV/bin/python" -c "from llm_kernels.cpu_decode import extension; assert extension() is not None" \
+        || echo "warning: the fused CPU decode layers did not build: CPU decode runs layer by layer" >&2
+}
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+    build_cpu_decode
     exit 0
 fi
 if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
@@ -77,3 +86,4 @@ quiet_pip "${constraints[@]}" "torch==2.13.0"
 # No build isolation: our editable install is built by the venv's (locked) setuptools, not whatever PyPI serves.
 quiet_pip "${constraints[@]}" --no-build-isolation -e ".[engines,server,test,ray]"   # ray: the optional extra for --ray
 echo "$WANT" > "$STAMP"
+build_cpu_decode

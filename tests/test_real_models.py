@@ -20,7 +20,7 @@ from live_server import live_server
 from live_stack import live_stack
 from realtime_client import spoken_turn
 from speech import word_errors
-from teacher import prefill_logits
+from teacher import decode_logits, prefill_logits
 
 from engines.llm import AsyncLLM, EngineConfig, LLMEngine, SamplingParams
 from orchestrator.server.audio_decode import decode_audio
@@ -45,6 +45,8 @@ ROUND_TRIP_WER = 0.15   # measured 0.049-0.066 over runs here (Piper joe read ba
 # Teacher-forced argmax agreement of a demo GGUF served packed with it dequantized to float32, by matmul path: at least
 AGREE_WIDENED = {"smollm2": 0.99, "qwen2.5-coder-0.5b": 0.975}    # measured 99.25% and 98.0%
 AGREE_KERNELS = {"smollm2": 0.97, "qwen2.5-coder-0.5b": 0.965}    # measured 98.0% and 97.5%
+AGREE_DECODE = {"smollm2": 0.97, "qwen2.5-coder-0.5b": 0.955}     # the fused CPU decode step: measured 98.0%, 97.0%
+DECODE_FROM = 200   # the decode check's prompt: the 200 positions after it are decode steps
 ANSWER_WER = 0.35       # an answer's own audio read back: short, odd words (names, "VTuber") cost more
 
 
@@ -97,7 +99,8 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
     long prefill's path): argmax agreement AGREE_WIDENED, the rest from float16 GGUF scales held as bfloat16 and
     Qwen's 5/6/8-bit tensors requantized into int8 rows. Through the packed kernels (decode's path, and a short
     prompt's): lower, at near-ties (top-2 margins under 0.2), as torch's packed CPU kernels round activations to
-    bfloat16 (llama.cpp rounds them to 8 bits for the same matmuls). Perplexity within 1% either way."""
+    bfloat16 (llama.cpp rounds them to 8 bits for the same matmuls). Then the last 200 positions again as decode steps,
+    one token each (the fused C++ layers on the CPU), at the packed kernels' agreement. Perplexity within 1% each way."""
     from budget.gguf import DEQUANTIZE_FROM_ROWS
     from budget.planner import plan_stack
     from orchestrator.stack import Stack
@@ -115,6 +118,12 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
         agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
         ppl_got = torch.nn.functional.cross_entropy(got[:-1], targets).exp().item()
         assert agreement >= least and abs(ppl_got / ppl_want - 1) <= 0.01, (rows_from, agreement, ppl_want, ppl_got)
+    assert packed_ggufs[name].runner.cpu_decode is not None
+    got, want = decode_logits(packed_ggufs[name], ids, DECODE_FROM), want[DECODE_FROM - 1:]
+    agreement = (want.argmax(-1) == got.argmax(-1)).float().mean().item()
+    ppl_want, ppl_got = (torch.nn.functional.cross_entropy(logits[:-1], targets[DECODE_FROM - 1:]).exp().item()
+                         for logits in (want, got))
+    assert agreement >= AGREE_DECODE[name] and abs(ppl_got / ppl_want - 1) <= 0.01, (agreement, ppl_want, ppl_got)
     gguf = str(real_models / name / DEMO_GGUFS[name])
     stack = Stack.model_validate({"gpu": {"device": "cpu", "memory": "16GiB"},
                                   "models": [{"name": name, "kind": "llm", "path": gguf, "dtype": "float32",

@@ -1,7 +1,8 @@
 """Run the model on a scheduled batch: flatten it, point attention at the paged pool, sample.
 
 The KV pool is allocated once, of exactly the bytes the config gives. On CUDA, pure decode
-steps replay CUDA graphs captured for a ladder of batch sizes.
+steps replay CUDA graphs captured for a ladder of batch sizes; on the CPU they run every layer in one C++ call
+(engines/llm/models/cpu_decode.py). `enforce_eager` turns both off.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from budget.estimators.llm import graph_batch_sizes
 from engines.llm.config import EngineConfig
 from engines.llm.context import AttentionContext, set_context
 from engines.llm.input_batch import build_inputs, pack_metadata
+from engines.llm.models.cpu_decode import CPUDecode
 from engines.llm.models.loader import load_model
 from engines.llm.sampler import SampledToken, Sampler
 from engines.llm.sampling_params import SamplingParams
@@ -36,6 +38,8 @@ class ModelRunner:
         self.sampler = Sampler()
         self.masks = MaskFiller(self.model.config["vocab_size"], overlap=self.device.type == "cuda")
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.cpu_decode = None if config.enforce_eager or self.device.type != "cpu" else \
+            CPUDecode.build(self.model, self.kv_cache)
 
     def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
         layers, head_dim, kv_heads = cfg["num_hidden_layers"], llm_head_dim(cfg), llm_kv_heads(cfg)
@@ -67,6 +71,8 @@ class ModelRunner:
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, context: AttentionContext) -> torch.Tensor:
         n = input_ids.shape[0]
+        if self.cpu_decode is not None and context.max_seqlen_q == 1:
+            return self.cpu_decode(input_ids, positions, context)
         size = next((s for s in self.graphs if s >= n), None) if context.max_seqlen_q == 1 else None
         if size is None or context.block_tables.shape[1] > self.graph_inputs["block_tables"].shape[1]:
             if self.device.type != "cuda":
