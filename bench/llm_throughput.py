@@ -11,10 +11,12 @@ decode against the roofline (weight bytes / measured device copy bandwidth).
         --dtype bfloat16 --requests 256 --input 100 1024 --output 100 1024 --batch 256   # on a GPU
     .venv/bin/python bench/llm_throughput.py --gguf .demo-models/real/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
-`--gguf FILE` serves a real GGUF instead: our engine with its quantized weights kept packed, the same dequantized
-into --dtype, and llama.cpp on the same file (llama-cpp-python, the engine inside Ollama, if it is installed:
+`--gguf FILE` serves a real GGUF instead: our engine with its quantized weights kept packed (decode steps through
+the fused C++ layers, and again layer by layer in Python with enforce_eager), the same dequantized into --dtype,
+and llama.cpp on the same file (llama-cpp-python, the engine inside Ollama, if it is installed:
 `pip install llama-cpp-python` builds it), one stream and then 8 and 16 requests at once, the same chat prompts
-greedy. llama.cpp runs first, so its resident growth is not memory our engines freed. llama-cpp-python's `Llama` serves one sequence at a time, so its "concurrent" rows run the requests one after another, as an
+greedy. llama.cpp runs first, so its resident growth is not memory our engines freed. llama-cpp-python's `Llama`
+serves one sequence at a time, so its "concurrent" rows run the requests one after another, as an
 Ollama slot does with OLLAMA_NUM_PARALLEL=1.
 """
 from __future__ import annotations
@@ -195,11 +197,13 @@ def run_gguf(args) -> None:
         memory["llama_cpp_rss_growth_bytes"] = process.memory_info().rss - before  # weights, its KV and buffers
         del theirs
         gc.collect()
-    for label, quantization in (("packed", "auto"), ("dequantized", "none")):
+    for label, quantization, eager in (("packed", "auto", False), ("packed_eager", "auto", True),
+                                       ("dequantized", "none", False)):
         ours = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
                                       num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device,
-                                      quantization=quantization))
-        memory[f"ours_{label}_weight_bytes"] = ours.runner.model.weight_bytes()
+                                      quantization=quantization, enforce_eager=eager))
+        if not eager:
+            memory[f"ours_{label}_weight_bytes"] = ours.runner.model.weight_bytes()
         ours.generate([prompts[0]], SamplingParams(max_tokens=4))  # warm-up
         for n, row in rows.items():
             batch = [prompts[i % len(prompts)] for i in range(n)]
@@ -215,11 +219,12 @@ def run_gguf(args) -> None:
     device = describe(args.device)
     table = Table(title=f"{args.gguf.name}: output tokens/s, {args.gguf_tokens} tokens a request, ours' activations in "
                         f"{args.dtype}, on {device}, {torch.get_num_threads()} threads")
-    for col in ("requests at once", "ours (packed)", "ours (dequantized)", "llama.cpp (one at a time)",
-                "packed / llama.cpp"):
+    for col in ("requests at once", "ours (packed)", "ours (packed, layer by layer)", "ours (dequantized)",
+                "llama.cpp (one at a time)", "packed / llama.cpp"):
         table.add_column(col, justify="right")
     for r in rows.values():
-        table.add_row(str(r["requests"]), str(r["ours_packed_tokens_per_s"]), str(r["ours_dequantized_tokens_per_s"]),
+        table.add_row(str(r["requests"]), str(r["ours_packed_tokens_per_s"]), str(r["ours_packed_eager_tokens_per_s"]),
+                      str(r["ours_dequantized_tokens_per_s"]),
                       str(r.get("llama_cpp_tokens_per_s", "not installed")), str(r.get("packed_over_llama_cpp", "")))
     Console().print(table)
     for key, value in memory.items():
@@ -243,7 +248,8 @@ PROFILE_PARTS = {"int4 matmul": ("_weight_int4pack_mm",), "int8 matmul (LM head,
 
 def profile_gguf(args) -> None:
     """One packed stream under torch's profiler: each part's own time per token, and what no aten op accounts for
-    (the Python of the step, the module calls, the dispatcher's way to each op)."""
+    (the fused C++ layers' own loops: norms, rotary, attention, SwiGLU; the step's Python; the dispatcher's way to
+    each op). With --eager, the layer-by-layer Python path instead."""
     from torch.profiler import ProfilerActivity, profile
 
     from engines.llm.tokenizer import load_tokenizer
@@ -253,7 +259,8 @@ def profile_gguf(args) -> None:
                                          tokenize=False)
     prompt = tokenizer.encode(chat, add_special_tokens=False)
     engine = LLMEngine(EngineConfig(str(args.gguf), dtype=args.dtype, max_model_len=2048, max_num_seqs=16,
-                                    num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device))
+                                    num_kv_blocks=2048, max_num_batched_tokens=512, device=args.device,
+                                    enforce_eager=args.eager))
     decode = SamplingParams(temperature=0, max_tokens=args.gguf_tokens, ignore_eos=True)
     prefill_only = SamplingParams(temperature=0, max_tokens=1)
     engine.generate([prompt], prefill_only)  # warm-up
@@ -272,7 +279,7 @@ def profile_gguf(args) -> None:
         parts[part] += event.self_cpu_time_total / 1e3 / args.gguf_tokens
     profiled_ms = sum(parts.values())
     rows = {part: round(ms, 2) for part, ms in parts.items()}
-    rows["Python and dispatch (not in any aten op)"] = round(max(per_token_ms - profiled_ms, 0), 2)
+    rows["C++ loops, Python and dispatch (in no aten op)"] = round(max(per_token_ms - profiled_ms, 0), 2)
     layers = engine.runner.model.config["num_hidden_layers"]
     table = Table(title=f"{args.gguf.name}: one packed stream, ms a decoded token ({per_token_ms:.1f} ms unprofiled, "
                         f"{1e3 / per_token_ms:.1f} tokens/s), {layers} layers, on {describe(args.device)}")
@@ -281,12 +288,13 @@ def profile_gguf(args) -> None:
     for part, ms in rows.items():
         table.add_row(part, f"{ms:.2f}", f"{ms / per_token_ms:.0%}", f"{ms / layers * 1e3:.0f}")
     Console().print(table)
-    print("the aten parts are the profiler's self times (it adds a little to each op); the Python share is the "
+    print("the aten parts are the profiler's self times (it adds a little to each op); the last row is the "
           "unprofiled token time less them")
     out = args.json if args.json != Path("bench/results/llm_throughput.json") else \
-        Path(f"bench/results/llm_profile_gguf_{args.gguf.stem}.json")
+        Path(f"bench/results/llm_profile_gguf_{args.gguf.stem}{'_eager' if args.eager else ''}.json")
     out.write_text(json.dumps({"device": describe(args.device), "threads": torch.get_num_threads(),
-                               "gguf": args.gguf.name, "layers": layers, "ms_per_token": round(per_token_ms, 2),
+                               "gguf": args.gguf.name, "layers": layers, "eager": args.eager,
+                               "ms_per_token": round(per_token_ms, 2),
                                "parts_ms_per_token": rows}, indent=2))
     print(f"wrote {out}")
 
@@ -310,6 +318,7 @@ def main() -> None:
     parser.add_argument("--gguf-tokens", type=int, default=64)
     parser.add_argument("--profile", action="store_true",
                         help="with --gguf: where one packed stream's decode time goes, instead of the table")
+    parser.add_argument("--eager", action="store_true", help="with --profile: the layer-by-layer Python decode")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     if args.gguf and args.profile:

@@ -99,8 +99,9 @@ def test_gguf_served_packed_agrees_with_dequantized_and_holds_the_planned_bytes(
     long prefill's path): argmax agreement AGREE_WIDENED, the rest from float16 GGUF scales held as bfloat16 and
     Qwen's 5/6/8-bit tensors requantized into int8 rows. Through the packed kernels (decode's path, and a short
     prompt's): lower, at near-ties (top-2 margins under 0.2), as torch's packed CPU kernels round activations to
-    bfloat16 (llama.cpp rounds them to 8 bits for the same matmuls). Then the last 200 positions again as decode steps,
-    one token each (the fused C++ layers on the CPU), at the packed kernels' agreement. Perplexity within 1% each way."""
+    bfloat16 (llama.cpp rounds them to 8 bits for the same matmuls). Then the last 200 positions again as decode
+    steps, one token each (the fused C++ layers on the CPU), at about the packed kernels' agreement. Perplexity
+    within 1% each way."""
     from budget.gguf import DEQUANTIZE_FROM_ROWS
     from budget.planner import plan_stack
     from orchestrator.stack import Stack
