@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 using at::Tensor;
@@ -15,37 +16,96 @@ namespace {
 enum Kind : int64_t { DENSE = 0, INT4 = 1, INT8 = 2 };
 constexpr int64_t TENSORS_PER_LAYER = 16;  // 4 norms, then (weight, scales, bias) for qkv, o, gate_up, down
 
-Tensor project(const Tensor& x, const Tensor* p, int64_t kind, int64_t group) {
-    const Tensor &weight = p[0], &scales = p[1], &bias = p[2];
-    Tensor out;
-    if (kind == DENSE) {
-        out = at::linear(x, weight);
-    } else if (kind == INT4) {
-        out = at::_weight_int4pack_mm_for_cpu(x.to(at::kBFloat16), weight, group, scales).to(at::kFloat);
+// A projection's input: float32 for a dense weight, bfloat16 for the packed kernels (they take only that). The loops
+// that make an input write it in that dtype, the rounding the Python path's cast gives, with no cast op between.
+Tensor input_for(int64_t kind, int64_t rows, int64_t cols) {
+    return at::empty({rows, cols}, at::TensorOptions().dtype(kind == DENSE ? at::kFloat : at::kBFloat16));
+}
+
+template <typename Body>
+void writing(Tensor& input, Body&& body) {
+    if (input.scalar_type() == at::kFloat) {
+        body(input.data_ptr<float>());
     } else {
-        out = at::_weight_int8pack_mm(x.to(at::kBFloat16), weight, scales).to(at::kFloat);
+        body(input.data_ptr<at::BFloat16>());
     }
-    if (bias.numel()) out.add_(bias.to(at::kFloat));
-    return out;
+}
+
+// A projection's result read as float32 with its bias added: the Python path's `out.to(float32) + bias`.
+struct Result {
+    Tensor out;
+    const float* dense;
+    const at::BFloat16* packed;
+    const float* bias;
+    int64_t cols;
+
+    float operator()(int64_t row, int64_t col) const {
+        const float v = dense ? dense[row * cols + col] : float(packed[row * cols + col]);
+        return bias ? v + bias[col] : v;
+    }
+};
+
+Result project(const Tensor& x, const Tensor* p, int64_t kind, int64_t group) {
+    const Tensor &weight = p[0], &scales = p[1], &bias = p[2];
+    Tensor out = kind == DENSE  ? at::linear(x, weight)
+                 : kind == INT4 ? at::_weight_int4pack_mm_for_cpu(x, weight, group, scales)
+                                : at::_weight_int8pack_mm(x, weight, scales);
+    out = out.contiguous();
+    const bool f32 = out.scalar_type() == at::kFloat;
+    return {out, f32 ? out.data_ptr<float>() : nullptr, f32 ? nullptr : out.data_ptr<at::BFloat16>(),
+            bias.numel() ? bias.data_ptr<float>() : nullptr, out.size(1)};
 }
 
 // x * rsqrt(mean(x²) + eps), then times the weight: RMSNorm's order in layers.py.
-void rms_norm(const float* x, const float* weight, float* out, int64_t n, double eps) {
+template <typename T>
+void rms_norm(const float* x, const float* weight, T* out, int64_t n, double eps) {
     double sum = 0;
     for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * x[i];
     const float inv = 1.0f / std::sqrt(float(sum / n) + float(eps));
-    for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv);
+    for (int64_t i = 0; i < n; ++i) out[i] = T(weight[i] * (x[i] * inv));
 }
 
-Tensor rms_norm_rows(const Tensor& x, const Tensor& weight, double eps) {
-    Tensor out = at::empty_like(x);
+// Each row of x normalized into a new input for a projection of this kind.
+Tensor rms_norm_rows(const Tensor& x, const Tensor& weight, double eps, int64_t kind) {
+    Tensor out = input_for(kind, x.size(0), x.size(1));
     const int64_t n = x.size(1);
     const float *src = x.data_ptr<float>(), *w = weight.data_ptr<float>();
-    float* dst = out.data_ptr<float>();
-    at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) rms_norm(src + r * n, w, dst + r * n, n, eps);
+    writing(out, [&](auto* dst) {
+        at::parallel_for(0, x.size(0), 1, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r) rms_norm(src + r * n, w, dst + r * n, n, eps);
+        });
     });
     return out;
+}
+
+// x += a projection's result (the residual connection).
+void add_into(Tensor& x, const Result& r) {
+    float* dst = x.data_ptr<float>();
+    for (int64_t i = 0; i < x.size(0); ++i)
+        for (int64_t j = 0; j < r.cols; ++j) dst[i * r.cols + j] += r(i, j);
+}
+
+// One query head over its sequence's context in the paged pool (k and v point at its KV head in token 0 of block 0):
+// softmax(q·k · scale) · v, in float32, written to o.
+void attend(const float* q, const float* k, const float* v, const int32_t* table, int64_t length, int64_t block_size,
+            int64_t token_stride, int64_t d, float scale, std::vector<float>& scores, float* o) {
+    scores.resize(length);
+    float top = -INFINITY;
+    for (int64_t t = 0; t < length; ++t) {
+        const float* key = k + (int64_t(table[t / block_size]) * block_size + t % block_size) * token_stride;
+        float dot = 0;
+        for (int64_t j = 0; j < d; ++j) dot += q[j] * key[j];
+        scores[t] = dot * scale;
+        top = std::max(top, scores[t]);
+    }
+    float total = 0;
+    for (int64_t t = 0; t < length; ++t) total += scores[t] = std::exp(scores[t] - top);
+    std::fill(o, o + d, 0.0f);
+    for (int64_t t = 0; t < length; ++t) {
+        const float* value = v + (int64_t(table[t / block_size]) * block_size + t % block_size) * token_stride;
+        const float p = scores[t] / total;
+        for (int64_t j = 0; j < d; ++j) o[j] += p * value[j];
+    }
 }
 
 }  // namespace
@@ -60,7 +120,13 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
     TORCH_CHECK(block_tables.dtype() == at::kInt && seq_lens.dtype() == at::kInt && slots.dtype() == at::kLong,
                 "block tables and seq lens are int32, slots int64");
     const int64_t layers = kv.size(1), block_size = kv.size(3), seqs = x.size(0), d = head_dim;
-    TORCH_CHECK(int64_t(weights.size()) == layers * TENSORS_PER_LAYER, "weights: 16 tensors a layer");
+    TORCH_CHECK(int64_t(weights.size()) == layers * TENSORS_PER_LAYER && int64_t(kinds.size()) == layers * 4 &&
+                    int64_t(groups.size()) == layers * 4,
+                "weights: 16 tensors a layer; kinds and groups: 4 a layer");
+    TORCH_CHECK(kv.is_contiguous() && cos.is_contiguous() && sin.is_contiguous() && block_tables.is_contiguous() &&
+                    seq_lens.is_contiguous() && slots.is_contiguous(),
+                "the pool, rotary tables and step metadata must be contiguous");
+    TORCH_CHECK(heads % kv_heads == 0 && head_dim % 2 == 0, "heads must be a multiple of kv heads, head_dim even");
     const int64_t q_size = heads * d, kv_size = kv_heads * d, per_kv = heads / kv_heads, half = d / 2;
     const int64_t layer_stride = kv.stride(1), cache_half = kv.stride(0), token_stride = kv.stride(3);
     const int32_t* tables = block_tables.data_ptr<int32_t>();
@@ -73,9 +139,12 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
         const Tensor* w = weights.data() + layer * TENSORS_PER_LAYER;
         const int64_t* kind = kinds.data() + layer * 4;
         const int64_t* group = groups.data() + layer * 4;
-        Tensor qkv = project(rms_norm_rows(x, w[0], eps), w + 4, kind[0], group[0]).contiguous();
+        const Result qkv_out = project(rms_norm_rows(x, w[0], eps, kind[0]), w + 4, kind[0], group[0]);
+        const int64_t row = qkv_out.cols;
+        Tensor qkv = at::empty({seqs, row}, x.options());
         float* qkv_p = qkv.data_ptr<float>();
-        const int64_t row = qkv.size(1);
+        for (int64_t s = 0; s < seqs; ++s)
+            for (int64_t j = 0; j < row; ++j) qkv_p[s * row + j] = qkv_out(s, j);
         const bool qk_norm = w[2].numel() > 0;
         // q/k norms and rotary, one head of one sequence at a time
         at::parallel_for(0, seqs * (heads + kv_heads), 1, [&](int64_t begin, int64_t end) {
@@ -97,53 +166,42 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
             std::copy(k_new, k_new + kv_size, k_cache + slot[s] * token_stride);
             std::copy(k_new + kv_size, k_new + 2 * kv_size, v_cache + slot[s] * token_stride);
         }
-        Tensor attended = at::empty({seqs, q_size}, x.options());
-        float* o_p = attended.data_ptr<float>();
-        at::parallel_for(0, seqs * heads, 1, [&](int64_t begin, int64_t end) {
-            std::vector<float> scores;
-            for (int64_t i = begin; i < end; ++i) {
-                const int64_t s = i / heads, h = i % heads, g = h / per_kv, length = lens[s];
-                const float* q = qkv_p + s * row + h * d;
-                float* o = o_p + s * q_size + h * d;
-                scores.resize(length);
-                float top = -INFINITY;
-                for (int64_t t = 0; t < length; ++t) {
-                    const int64_t at_ = int64_t(tables[s * width + t / block_size]) * block_size + t % block_size;
-                    const float* k = k_cache + at_ * token_stride + g * d;
-                    float dot = 0;
-                    for (int64_t j = 0; j < d; ++j) dot += q[j] * k[j];
-                    scores[t] = dot * float(scale);
-                    top = std::max(top, scores[t]);
+        Tensor attended = input_for(kind[1], seqs, q_size);
+        writing(attended, [&](auto* o_p) {
+            at::parallel_for(0, seqs * heads, 1, [&](int64_t begin, int64_t end) {
+                std::vector<float> scores, o(d);
+                for (int64_t i = begin; i < end; ++i) {
+                    const int64_t s = i / heads, h = i % heads;
+                    attend(qkv_p + s * row + h * d, k_cache + h / per_kv * d, v_cache + h / per_kv * d,
+                           tables + s * width, lens[s], block_size, token_stride, d, float(scale), scores, o.data());
+                    std::copy(o.begin(), o.end(), o_p + s * q_size + h * d);
                 }
-                float total = 0;
-                for (int64_t t = 0; t < length; ++t) total += scores[t] = std::exp(scores[t] - top);
-                std::fill(o, o + d, 0.0f);
-                for (int64_t t = 0; t < length; ++t) {
-                    const int64_t at_ = int64_t(tables[s * width + t / block_size]) * block_size + t % block_size;
-                    const float* v = v_cache + at_ * token_stride + g * d;
-                    const float p = scores[t] / total;
-                    for (int64_t j = 0; j < d; ++j) o[j] += p * v[j];
+            });
+        });
+        add_into(x, project(attended, w + 7, kind[1], group[1]));
+        const Result gate_up = project(rms_norm_rows(x, w[1], eps, kind[2]), w + 10, kind[2], group[2]);
+        const int64_t inter = gate_up.cols / 2;
+        Tensor act = input_for(kind[3], seqs, inter);
+        writing(act, [&](auto* a) {
+            using T = std::remove_pointer_t<decltype(a)>;
+            at::parallel_for(0, seqs * inter, 4096, [&](int64_t begin, int64_t end) {
+                for (int64_t i = begin; i < end; ++i) {
+                    const int64_t s = i / inter, j = i % inter;
+                    const float gate = gate_up(s, j);
+                    a[i] = T(gate / (1.0f + std::exp(-gate)) * gate_up(s, inter + j));
                 }
-            }
+            });
         });
-        x.add_(project(attended, w + 7, kind[1], group[1]));
-        Tensor gate_up = project(rms_norm_rows(x, w[1], eps), w + 10, kind[2], group[2]).contiguous();
-        const int64_t inter = gate_up.size(1) / 2;
-        Tensor act = at::empty({seqs, inter}, x.options());
-        const float* gu = gate_up.data_ptr<float>();
-        float* a = act.data_ptr<float>();
-        at::parallel_for(0, seqs * inter, 4096, [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) {
-                const int64_t s = i / inter, j = i % inter;
-                const float gate = gu[s * 2 * inter + j];
-                a[i] = gate / (1.0f + std::exp(-gate)) * gu[s * 2 * inter + inter + j];
-            }
-        });
-        x.add_(project(act, w + 13, kind[3], group[3]));
+        add_into(x, project(act, w + 13, kind[3], group[3]));
     }
     return x;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("decode_layers", &decode_layers, "every decoder layer of a pure decode step, float32 on the CPU");
+    m.attr("DENSE") = int64_t(DENSE);
+    m.attr("INT4") = int64_t(INT4);
+    m.attr("INT8") = int64_t(INT8);
+    // Without the GIL: the server's threads in this process go on while a step runs (as they do between ATen ops).
+    m.def("decode_layers", &decode_layers, "every decoder layer of a pure decode step, float32 on the CPU",
+          py::call_guard<py::gil_scoped_release>());
 }

@@ -31,15 +31,15 @@ class ModelRunner:
     def __init__(self, config: EngineConfig, hf_config: dict) -> None:
         self.config, self.device = config, torch.device(config.device)
         self.block_size = config.block_size
-        self.model = load_model(config.model, config.torch_dtype(hf_config), self.device, config.quantization,
-                                config.max_model_len or 0)
+        dtype = config.torch_dtype(hf_config)
+        self.model = load_model(config.model, dtype, self.device, config.quantization, config.max_model_len or 0)
         self.kv_cache = self._allocate_kv_cache(hf_config)
         self.num_blocks = self.kv_cache.shape[2]
         self.sampler = Sampler()
         self.masks = MaskFiller(self.model.config["vocab_size"], overlap=self.device.type == "cuda")
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.cpu_decode = None if config.enforce_eager or self.device.type != "cpu" else \
-            CPUDecode.build(self.model, self.kv_cache)
+            CPUDecode.build(self.model, dtype, self.kv_cache)
 
     def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
         layers, head_dim, kv_heads = cfg["num_hidden_layers"], llm_head_dim(cfg), llm_kv_heads(cfg)

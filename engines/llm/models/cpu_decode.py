@@ -15,8 +15,7 @@ from engines.llm.models.quantization import GROUP, QuantFormat
 from llm_kernels.cpu_decode import extension
 from llm_kernels.dispatch import int4_on_cpu_kernel
 
-DENSE, INT4, INT8 = 0, 1, 2   # cpu_decode.cpp's Kind
-NONE = torch.empty(0)         # an absent tensor (no q/k norm, no bias)
+NONE = torch.empty(0)   # an absent tensor (no q/k norm, no bias)
 
 
 @dataclass(slots=True)
@@ -30,11 +29,13 @@ class CPUDecode:
     kernels: ModuleType
 
     @classmethod
-    def build(cls, model: CausalLM, kv_cache: torch.Tensor) -> CPUDecode | None:
-        """The fused step for this model, or None where it holds what the C++ does not run (16-bit or fp8
-        activations or KV, fp8 weights, GPTQ act-order) or the extension did not build."""
-        dtype = model.model.embed_tokens(torch.zeros(1, dtype=torch.long)).dtype
+    def build(cls, model: CausalLM, dtype: torch.dtype, kv_cache: torch.Tensor) -> CPUDecode | None:
+        """The fused step for this model served in `dtype`, or None where it holds what the C++ does not run
+        (16-bit or fp8 activations or KV, fp8 weights, GPTQ act-order) or the extension did not build."""
         if dtype != torch.float32 or kv_cache.dtype != torch.float32 or kv_cache.device.type != "cpu":
+            return None
+        kernels = extension()
+        if kernels is None:
             return None
         tensors, kinds, groups = [], [], []
         for layer in model.model.layers:
@@ -43,15 +44,12 @@ class CPUDecode:
                         attn.q_norm.weight if attn.q_norm is not None else NONE,
                         attn.k_norm.weight if attn.k_norm is not None else NONE]
             for proj in (attn.qkv_proj, attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj):
-                held = _projection(proj)
+                held = _projection(proj, kernels)
                 if held is None:
                     return None
                 tensors += held[:3]
                 kinds.append(held[3])
                 groups.append(GROUP)
-        kernels = extension()
-        if kernels is None:
-            return None
         return cls(model, kv_cache, [t.detach() for t in tensors], kinds, groups, kernels)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, context: AttentionContext) -> torch.Tensor:
@@ -66,17 +64,17 @@ class CPUDecode:
         return decoder.norm(x)
 
 
-def _projection(proj: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
+def _projection(proj: nn.Module, kernels: ModuleType) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
     """(weight, scales, bias, kind) of one projection as the C++ multiplies it, or None if it cannot."""
     if isinstance(proj, nn.Linear):
         if proj.weight.dtype != torch.float32:
             return None
-        return proj.weight, NONE, NONE if proj.bias is None else proj.bias, DENSE
+        return proj.weight, NONE, NONE if proj.bias is None else proj.bias.float(), kernels.DENSE
     if not isinstance(proj, QuantLinear) or proj.input_order is not None:
         return None
-    bias = NONE if proj.bias is None else proj.bias
+    bias = NONE if proj.bias is None else proj.bias.float()
     if proj.format == QuantFormat.INT4 and int4_on_cpu_kernel(proj.packed.device, proj.out_features):
-        return proj.packed, proj.scales_zeros, bias, INT4
+        return proj.packed, proj.scales_zeros, bias, kernels.INT4
     if proj.format == QuantFormat.INT8:
-        return proj.codes, proj.scales, bias, INT8
+        return proj.codes, proj.scales, bias, kernels.INT8
     return None
