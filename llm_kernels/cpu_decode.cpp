@@ -60,6 +60,7 @@ Result project(const Tensor& x, const Tensor* p, int64_t kind, int64_t group) {
 template <typename T>
 void rms_norm(const float* x, const float* weight, T* out, int64_t n, double eps) {
     double sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * x[i];
     const float inv = 1.0f / std::sqrt(float(sum / n) + float(eps));
     for (int64_t i = 0; i < n; ++i) out[i] = T(weight[i] * (x[i] * inv));
@@ -94,6 +95,7 @@ void attend(const float* q, const float* k, const float* v, const int32_t* table
     for (int64_t t = 0; t < length; ++t) {
         const float* key = k + (int64_t(table[t / block_size]) * block_size + t % block_size) * token_stride;
         float dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int64_t j = 0; j < d; ++j) dot += q[j] * key[j];
         scores[t] = dot * scale;
         top = std::max(top, scores[t]);
