@@ -40,6 +40,8 @@ class ModelRunner:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.cpu_decode = None if config.enforce_eager or self.device.type != "cpu" else \
             CPUDecode.build(self.model, dtype, self.kv_cache)
+        if self.device.type == "cpu":
+            log.info("decode steps run %s", "in the fused C++ layers" if self.cpu_decode else "layer by layer")
 
     def _allocate_kv_cache(self, cfg: dict) -> torch.Tensor:
         layers, head_dim, kv_heads = cfg["num_hidden_layers"], llm_head_dim(cfg), llm_kv_heads(cfg)
