@@ -115,16 +115,15 @@ void attend(const float* q, const float* k, const float* v, const int32_t* table
 // Runs every layer on x ([seqs, hidden], one new token each), writing each layer's K/V into the pool and
 // returning the hidden states before the final norm. cos/sin are [seqs, head_dim] (sin carries rotate_half's sign).
 Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
-                     const std::vector<int64_t>& kinds, const std::vector<int64_t>& groups, const Tensor& kv,
+                     const std::vector<int64_t>& kinds, int64_t group, const Tensor& kv,
                      const Tensor& block_tables, const Tensor& seq_lens, const Tensor& slots, int64_t heads,
                      int64_t kv_heads, int64_t head_dim, double eps, double scale) {
     TORCH_CHECK(x.dtype() == at::kFloat && kv.dtype() == at::kFloat, "cpu_decode runs float32 activations and KV");
     TORCH_CHECK(block_tables.dtype() == at::kInt && seq_lens.dtype() == at::kInt && slots.dtype() == at::kLong,
                 "block tables and seq lens are int32, slots int64");
     const int64_t layers = kv.size(1), block_size = kv.size(3), seqs = x.size(0), d = head_dim;
-    TORCH_CHECK(int64_t(weights.size()) == layers * TENSORS_PER_LAYER && int64_t(kinds.size()) == layers * 4 &&
-                    int64_t(groups.size()) == layers * 4,
-                "weights: 16 tensors a layer; kinds and groups: 4 a layer");
+    TORCH_CHECK(int64_t(weights.size()) == layers * TENSORS_PER_LAYER && int64_t(kinds.size()) == layers * 4,
+                "weights: 16 tensors a layer; kinds: 4 a layer");
     TORCH_CHECK(kv.is_contiguous() && cos.is_contiguous() && sin.is_contiguous() && block_tables.is_contiguous() &&
                     seq_lens.is_contiguous() && slots.is_contiguous(),
                 "the pool, rotary tables and step metadata must be contiguous");
@@ -140,8 +139,7 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
     for (int64_t layer = 0; layer < layers; ++layer) {
         const Tensor* w = weights.data() + layer * TENSORS_PER_LAYER;
         const int64_t* kind = kinds.data() + layer * 4;
-        const int64_t* group = groups.data() + layer * 4;
-        const Result qkv_out = project(rms_norm_rows(x, w[0], eps, kind[0]), w + 4, kind[0], group[0]);
+        const Result qkv_out = project(rms_norm_rows(x, w[0], eps, kind[0]), w + 4, kind[0], group);
         const int64_t row = qkv_out.cols;
         Tensor qkv = at::empty({seqs, row}, x.options());
         float* qkv_p = qkv.data_ptr<float>();
@@ -180,8 +178,8 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
                 }
             });
         });
-        add_into(x, project(attended, w + 7, kind[1], group[1]));
-        const Result gate_up = project(rms_norm_rows(x, w[1], eps, kind[2]), w + 10, kind[2], group[2]);
+        add_into(x, project(attended, w + 7, kind[1], group));
+        const Result gate_up = project(rms_norm_rows(x, w[1], eps, kind[2]), w + 10, kind[2], group);
         const int64_t inter = gate_up.cols / 2;
         Tensor act = input_for(kind[3], seqs, inter);
         writing(act, [&](auto* a) {
@@ -194,7 +192,7 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
                 }
             });
         });
-        add_into(x, project(act, w + 13, kind[3], group[3]));
+        add_into(x, project(act, w + 13, kind[3], group));
     }
     return x;
 }

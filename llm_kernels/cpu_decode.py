@@ -17,7 +17,7 @@ FLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 @cache
 def extension() -> ModuleType | None:
-    """The compiled module (built on first use, a minute on 2 cores, then loaded from the cache), or None."""
+    """The compiled module (built on first use, about 30 s on 2 cores, then loaded from the cache), or None."""
     from torch.utils.cpp_extension import load
 
     try:

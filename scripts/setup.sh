@@ -47,13 +47,7 @@ if [[ ! -f "$PIPECAT_VENV/.installed" || "$(cat "$PIPECAT_VENV/.installed")" != 
         || { echo "error: could not install $PIPECAT_LOCK into $PIPECAT_VENV" >&2; exit 1; }
     echo "$PIPECAT_WANT" > "$PIPECAT_VENV/.installed"
 fi
-build_cpu_decode() {
-    # Built once per machine into torch's extension cache (about 30 s); later runs only check it is there.
-    "$VENV/bin/python" -c "from llm_kernels.cpu_decode import extension; assert extension() is not None" \
-        || echo "warning: the fused CPU decode layers did not build: CPU decode runs layer by layer" >&2
-}
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-    build_cpu_decode
     exit 0
 fi
 if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
@@ -85,5 +79,8 @@ fi
 quiet_pip "${constraints[@]}" "torch==2.13.0"
 # No build isolation: our editable install is built by the venv's (locked) setuptools, not whatever PyPI serves.
 quiet_pip "${constraints[@]}" --no-build-isolation -e ".[engines,server,test,ray]"   # ray: the optional extra for --ray
+# The fused CPU decode layers, built with the install into torch's extension cache (about 30 s; a cache cleared since
+# is rebuilt on first use).
+"$VENV/bin/python" -c "from llm_kernels.cpu_decode import extension; assert extension() is not None" \
+    || echo "warning: the fused CPU decode layers did not build: CPU decode runs layer by layer" >&2
 echo "$WANT" > "$STAMP"
-build_cpu_decode

@@ -25,19 +25,18 @@ class CPUDecode:
     kv_cache: torch.Tensor
     tensors: list[torch.Tensor]
     kinds: list[int]
-    groups: list[int]
     kernels: ModuleType
 
     @classmethod
     def build(cls, model: CausalLM, dtype: torch.dtype, kv_cache: torch.Tensor) -> CPUDecode | None:
         """The fused step for this model served in `dtype`, or None where it holds what the C++ does not run
         (16-bit or fp8 activations or KV, fp8 weights, GPTQ act-order) or the extension did not build."""
-        if dtype != torch.float32 or kv_cache.dtype != torch.float32 or kv_cache.device.type != "cpu":
+        if dtype != torch.float32 or kv_cache.dtype != torch.float32:
             return None
         kernels = extension()
         if kernels is None:
             return None
-        tensors, kinds, groups = [], [], []
+        tensors, kinds = [], []
         for layer in model.model.layers:
             attn = layer.self_attn
             tensors += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
@@ -49,15 +48,14 @@ class CPUDecode:
                     return None
                 tensors += held[:3]
                 kinds.append(held[3])
-                groups.append(GROUP)
-        return cls(model, kv_cache, [t.detach() for t in tensors], kinds, groups, kernels)
+        return cls(model, kv_cache, [t.detach() for t in tensors], kinds, kernels)
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, context: AttentionContext) -> torch.Tensor:
         """The final-normed hidden states of a step whose every sequence has one new token."""
         decoder, attn = self.model.model, self.model.model.layers[0].self_attn
         x = decoder.embed_tokens(input_ids)
         cos, sin = (t.squeeze(1).contiguous() for t in decoder.rotary(positions, x.dtype))
-        x = self.kernels.decode_layers(x, cos, sin, self.tensors, self.kinds, self.groups, self.kv_cache,
+        x = self.kernels.decode_layers(x, cos, sin, self.tensors, self.kinds, GROUP, self.kv_cache,
                                        context.block_tables, context.seq_lens, context.slot_mapping.long(),
                                        attn.num_heads, attn.num_kv_heads, attn.head_dim,
                                        decoder.layers[0].input_layernorm.eps, attn.scale)
