@@ -37,7 +37,11 @@ STACKED = {  # Hugging Face module name -> (our stacked module, which part)
     "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
     "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
 }
-# How the engine keeps a quantized GGUF weight: int4 groups of 32 (these repack code for code) or int8 rows.
+# How the engine keeps a quantized GGUF weight on the CPU: as the file stores it, llama.cpp's blocks multiplied as they
+# are (llm_kernels/ggml_matmul.cpp), for a module whose weights are all of these types.
+GGML_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
+# Elsewhere (CUDA, or a CPU where the C++ kernels did not build): int4 groups of 32 (these repack code for code) or
+# int8 rows.
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 INT8_TYPES = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K")
 INT4_GROUP = 32
@@ -46,7 +50,8 @@ DEQUANT_ROWS = 4096  # the dequantize-then-matmul path (GPU int8, CPU prefill) w
 # From how many rows a float32 CPU step widens packed weights rather than take torch's bfloat16 kernels, by format:
 # where it stops costing time (bench/quantized_prefill.py, 2 cores: int8 rows 10-14% sooner from 384 rows; int4
 # groups 20% later at 512, even at 1024-2048).
-DEQUANTIZE_FROM_ROWS = {"int4": 2048, "int8": 384}
+# GGML blocks: a step of up to 16 rows multiplies them directly, more widens them (ggml_matmul.cpp DIRECT_MAX_ROWS).
+DEQUANTIZE_FROM_ROWS = {"int4": 2048, "int8": 384, "ggml": 17}
 _LAYER = re.compile(r"\.(\d+)\.")
 
 
@@ -196,17 +201,25 @@ def kept_format(type_name: str) -> str | None:
     return "int4" if type_name in INT4_TYPES else "int8" if type_name in INT8_TYPES else None
 
 
-def kept_modules(header: GGUFHeader) -> dict[str, str]:
-    """Which modules stay quantized and how: a stack with any int8 part is int8; embeddings keep their int4 groups
-    or int8 rows (a lookup reads single rows of either), except under a tied LM head, which shares them as int8
-    rows (its matmul needs the kernel's layout, which a lookup cannot read)."""
-    found: dict[str, set[str]] = {}
+def kept_modules(header: GGUFHeader, on_cpu: bool = False) -> dict[str, str]:
+    """Which modules stay quantized and how. On the CPU, a module whose weights are all GGML_TYPES keeps the file's
+    blocks ("ggml"; a tied LM head reads the embedding's). Otherwise a stack with any int8 part is int8; embeddings
+    keep their int4 groups or int8 rows (a lookup reads single rows of either), except under a tied LM head, which
+    shares them as int8 rows (its matmul needs the kernel's layout, which a lookup cannot read)."""
+    types: dict[str, set[str]] = {}
     for t in header.tensors:
-        if len(t.shape) == 2 and (fmt := kept_format(t.type_name)) is not None:
-            found.setdefault(module_of(t.hf_name), set()).add(fmt)
-    formats = {module: "int8" if "int8" in fmts else "int4" for module, fmts in found.items()}
-    if "model.embed_tokens" in formats and header.config.get("tie_word_embeddings"):
-        formats["model.embed_tokens"] = formats["lm_head"] = "int8"
+        if len(t.shape) == 2:
+            types.setdefault(module_of(t.hf_name), set()).add(t.type_name)
+    formats: dict[str, str] = {}
+    for module, held in types.items():
+        kept = {kept_format(t) for t in held} - {None}
+        if on_cpu and held <= set(GGML_TYPES):
+            formats[module] = "ggml"
+        elif kept:
+            formats[module] = "int8" if "int8" in kept else "int4"
+    embedding = formats.get("model.embed_tokens")
+    if embedding is not None and header.config.get("tie_word_embeddings"):
+        formats["model.embed_tokens"] = formats["lm_head"] = "ggml" if embedding == "ggml" else "int8"
     return formats
 
 
@@ -218,15 +231,16 @@ def quantized_bytes(fmt: str, rows: int, cols: int) -> int:
     return rows * cols + rows * (4 if fmt == "fp8" else SCALE_BYTES)
 
 
-def served_weight_bytes(header: GGUFHeader, dtype_bytes: float) -> tuple[int, dict[str, int]]:
+def served_weight_bytes(header: GGUFHeader, dtype_bytes: float, on_cpu: bool = False) -> tuple[int, dict[str, int]]:
     """Exactly what the engine holds for this file's weights when it keeps them quantized, and the bytes by format
     (a tied LM head has no tensor in the file and no bytes of its own: it reads the embedding's rows)."""
-    formats = kept_modules(header)
+    formats = kept_modules(header, on_cpu)
     by_format: dict[str, int] = {}
     for t in header.tensors:
         module = module_of(t.hf_name)
         fmt = formats.get(module) if len(t.shape) == 2 else None
-        size = quantized_bytes(fmt, *t.shape) if fmt else int(_elements(t.shape) * dtype_bytes)
+        size = (t.n_bytes if fmt == "ggml" else quantized_bytes(fmt, *t.shape) if fmt
+                else int(_elements(t.shape) * dtype_bytes))
         by_format[fmt or "dense"] = by_format.get(fmt or "dense", 0) + size
     return sum(by_format.values()), by_format
 

@@ -5,6 +5,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "ggml_matmul.h"
+
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -13,13 +15,15 @@ using at::Tensor;
 
 namespace {
 
-enum Kind : int64_t { DENSE = 0, INT4 = 1, INT8 = 2 };
+enum Kind : int64_t { DENSE = 0, INT4 = 1, INT8 = 2, GGML = 3 };
 constexpr int64_t TENSORS_PER_LAYER = 16;  // 4 norms, then (weight, scales, bias) for qkv, o, gate_up, down
 
-// A projection's input: float32 for a dense weight, bfloat16 for the packed kernels (they take only that). The loops
+// A projection's input: float32 for a dense or GGML weight, bfloat16 for torch's packed kernels (they take only
+// that). The loops
 // that make an input write it in that dtype, the rounding the Python path's cast gives, with no cast op between.
 Tensor input_for(int64_t kind, int64_t rows, int64_t cols) {
-    return at::empty({rows, cols}, at::TensorOptions().dtype(kind == DENSE ? at::kFloat : at::kBFloat16));
+    const bool f32 = kind == DENSE || kind == GGML;
+    return at::empty({rows, cols}, at::TensorOptions().dtype(f32 ? at::kFloat : at::kBFloat16));
 }
 
 template <typename Body>
@@ -48,6 +52,7 @@ struct Result {
 Result project(const Tensor& x, const Tensor* p, int64_t kind, int64_t group) {
     const Tensor &weight = p[0], &scales = p[1], &bias = p[2];
     Tensor out = kind == DENSE  ? at::linear(x, weight)
+                 : kind == GGML ? ggml_matmul(x, weight, scales)  // GGML: the blocks, then the segment table
                  : kind == INT4 ? at::_weight_int4pack_mm_for_cpu(x, weight, group, scales)
                                 : at::_weight_int8pack_mm(x, weight, scales);
     out = out.contiguous();
@@ -201,7 +206,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.attr("DENSE") = int64_t(DENSE);
     m.attr("INT4") = int64_t(INT4);
     m.attr("INT8") = int64_t(INT8);
+    m.attr("GGML") = int64_t(GGML);
+    m.attr("GGML_DIRECT_ROWS") = GGML_DIRECT_ROWS;
     // Without the GIL: the server's threads in this process go on while a step runs (as they do between ATen ops).
     m.def("decode_layers", &decode_layers, "every decoder layer of a pure decode step, float32 on the CPU",
+          py::call_guard<py::gil_scoped_release>());
+    m.def("ggml_matmul", &ggml_matmul, "x @ W.T for W kept in GGUF's blocks", py::call_guard<py::gil_scoped_release>());
+    m.def("ggml_dequantize", &ggml_dequantize, "GGUF blocks' rows as float32",
           py::call_guard<py::gil_scoped_release>());
 }

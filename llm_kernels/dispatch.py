@@ -86,6 +86,21 @@ def int8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> t
     return scaled_matmul_reference(x, codes, scales)
 
 
+def ggml_matmul(x: torch.Tensor, blocks: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """x @ W.T for W in a GGUF's own blocks (CPU only: llm_kernels/ggml_matmul.cpp), in x's dtype."""
+    from llm_kernels.cpu_extension import extension
+
+    rows = x.reshape(-1, x.shape[-1]).float()
+    return extension().ggml_matmul(rows, blocks, segments).to(x.dtype).view(*x.shape[:-1], -1)
+
+
+def ggml_dequantize(rows: torch.Tensor, ggml_type: int, cols: int) -> torch.Tensor:
+    """[R, row bytes] of one GGML type as float32 [R, cols]."""
+    from llm_kernels.cpu_extension import extension
+
+    return extension().ggml_dequantize(rows.contiguous(), ggml_type, cols)
+
+
 def fp8_matmul_supported(device: torch.device) -> bool:
     """Whether this device multiplies float8 e4m3 directly: CUDA compute capability 8.9 (Ada) or newer."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)

@@ -30,9 +30,10 @@ apt_install() {
 # drives Debian's build: no browser is downloaded).
 apt_install espeak-ng espeak-ng "the speech tests"
 apt_install chromium chromium "the playground's browser tests"
-# g++ and ninja build the LLM's fused CPU decode layers (llm_kernels/cpu_decode.cpp) through torch's extension loader.
-apt_install g++ g++ "the fused CPU decode layers (decode then runs layer by layer in Python)"
-apt_install ninja-build ninja "the fused CPU decode layers (decode then runs layer by layer in Python)"
+# g++ and ninja build the LLM's C++ CPU kernels (llm_kernels/cpu_decode.cpp, ggml_matmul.cpp) through torch's
+# extension loader.
+apt_install g++ g++ "the C++ CPU kernels (decode then runs layer by layer in Python, GGUF weights repacked)"
+apt_install ninja-build ninja "the C++ CPU kernels (decode then runs layer by layer in Python, GGUF weights repacked)"
 
 # Pipecat in a venv of its own (Pipecat 1.14 pins protobuf < 7, Ray needs >= 7), exactly as its lock names, made
 # afresh when the lock changes. A failure stops set-up: tests/test_realtime_clients.py needs it.
@@ -79,8 +80,8 @@ fi
 quiet_pip "${constraints[@]}" "torch==2.13.0"
 # No build isolation: our editable install is built by the venv's (locked) setuptools, not whatever PyPI serves.
 quiet_pip "${constraints[@]}" --no-build-isolation -e ".[engines,server,test,ray]"   # ray: the optional extra for --ray
-# The fused CPU decode layers, built with the install into torch's extension cache (about 30 s; a cache cleared since
-# is rebuilt on first use).
-"$VENV/bin/python" -c "from llm_kernels.cpu_decode import extension; assert extension() is not None" \
-    || echo "warning: the fused CPU decode layers did not build: CPU decode runs layer by layer" >&2
+# The C++ CPU kernels, built with the install into torch's extension cache (about 40 s; a cache cleared since, or a
+# changed source, is rebuilt on first use).
+"$VENV/bin/python" -c "from llm_kernels.cpu_extension import extension; assert extension() is not None" \
+    || echo "warning: the C++ CPU kernels did not build: CPU decode runs layer by layer, GGUF weights repacked" >&2
 echo "$WANT" > "$STAMP"

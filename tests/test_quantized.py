@@ -473,14 +473,21 @@ def test_int4_at_load_never_holds_the_dense_model(tmp_path):
     assert peaks["int4"] < peaks["none"] - (held["none"] - held["int4"]) / 2, (peaks, held)
 
 
-def test_a_gguf_with_untied_q4_tables_keeps_them_as_int4_groups(tmp_path):
-    """A Llama GGUF whose token_embd and output are Q4_0 (as Ollama's Q4_K_M files keep Q4_K tables): the embedding
-    stays int4 groups (rows gathered, not int8 rows), the head an int4 layer; a lookup equals gguf's own
-    dequantization but for the scales' bfloat16 rounding; the plan holds exactly the bytes the model holds."""
+@pytest.mark.parametrize("kernels", ["built", "absent"])
+def test_a_gguf_with_untied_q4_tables_keeps_them_packed(tmp_path, monkeypatch, kernels):
+    """A Llama GGUF whose token_embd and output are Q4_0 (as Ollama's Q4_K_M files keep Q4_K tables). On the CPU
+    with the C++ kernels built, every weight stays in the file's blocks and a lookup is gguf's own dequantization
+    exactly. Without them (as on CUDA), the embedding stays int4 groups (rows gathered, not int8 rows), the head an
+    int4 layer, and a lookup is gguf's but for the scales' bfloat16 rounding. Either way the plan holds exactly the
+    bytes the model holds."""
     import gguf
 
+    import engines.llm.models.loader as loader
     from budget.gguf import kept_modules, read_gguf, served_weight_bytes
     from engines.llm.models.loader import load_model
+
+    if kernels == "absent":
+        monkeypatch.setattr(loader, "extension", lambda: None)
 
     vocab, hidden, inter, heads, kv_heads = 96, 64, 128, 2, 1
     head_dim = hidden // heads
@@ -511,12 +518,17 @@ def test_a_gguf_with_untied_q4_tables_keeps_them_as_int4_groups(tmp_path):
     writer.close()
 
     header = read_gguf(path)
-    assert kept_modules(header)["model.embed_tokens"] == kept_modules(header)["lm_head"] == "int4"
+    on_cpu = kernels == "built"
+    fmt = "ggml" if on_cpu else "int4"
+    assert kept_modules(header, on_cpu)["model.embed_tokens"] == kept_modules(header, on_cpu)["lm_head"] == fmt
     model = load_model(path, torch.float32, CPU, "auto")
     table = model.model.embed_tokens
-    assert isinstance(table, QuantEmbedding) and table.format == "int4" and model.lm_head.format == "int4"
+    assert isinstance(table, QuantEmbedding) and table.format == fmt and model.lm_head.format == fmt
     ids = torch.tensor([0, 5, 95, 5])
     want = torch.from_numpy(dequantize(tables["token_embd.weight"], GGMLQuantizationType.Q4_0))[ids]
+    assert served_weight_bytes(header, 4, on_cpu)[0] == model.weight_bytes()
+    if on_cpu:
+        assert torch.equal(table(ids), want)
+        return
     step = table.scales[ids].float().abs().repeat_interleave(GROUP, dim=1)  # Q4_0's scale may be negative
     assert ((table(ids) - want).abs() <= step * 8 * 2 ** -8 + 1e-6).all()  # |q - 8| <= 8 steps of a bf16 scale
-    assert served_weight_bytes(header, 4)[0] == model.weight_bytes()

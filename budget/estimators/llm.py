@@ -81,7 +81,7 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     by_format: dict[str, int] = {}  # a kept GGUF's bytes by held format
     if header is not None and quantization == "auto":
         params = header.parameters
-        weights, by_format = served_weight_bytes(header, b)
+        weights, by_format = served_weight_bytes(header, b, on_cpu=not on_gpu)
         parts = " + ".join(f"{human(n)} {fmt}" for fmt, n in sorted(by_format.items()))
         formula = (f"the GGUF header's {len(header.tensors)} tensors ({header.quantization}, "
                    f"{human(header.tensor_bytes)} of tensors on disk) as held: {parts} = {human(weights)}")
@@ -126,7 +126,7 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     # int8 on a GPU widens a slice of rows at a time (int4 has a Triton kernel that widens in registers; a tied int4
     # model's head reads the int8 embedding rows); on the CPU a float32 step of enough rows widens either format
     widened_on_cpu = b == 4 and any(held and tokens >= DEQUANTIZE_FROM_ROWS[fmt] for fmt, held
-                                    in (("int8", int8_matmuls), ("int4", int4_matmuls)))
+                                    in (("int8", int8_matmuls), ("int4", int4_matmuls), ("ggml", "ggml" in by_format)))
     if (on_gpu and int8_matmuls) or (not on_gpu and widened_on_cpu):
         scratch, text = dequantize_scratch_bytes(cfg, b)
         activation += scratch

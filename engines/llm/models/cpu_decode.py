@@ -12,7 +12,7 @@ from engines.llm.context import AttentionContext
 from engines.llm.models.decoder import CausalLM
 from engines.llm.models.quant_linear import QuantLinear
 from engines.llm.models.quantization import GROUP, QuantFormat
-from llm_kernels.cpu_decode import extension
+from llm_kernels.cpu_extension import extension
 from llm_kernels.dispatch import int4_on_cpu_kernel
 
 NONE = torch.empty(0)   # an absent tensor (no q/k norm, no bias)
@@ -71,6 +71,8 @@ def _projection(proj: nn.Module, kernels: ModuleType) -> tuple[torch.Tensor, tor
     if not isinstance(proj, QuantLinear) or proj.input_order is not None:
         return None
     bias = NONE if proj.bias is None else proj.bias.float()
+    if proj.format == QuantFormat.GGML:
+        return proj.blocks, proj.segments, bias, kernels.GGML
     if proj.format == QuantFormat.INT4 and int4_on_cpu_kernel(proj.packed.device, proj.out_features):
         return proj.packed, proj.scales_zeros, bias, kernels.INT4
     if proj.format == QuantFormat.INT8:

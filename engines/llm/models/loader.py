@@ -22,9 +22,10 @@ from budget.gguf import (STACKED, close_gguf_readers, gguf_file, hf_name, kept_f
                          open_gguf, read_gguf)
 from engines.llm.models.decoder import CausalLM
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
-from engines.llm.models.quantization import (QuantFormat, QuantizedTensor, from_awq, from_gguf, from_gptq, quantize,
-                                             stack)
+from engines.llm.models.quantization import (GGMLBlocks, QuantFormat, QuantizedTensor, from_awq, from_gguf, from_gptq,
+                                             quantize, stack)
 from engines.llm.models.safetensors_stream import read_tensors
+from llm_kernels.cpu_extension import extension
 from llm_kernels.dispatch import fp8_matmul_supported
 
 QUANTIZATION = ("auto", "none", "int8", "int4", "fp8")  # auto: a GGUF as stored, a Hugging Face folder in its dtype
@@ -72,11 +73,12 @@ def safetensors_files(path: Path) -> list[Path]:
     return files
 
 
-def checkpoint_tensors(path: Path, cfg: dict, keep_quantized: bool = False
-                       ) -> Iterator[tuple[str, str, torch.Tensor | QuantizedTensor]]:
-    """(file name, Hugging Face tensor name, tensor) for every tensor of the checkpoint, one at a time."""
+def checkpoint_tensors(path: Path, cfg: dict, formats: dict[str, QuantFormat]
+                       ) -> Iterator[tuple[str, str, torch.Tensor | QuantizedTensor | GGMLBlocks]]:
+    """(file name, Hugging Face tensor name, tensor) for every tensor of the checkpoint, one at a time; a GGUF's
+    quantized weights come in the stored form of their module's format in `formats`."""
     if (gguf := _gguf(path)) is not None:
-        yield from _gguf_tensors(gguf, cfg, keep_quantized)
+        yield from _gguf_tensors(gguf, cfg, formats)
         return
     for file in safetensors_files(path):
         try:
@@ -104,18 +106,19 @@ def _gguf_reader(path: Path):
         raise ModelLoadError(str(error)) from None
 
 
-def _gguf_tensors(path: Path, cfg: dict, keep_quantized: bool
-                  ) -> Iterator[tuple[str, str, torch.Tensor | QuantizedTensor]]:
+def _gguf_tensors(path: Path, cfg: dict, formats: dict[str, QuantFormat]
+                  ) -> Iterator[tuple[str, str, torch.Tensor | QuantizedTensor | GGMLBlocks]]:
     """GGUF tensors under their Hugging Face names, llama.cpp's rope layout undone: quantized 2-D weights in our
     stored form when kept, everything else dequantized by the gguf package."""
     from gguf.quants import dequantize
 
     for tensor, name in _gguf_names(_gguf_reader(path), path, cfg):
-        kept = keep_quantized and len(tensor.shape) == 2 and kept_format(tensor.tensor_type.name) is not None
+        fmt = formats.get(module_of(name))
+        kept = fmt is not None and len(tensor.shape) == 2 and kept_format(tensor.tensor_type.name) is not None
         try:
             if kept:
                 shape = (int(tensor.shape[1]), int(tensor.shape[0]))  # GGUF lists dimensions innermost first
-                values = from_gguf(tensor.data, tensor.tensor_type.name, shape)
+                values = from_gguf(tensor.data, tensor.tensor_type.name, shape, as_stored=fmt == QuantFormat.GGML)
             else:
                 values = dequantize(tensor.data, tensor.tensor_type)
         except Exception as exc:  # a truncated file ends inside a tensor's data
@@ -149,8 +152,9 @@ def _parts(param: torch.Tensor, name: str, cfg: dict) -> list[int]:
     return [param.shape[0] // 2] * 2
 
 
-def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, QuantFormat]:
-    """Which modules are kept quantized, and how: decided from the header before anything is allocated."""
+def quantized_modules(path: Path, cfg: dict, quantization: str, device: torch.device) -> dict[str, QuantFormat]:
+    """Which modules are kept quantized, and how: decided from the header before anything is allocated (a GGUF on
+    the CPU keeps its own blocks where the C++ kernels built)."""
     if quantization not in QUANTIZATION:
         raise ModelLoadError(f"quantization {quantization!r} is not one this engine serves; use one of "
                              f"{', '.join(QUANTIZATION)}")
@@ -174,7 +178,8 @@ def quantized_modules(path: Path, cfg: dict, quantization: str) -> dict[str, Qua
         return {**_projections(cfg, fmt), "model.embed_tokens": tables, "lm_head": tables}
     if gguf is None or quantization == "none":
         return {}
-    return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf)).items()}
+    on_cpu = device.type == "cpu" and extension() is not None
+    return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf), on_cpu).items()}
 
 
 def _projections(cfg: dict, fmt: QuantFormat) -> dict[str, QuantFormat]:
@@ -222,7 +227,7 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
     """The model on `device`, every parameter from the checkpoint; rotary positions cover `max_model_len` too."""
     path = Path(path)
     cfg = read_config(path)
-    formats = quantized_modules(path, cfg, quantization)
+    formats = quantized_modules(path, cfg, quantization, device)
     if quantization == "fp8" and not fp8_matmul_supported(device):
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"the {device.type}"
         raise ModelLoadError(f"quantization fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper, "
@@ -239,11 +244,11 @@ def load_model(path: str | Path, dtype: torch.dtype, device: torch.device, quant
         model.lm_head.weight = model.model.embed_tokens.weight
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded: set[str] = set()
-    parts: dict[str, dict[int, QuantizedTensor]] = {}
+    parts: dict[str, dict[int, QuantizedTensor | GGMLBlocks]] = {}
     biases: dict[str, dict[int, torch.Tensor]] = {}
     scheme = prequantized(path, cfg)
     pieces: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
-    for file, name, tensor in checkpoint_tensors(path, cfg, keep_quantized=bool(formats)):
+    for file, name, tensor in checkpoint_tensors(path, cfg, formats):
         if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.get("tie_word_embeddings")):
             continue
         module, _, leaf = name.rpartition(".")
@@ -310,7 +315,8 @@ def _return_freed_memory() -> None:
 
 
 def _build_quantized(model: CausalLM, cfg: dict, formats: dict[str, QuantFormat],
-                     parts: dict[str, dict[int, QuantizedTensor]], biases: dict[str, dict[int, torch.Tensor]],
+                     parts: dict[str, dict[int, QuantizedTensor | GGMLBlocks]],
+                     biases: dict[str, dict[int, torch.Tensor]],
                      biased: dict[str, bool], dtype: torch.dtype, device: torch.device, path: Path) -> None:
     """Swap each placeholder for its quantized module, once all its parts (q/k/v, gate/up) have arrived."""
     for name, fmt in formats.items():

@@ -1,6 +1,10 @@
 """Weight-only quantized tensors as the loader hands them to QuantLinear: integer codes plus their scales.
 
-Two stored formats, the two that torch's packed CPU kernels serve fast with bfloat16 activations:
+On the CPU a GGUF's weights stay as the file stores them:
+- GGML: llama.cpp's blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), multiplied as they are by
+  llm_kernels/ggml_matmul.cpp; nothing is repacked, so the weights are exactly the file's and take its bytes.
+Elsewhere (CUDA, or a CPU where the C++ kernels did not build), two stored formats, the two that torch's packed
+kernels serve fast with bfloat16 activations and our Triton kernel serves on CUDA:
 - INT4: codes 0..15 in groups of GROUP along the input, w = (q - 8) * scale + zero (torch's int4pack convention).
   GGUF Q4_0, Q4_1 and Q4_K are repacked into it code for code; only their fp16 scales become bfloat16.
 - INT8: codes -127..127 with one scale per output row. GGUF Q8_0, Q5_0, Q5_1, Q5_K and Q6_K are dequantized one
@@ -26,6 +30,7 @@ class QuantFormat(StrEnum):
     INT4 = "int4"
     INT8 = "int8"
     FP8 = "fp8"
+    GGML = "ggml"
 
 
 FP8_MAX = 448.0  # the largest float8 e4m3 value
@@ -59,9 +64,35 @@ class QuantizedTensor:
         return torch.empty_like(weight).index_copy_(1, self.input_order, weight)  # column i was input order[i]
 
 
-def stack(parts: list[QuantizedTensor]) -> QuantizedTensor:
+@dataclass(slots=True)
+class GGMLBlocks:
+    """One [out, in] weight as a GGUF stores it: each row's llama.cpp blocks, in segments of one type each (q/k/v
+    stacked from tensors of different types: Q4_K_M files keep some v in Q8_0 beside q and k in Q5_0)."""
+    data: torch.Tensor                # uint8: every row's bytes, in order
+    segments: list[tuple[int, int]]   # (GGML type, rows)
+    cols: int
+    input_order = None                # never act-order: read like a QuantizedTensor
+
+    @property
+    def format(self) -> QuantFormat:
+        return QuantFormat.GGML
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return sum(rows for _, rows in self.segments), self.cols
+
+    def rows(self, order: torch.Tensor) -> GGMLBlocks:
+        if len(self.segments) != 1:
+            raise ValueError("only a weight of one type is reordered by rows")
+        return GGMLBlocks(self.data.view(self.shape[0], -1)[order].reshape(-1), self.segments, self.cols)
+
+
+def stack(parts: list[QuantizedTensor | GGMLBlocks]) -> QuantizedTensor | GGMLBlocks:
     """Parts stacked by rows; a mix of formats, or of act-order input orders, is widened to INT8 (requantized per
     row from the exact weights)."""
+    if all(isinstance(p, GGMLBlocks) for p in parts):
+        segments = [segment for p in parts for segment in p.segments]
+        return GGMLBlocks(torch.cat([p.data for p in parts]), _merged(segments), parts[0].cols)
     orders = [p.input_order for p in parts]
     same_order = all(o is None for o in orders) or all(o is not None and torch.equal(o, orders[0]) for o in orders)
     if len({p.format for p in parts}) > 1 or not same_order:
@@ -69,6 +100,17 @@ def stack(parts: list[QuantizedTensor]) -> QuantizedTensor:
     zeros = None if parts[0].zeros is None else torch.cat([p.zeros for p in parts])
     return QuantizedTensor(parts[0].format, torch.cat([p.codes for p in parts]), torch.cat([p.scales for p in parts]),
                            zeros, parts[0].input_order)
+
+
+def _merged(segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Neighbouring segments of one type as one."""
+    merged: list[tuple[int, int]] = []
+    for kind, rows in segments:
+        if merged and merged[-1][0] == kind:
+            merged[-1] = (kind, merged[-1][1] + rows)
+        else:
+            merged.append((kind, rows))
+    return merged
 
 
 def quantize(weight: torch.Tensor, fmt: QuantFormat) -> QuantizedTensor:
@@ -94,9 +136,16 @@ def quantize(weight: torch.Tensor, fmt: QuantFormat) -> QuantizedTensor:
     return QuantizedTensor(fmt, codes.view(out, cols), scales, low + 8 * scales)
 
 
-def from_gguf(data: np.ndarray, type_name: str, shape: tuple[int, int]) -> QuantizedTensor:
-    """A GGUF tensor's blocks (uint8 rows as the gguf reader maps them) in our stored form, row by row."""
+def from_gguf(data: np.ndarray, type_name: str, shape: tuple[int, int], as_stored: bool = False
+              ) -> QuantizedTensor | GGMLBlocks:
+    """A GGUF tensor's blocks (uint8 rows as the gguf reader maps them) as they are (`as_stored`, a copy: the file's
+    mapping is closed after the load) or repacked into INT4 or INT8, row by row."""
     out, cols = shape
+    if as_stored:
+        from gguf import GGMLQuantizationType
+
+        data = torch.from_numpy(np.array(data, dtype=np.uint8).reshape(-1))
+        return GGMLBlocks(data, [(GGMLQuantizationType[type_name].value, out)], cols)
     blocks = np.asarray(data, dtype=np.uint8).reshape(out, -1)
     if type_name in INT8_TYPES:
         from gguf import GGMLQuantizationType
