@@ -49,11 +49,16 @@ struct Result {
     }
 };
 
-Result project(const Tensor& x, const Tensor* p, int64_t kind, int64_t group) {
+// How the packed kinds multiply: torch's int4 group size; from how many rows GGML blocks are widened.
+struct Packing {
+    int64_t group, ggml_widen_from;
+};
+
+Result project(const Tensor& x, const Tensor* p, int64_t kind, const Packing& packing) {
     const Tensor &weight = p[0], &scales = p[1], &bias = p[2];
     Tensor out = kind == DENSE  ? at::linear(x, weight)
-                 : kind == GGML ? ggml_matmul(x, weight, scales)  // GGML: the blocks, then the segment table
-                 : kind == INT4 ? at::_weight_int4pack_mm_for_cpu(x, weight, group, scales)
+                 : kind == GGML ? ggml_matmul(x, weight, scales, packing.ggml_widen_from)  // blocks, segments
+                 : kind == INT4 ? at::_weight_int4pack_mm_for_cpu(x, weight, packing.group, scales)
                                 : at::_weight_int8pack_mm(x, weight, scales);
     out = out.contiguous();
     const bool f32 = out.scalar_type() == at::kFloat;
@@ -120,7 +125,7 @@ void attend(const float* q, const float* k, const float* v, const int32_t* table
 // Runs every layer on x ([seqs, hidden], one new token each), writing each layer's K/V into the pool and
 // returning the hidden states before the final norm. cos/sin are [seqs, head_dim] (sin carries rotate_half's sign).
 Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::vector<Tensor>& weights,
-                     const std::vector<int64_t>& kinds, int64_t group, const Tensor& kv,
+                     const std::vector<int64_t>& kinds, int64_t group, int64_t ggml_widen_from, const Tensor& kv,
                      const Tensor& block_tables, const Tensor& seq_lens, const Tensor& slots, int64_t heads,
                      int64_t kv_heads, int64_t head_dim, double eps, double scale) {
     TORCH_CHECK(x.dtype() == at::kFloat && kv.dtype() == at::kFloat, "cpu_decode runs float32 activations and KV");
@@ -140,11 +145,12 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
     const int64_t* slot = slots.data_ptr<int64_t>();
     const int64_t width = block_tables.size(1);
     const float *cos_p = cos.data_ptr<float>(), *sin_p = sin.data_ptr<float>();
+    const Packing packing{group, ggml_widen_from};
     x = x.contiguous().clone();
     for (int64_t layer = 0; layer < layers; ++layer) {
         const Tensor* w = weights.data() + layer * TENSORS_PER_LAYER;
         const int64_t* kind = kinds.data() + layer * 4;
-        const Result qkv_out = project(rms_norm_rows(x, w[0], eps, kind[0]), w + 4, kind[0], group);
+        const Result qkv_out = project(rms_norm_rows(x, w[0], eps, kind[0]), w + 4, kind[0], packing);
         const int64_t row = qkv_out.cols;
         Tensor qkv = at::empty({seqs, row}, x.options());
         float* qkv_p = qkv.data_ptr<float>();
@@ -183,8 +189,8 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
                 }
             });
         });
-        add_into(x, project(attended, w + 7, kind[1], group));
-        const Result gate_up = project(rms_norm_rows(x, w[1], eps, kind[2]), w + 10, kind[2], group);
+        add_into(x, project(attended, w + 7, kind[1], packing));
+        const Result gate_up = project(rms_norm_rows(x, w[1], eps, kind[2]), w + 10, kind[2], packing);
         const int64_t inter = gate_up.cols / 2;
         Tensor act = input_for(kind[3], seqs, inter);
         writing(act, [&](auto* a) {
@@ -197,7 +203,7 @@ Tensor decode_layers(Tensor x, const Tensor& cos, const Tensor& sin, const std::
                 }
             });
         });
-        add_into(x, project(act, w + 13, kind[3], group));
+        add_into(x, project(act, w + 13, kind[3], packing));
     }
     return x;
 }
@@ -207,7 +213,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.attr("INT4") = int64_t(INT4);
     m.attr("INT8") = int64_t(INT8);
     m.attr("GGML") = int64_t(GGML);
-    m.attr("GGML_DIRECT_ROWS") = GGML_DIRECT_ROWS;
+    m.attr("GGML_DIRECT") = GGML_DIRECT;
     // Without the GIL: the server's threads in this process go on while a step runs (as they do between ATen ops).
     m.def("decode_layers", &decode_layers, "every decoder layer of a pure decode step, float32 on the CPU",
           py::call_guard<py::gil_scoped_release>());

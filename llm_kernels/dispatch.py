@@ -87,11 +87,13 @@ def int8_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> t
 
 
 def ggml_matmul(x: torch.Tensor, blocks: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-    """x @ W.T for W in a GGUF's own blocks (CPU only: llm_kernels/ggml_matmul.cpp), in x's dtype."""
+    """x @ W.T for W in a GGUF's own blocks (CPU only: llm_kernels/ggml_matmul.cpp), in x's dtype; a step of
+    DEQUANTIZE_FROM_ROWS["ggml"] rows or more widens them to float32."""
     from llm_kernels.cpu_extension import extension
 
     rows = x.reshape(-1, x.shape[-1]).float()
-    return extension().ggml_matmul(rows, blocks, segments).to(x.dtype).view(*x.shape[:-1], -1)
+    out = extension().ggml_matmul(rows, blocks, segments, DEQUANTIZE_FROM_ROWS["ggml"])
+    return out.to(x.dtype).view(*x.shape[:-1], -1)
 
 
 def ggml_dequantize(rows: torch.Tensor, ggml_type: int, cols: int) -> torch.Tensor:

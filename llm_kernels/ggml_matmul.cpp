@@ -2,8 +2,9 @@
 // repacked, so the engine holds the file's bytes. A step of few rows (decode) multiplies the blocks directly: each
 // group of 32 codes becomes exact bfloat16 integers and each float32 activation is split into two bfloat16 halves
 // (hi + lo, 16 significant bits), so AVX512-BF16 dot products give the dequantized float32 matmul to about 1e-5,
-// relative. A step of many rows (a prompt's prefill), or a CPU without AVX512-BF16, widens WIDEN_ROWS weight rows at
-// a time to float32 and calls ATen's matmul. The block layouts are ggml's (ggml-quants.c); the gguf package's
+// relative. A step of many rows (a prompt's prefill: from budget/gguf.py's DEQUANTIZE_FROM_ROWS["ggml"], which the
+// caller passes), or any step on a CPU without AVX512-BF16, widens WIDEN_ROWS weight rows at a time to float32 and
+// calls ATen's matmul. The block layouts are ggml's (ggml-quants.c); the gguf package's
 // dequantize is the tests' oracle.
 #include "ggml_matmul.h"
 
@@ -19,7 +20,7 @@
 #include <immintrin.h>
 #endif
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-#define GGML_DIRECT 1
+#define BF16_DOT 1
 #endif
 
 using at::Tensor;
@@ -28,7 +29,6 @@ namespace {
 
 enum Type : int64_t { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 constexpr int64_t WIDEN_ROWS = 4096;     // budget/gguf.py DEQUANT_ROWS: the plan counts this slice as scratch
-constexpr int64_t DIRECT_MAX_ROWS = 16;  // budget/gguf.py DEQUANTIZE_FROM_ROWS["ggml"] - 1 (bench/quantized_prefill.py)
 constexpr int TILE = 8;                  // activation rows a weight block is unpacked once for
 
 float half(const uint8_t* p) {
@@ -50,7 +50,7 @@ void scale_min_k4(int j, const uint8_t* q, float& scale, float& min) {
     }
 }
 
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
 // bfloat16 bits of the small integers i - offset, for i in 0..N-1: codes become exact weights with one permute.
 template <int N>
 struct Table {
@@ -103,7 +103,7 @@ struct BlockQ4_0 {
         const float d = half(b);
         for (int j = 0; j < 16; ++j) y[j] = float((b[2 + j] & 15) - 8) * d, y[j + 16] = float((b[2 + j] >> 4) - 8) * d;
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         g.w[0] = lookup(nibbles(b + 2), MINUS_8), g.s[0] = _mm512_set1_ps(half(b));
     }
@@ -117,7 +117,7 @@ struct BlockQ4_1 {
         const float d = half(b), m = half(b + 2);
         for (int j = 0; j < 16; ++j) y[j] = float(b[4 + j] & 15) * d + m, y[j + 16] = float(b[4 + j] >> 4) * d + m;
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         g.w[0] = lookup(nibbles(b + 4), CODES), g.s[0] = _mm512_set1_ps(half(b)), g.mn[0] = half(b + 2);
     }
@@ -142,7 +142,7 @@ struct BlockQ5_0 {
             y[j + 16] = float(int((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16) * d;
         }
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         g.w[0] = lookup(plus16(nibbles(b + 6), fifth_bits(b + 2)), MINUS_16), g.s[0] = _mm512_set1_ps(half(b));
     }
@@ -160,7 +160,7 @@ struct BlockQ5_1 {
             y[j + 16] = float((b[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * d + m;
         }
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         g.w[0] = lookup(plus16(nibbles(b + 8), fifth_bits(b + 4)), CODES);
         g.s[0] = _mm512_set1_ps(half(b)), g.mn[0] = half(b + 2);
@@ -175,7 +175,7 @@ struct BlockQ8_0 {
         const float d = half(b);
         for (int j = 0; j < 32; ++j) y[j] = float(int8_t(b[2 + j])) * d;
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         const auto codes = [&](int at) {
             return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + at))));
@@ -207,7 +207,7 @@ struct BlockK {
             }
         }
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         const float d = half(b), dmin = half(b + 2);
         const __m256i f = _mm256_set1_epi8(15), qh = FIFTH ? load32(b + 16) : _mm256_setzero_si256();
@@ -250,7 +250,7 @@ struct BlockQ6_K {
             }
         }
     }
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     static void groups(const uint8_t* b, Groups<QK / 32>& g) {
         const float d = half(b + 208);
         const __m256i f = _mm256_set1_epi8(15), top = _mm256_set1_epi8(0x30);
@@ -298,6 +298,28 @@ int64_t row_bytes(int64_t type, int64_t cols) {
     return bytes;
 }
 
+#ifdef BF16_DOT
+// One block widened through the direct path's groups: the same products as dequantize (code · scale, then the
+// constant), sixteen at a time. The scale of elements 0..15 of a group is lane 0's, of 16..31 lane 8's.
+template <typename B>
+void widen(const uint8_t* b, float* y) {
+    Groups<B::QK / 32> g;
+    B::groups(b, g);
+    const __m512i first = _mm512_setzero_si512(), second = _mm512_set1_epi32(8);
+    for (int i = 0; i < B::QK / 32; ++i) {
+        const __m512i codes = (__m512i)g.w[i];
+        __m512 lo = _mm512_mul_ps(_mm512_cvtpbh_ps((__m256bh)_mm512_castsi512_si256(codes)),
+                                  _mm512_permutexvar_ps(first, g.s[i]));
+        __m512 hi = _mm512_mul_ps(_mm512_cvtpbh_ps((__m256bh)_mm512_extracti64x4_epi64(codes, 1)),
+                                  _mm512_permutexvar_ps(second, g.s[i]));
+        if constexpr (B::MIN) {
+            lo = _mm512_add_ps(lo, _mm512_set1_ps(g.mn[i])), hi = _mm512_add_ps(hi, _mm512_set1_ps(g.mn[i]));
+        }
+        _mm512_storeu_ps(y + 32 * i, lo), _mm512_storeu_ps(y + 32 * i + 16, hi);
+    }
+}
+#endif
+
 // rows [rows, bytes] of one type into float32 y [rows, cols]
 void dequantize_rows(const uint8_t* rows, int64_t type, int64_t count, int64_t cols, float* y) {
     by_type(type, [&](auto block) {
@@ -305,13 +327,19 @@ void dequantize_rows(const uint8_t* rows, int64_t type, int64_t count, int64_t c
         const int64_t blocks = cols / B::QK;
         at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
             for (int64_t r = begin; r < end; ++r)
-                for (int64_t k = 0; k < blocks; ++k)
-                    B::dequantize(rows + (r * blocks + k) * B::BYTES, y + r * cols + k * B::QK);
+                for (int64_t k = 0; k < blocks; ++k) {
+                    const uint8_t* block = rows + (r * blocks + k) * B::BYTES;
+#ifdef BF16_DOT
+                    widen<B>(block, y + r * cols + k * B::QK);
+#else
+                    B::dequantize(block, y + r * cols + k * B::QK);
+#endif
+                }
         });
     });
 }
 
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
 // The activations as the direct kernel reads them: each float32 as a bfloat16 pair, hi the nearest bfloat16 and lo
 // the nearest to what hi misses, and each group of 32's sum (for the types whose weights carry a constant).
 struct Split {
@@ -405,10 +433,10 @@ void direct(const Split& x, const uint8_t* blocks, int64_t type, int64_t rows, f
 
 }  // namespace
 
-#ifdef GGML_DIRECT
-const int64_t GGML_DIRECT_ROWS = DIRECT_MAX_ROWS;
+#ifdef BF16_DOT
+const bool GGML_DIRECT = true;
 #else
-const int64_t GGML_DIRECT_ROWS = 0;
+const bool GGML_DIRECT = false;
 #endif
 
 Tensor ggml_dequantize(const Tensor& rows, int64_t type, int64_t cols) {
@@ -420,7 +448,7 @@ Tensor ggml_dequantize(const Tensor& rows, int64_t type, int64_t cols) {
     return y;
 }
 
-Tensor ggml_matmul(const Tensor& x_in, const Tensor& blocks, const Tensor& segments) {
+Tensor ggml_matmul(const Tensor& x_in, const Tensor& blocks, const Tensor& segments, int64_t widen_from) {
     TORCH_CHECK(x_in.dim() == 2 && x_in.dtype() == at::kFloat, "x: float32 [rows, inputs]");
     TORCH_CHECK(blocks.dtype() == at::kByte && blocks.is_contiguous() && segments.dtype() == at::kLong &&
                     segments.dim() == 2 && segments.size(1) == 2,
@@ -433,15 +461,16 @@ Tensor ggml_matmul(const Tensor& x_in, const Tensor& blocks, const Tensor& segme
     for (int64_t s = 0; s < table.size(0); ++s) N += seg[2 * s + 1], bytes += seg[2 * s + 1] * row_bytes(seg[2 * s], K);
     TORCH_CHECK(bytes == blocks.numel(), "the segments describe ", bytes, " bytes; the blocks hold ", blocks.numel());
     Tensor out = at::empty({M, N}, x.options());
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
     std::optional<Split> split;
-    if (M <= DIRECT_MAX_ROWS) split.emplace(x);
+    if (M < widen_from) split.emplace(x);
 #endif
     const uint8_t* w = blocks.data_ptr<uint8_t>();
     int64_t col = 0;
+    Tensor scratch, product = at::empty({0}, x.options());  // one widened slice and its product, reused
     for (int64_t s = 0; s < table.size(0); ++s) {
         const int64_t type = seg[2 * s], rows = seg[2 * s + 1], stride = row_bytes(type, K);
-#ifdef GGML_DIRECT
+#ifdef BF16_DOT
         if (split) {
             direct(*split, w, type, rows, out.data_ptr<float>() + col, N);
             w += rows * stride, col += rows;
@@ -450,9 +479,12 @@ Tensor ggml_matmul(const Tensor& x_in, const Tensor& blocks, const Tensor& segme
 #endif
         for (int64_t r = 0; r < rows; r += WIDEN_ROWS) {
             const int64_t count = std::min(WIDEN_ROWS, rows - r);
-            Tensor wide = at::empty({count, K}, x.options());
+            if (!scratch.defined()) scratch = at::empty({std::min(WIDEN_ROWS, N), K}, x.options());
+            Tensor wide = scratch.narrow(0, 0, count);
             dequantize_rows(w + r * stride, type, count, K, wide.data_ptr<float>());
-            out.narrow(1, col + r, count).copy_(at::mm(x, wide.t()));
+            product.resize_({M, count});
+            at::mm_out(product, x, wide.t());
+            out.narrow(1, col + r, count).copy_(product);
         }
         w += rows * stride, col += rows;
     }

@@ -1,8 +1,8 @@
 """GGUF weights kept in the file's own blocks on the CPU (llm_kernels/ggml_matmul.cpp): the blocks read back as the
 gguf package's own dequantization, the matmul against dequantize-then-matmul, and what the planner counts.
 
-Tolerance, derived: the dequantized weights are exact (the same float32 arithmetic as gguf's). A step of up to
-GGML_DIRECT_ROWS rows splits each float32 activation into two bfloat16 halves, hi + lo, off from x by at most
+Tolerance, derived: the dequantized weights are exact (the same float32 arithmetic as gguf's). A step of fewer than
+DEQUANTIZE_FROM_ROWS["ggml"] rows, on a CPU with AVX512-BF16, splits each float32 activation into two bfloat16 halves, hi + lo, off from x by at most
 2^-18·|x| (hi is within 2^-9·|x|, lo rounds that remainder to within 2^-9 of itself); the products with the weights'
 integer codes are exact in float32 and the sums of K terms are off by at most K·2^-24 of Σ|x·w| (the float32
 reference's own sums as much again). So |ours - reference| <= (2^-18 + 2·K·2^-24) · (|x| @ |W|ᵀ) per output; a
@@ -16,7 +16,7 @@ import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize, quantize
 
-from budget.gguf import DEQUANTIZE_FROM_ROWS, GGML_TYPES
+from budget.gguf import GGML_TYPES
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import GGMLBlocks, from_gguf, stack
 from llm_kernels.cpu_extension import extension
@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 QWEN = ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 SMOL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 K_SCALES = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}  # byte offsets of each k-quant block's float16 scales
-STEP_ROWS = (1, 3, 8, 16, 17, 40)  # decode-sized steps (multiplied from the blocks) and prefill-sized (widened)
+STEP_ROWS = (1, 3, 8, 9, 17, 40)  # steps of a whole tile of 8 rows and not, one and more
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,15 +58,21 @@ def dense_of(blocks: np.ndarray, type_name: str, shape: tuple[int, int]) -> torc
 
 
 def check_matmul(layer: QuantLinear, dense: torch.Tensor, seed: int) -> None:
+    """The layer (rows below DEQUANTIZE_FROM_ROWS["ggml"] direct, the rest widened), then each path forced, on steps
+    of every size in STEP_ROWS."""
+    kernels = extension()
     gen = torch.Generator().manual_seed(seed)
     cols = dense.shape[1]
+    forced = [lambda x: kernels.ggml_matmul(x, layer.blocks, layer.segments, 1)]   # widened
+    if kernels.GGML_DIRECT:  # a CPU without AVX512-BF16 has no direct path: every step widens
+        forced.append(lambda x: kernels.ggml_matmul(x, layer.blocks, layer.segments, 1 << 30))
     for rows in STEP_ROWS:
         x = torch.randn(rows, cols, generator=gen)
-        ours = layer(x).double()
         want = x.double() @ dense.double().t()
         bound = (2 ** -18 + 2 * cols * 2 ** -24) * (x.abs().double() @ dense.abs().double().t())
-        excess = ((ours - want).abs() - bound).max().item()
-        assert excess <= 0, (rows, excess)
+        for path, multiply in enumerate([layer, *forced]):
+            excess = ((multiply(x).double() - want).abs() - bound).max().item()
+            assert excess <= 0, (rows, path, excess)
 
 
 @pytest.mark.parametrize("type_name", GGML_TYPES)
@@ -121,9 +127,8 @@ def test_the_demo_files_real_tensors(real_models, model):
     assert seen >= ({"Q4_1", "Q8_0"} if model is SMOL else {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}), seen
 
 
-def test_the_planner_counts_the_files_bytes_and_knows_where_steps_widen(real_models, kernels):
-    """On the CPU the weights held are the file's tensor bytes, exactly (the float norms and biases as served); the
-    step size from which the plan counts widening scratch is the C++'s."""
+def test_the_planner_counts_the_files_bytes(real_models):
+    """On the CPU the weights held are the file's tensor bytes, exactly (the float norms and biases as served)."""
     from budget.gguf import read_gguf, served_weight_bytes
 
     for name, file in (QWEN, SMOL):
@@ -131,8 +136,6 @@ def test_the_planner_counts_the_files_bytes_and_knows_where_steps_widen(real_mod
         held, by_format = served_weight_bytes(header, 4, on_cpu=True)
         assert by_format["ggml"] == sum(t.n_bytes for t in header.tensors if t.type_name in GGML_TYPES)
         assert held == header.tensor_bytes  # the rest is float32 on disk and served so
-    if kernels.GGML_DIRECT_ROWS:  # 0 on a CPU without AVX512-BF16: every step widens
-        assert DEQUANTIZE_FROM_ROWS["ggml"] == kernels.GGML_DIRECT_ROWS + 1
 
 
 def test_a_module_with_a_type_not_multiplied_as_stored_is_repacked():

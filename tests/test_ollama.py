@@ -46,7 +46,7 @@ def test_an_ollama_name_plans_and_serves_the_same_model_as_its_file(store, packe
     by_name, by_file = (plan_stack(stack(p), 4 << 30, "test").models[0].estimate
                         for p in ("ollama:smollm2:135m", str(store)))
     assert by_name.weights_bytes == by_file.weights_bytes and by_name.storage == by_file.storage == \
-        "Q4_1 kept packed (int4, int8)"
+        "Q4_1 kept packed (the file's blocks)"
     spec = stack("ollama:smollm2:135m").models[0]
     config = EngineConfig.from_spec(spec, 256 << 20)
     assert "sha256-" in config.model  # the blob, named by its digest

@@ -86,7 +86,8 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
         formula = (f"the GGUF header's {len(header.tensors)} tensors ({header.quantization}, "
                    f"{human(header.tensor_bytes)} of tensors on disk) as held: {parts} = {human(weights)}")
         source = f"{files.describe()} (GGUF header)"
-        storage = f"{header.quantization} kept packed ({', '.join(f for f in sorted(by_format) if f != 'dense')})"
+        held = ", ".join("the file's blocks" if f == "ggml" else f for f in sorted(by_format) if f != "dense")
+        storage = f"{header.quantization} kept packed ({held})"
     elif header is not None:  # quantization: none: parameters x the serving dtype, not the file's size
         params, weights = header.parameters, int(header.parameters * b)
         formula = (f"{params:,} parameters from the GGUF header ({header.quantization}, {human(header.file_bytes)} on "

@@ -8,6 +8,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from budget.gguf import DEQUANTIZE_FROM_ROWS
 from engines.llm.context import AttentionContext
 from engines.llm.models.decoder import CausalLM
 from engines.llm.models.quant_linear import QuantLinear
@@ -55,7 +56,8 @@ class CPUDecode:
         decoder, attn = self.model.model, self.model.model.layers[0].self_attn
         x = decoder.embed_tokens(input_ids)
         cos, sin = (t.squeeze(1).contiguous() for t in decoder.rotary(positions, x.dtype))
-        x = self.kernels.decode_layers(x, cos, sin, self.tensors, self.kinds, GROUP, self.kv_cache,
+        x = self.kernels.decode_layers(x, cos, sin, self.tensors, self.kinds, GROUP,
+                                       DEQUANTIZE_FROM_ROWS["ggml"], self.kv_cache,
                                        context.block_tables, context.seq_lens, context.slot_mapping.long(),
                                        attn.num_heads, attn.num_kv_heads, attn.head_dim,
                                        decoder.layers[0].input_layernorm.eps, attn.scale)
