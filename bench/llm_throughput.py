@@ -239,7 +239,8 @@ def run_gguf(args) -> None:
 
 
 # Each aten op the packed decode runs, by the part of the step it serves (the rest is Python and dispatch).
-PROFILE_PARTS = {"int4 matmul": ("_weight_int4pack_mm",), "int8 matmul (LM head, int8 stacks)": ("_weight_int8pack_mm",),
+PROFILE_PARTS = {"GGML-block matmul": ("ggml_matmul",),
+                 "int4 matmul": ("_weight_int4pack_mm",), "int8 matmul (LM head, int8 stacks)": ("_weight_int8pack_mm",),
                  "attention: KV gather and store": ("index_select", "index_copy_", "masked_fill"),
                  "attention: SDPA": ("_scaled_dot_product", "scaled_dot_product_attention"),
                  "RMSNorm": ("rms_norm", "_fused_rms_norm", "pow", "mean", "rsqrt", "div_"),

@@ -9,6 +9,7 @@
 #include "ggml_matmul.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <c10/util/Half.h>
 
 #include <algorithm>
@@ -449,6 +450,7 @@ Tensor ggml_dequantize(const Tensor& rows, int64_t type, int64_t cols) {
 }
 
 Tensor ggml_matmul(const Tensor& x_in, const Tensor& blocks, const Tensor& segments, int64_t widen_from) {
+    RECORD_FUNCTION("ggml_matmul", std::vector<c10::IValue>());  // a part of its own in torch's profiler
     TORCH_CHECK(x_in.dim() == 2 && x_in.dtype() == at::kFloat, "x: float32 [rows, inputs]");
     TORCH_CHECK(blocks.dtype() == at::kByte && blocks.is_contiguous() && segments.dtype() == at::kLong &&
                     segments.dim() == 2 && segments.size(1) == 2,
