@@ -50,7 +50,8 @@ DEQUANT_ROWS = 4096  # the dequantize-then-matmul path (GPU int8, CPU prefill) w
 # From how many rows a float32 CPU step widens packed weights rather than take torch's bfloat16 kernels, by format:
 # where it stops costing time (bench/quantized_prefill.py, 2 cores: int8 rows 10-14% sooner from 384 rows; int4
 # groups 20% later at 512, even at 1024-2048).
-# GGML blocks: a smaller step multiplies them directly (ggml_matmul.cpp), this many rows or more widen them.
+# GGML blocks: a smaller step multiplies them directly (ggml_matmul.cpp), this many rows or more widen them (the
+# crossover, bench/quantized_prefill.py on 2 cores: between 32 and 48 prompt tokens on both demo files).
 DEQUANTIZE_FROM_ROWS = {"int4": 2048, "int8": 384, "ggml": 40}
 _LAYER = re.compile(r"\.(\d+)\.")
 

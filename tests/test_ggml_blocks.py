@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
-from gguf.quants import dequantize, quantize
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
+from gguf_blocks import DEMO_TYPES, QWEN, SMOL, one_tensor_of_each_type, random_blocks
 
 from budget.gguf import GGML_TYPES
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
@@ -22,9 +23,6 @@ from engines.llm.models.quantization import GGMLBlocks, from_gguf, stack
 from llm_kernels.cpu_extension import extension
 
 CPU = torch.device("cpu")
-QWEN = ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
-SMOL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-K_SCALES = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}  # byte offsets of each k-quant block's float16 scales
 STEP_ROWS = (1, 3, 8, 9, 17, 40)  # steps of a whole tile of 8 rows and not, one and more
 
 
@@ -33,22 +31,6 @@ def kernels():
     kernels = extension()
     assert kernels is not None, "the C++ CPU kernels did not build (scripts/setup.sh builds them)"
     return kernels
-
-
-def blocks_of(type_name: str, rows: int, cols: int, seed: int) -> np.ndarray:
-    """[rows, row bytes]: random weights packed by gguf's own quantizer, or, for the k-quants (gguf has no quantizer
-    for them), random bytes (every bit pattern of codes and 6-bit scales is a valid block) with finite float16 scales."""
-    rng = np.random.default_rng(seed)
-    kind = GGMLQuantizationType[type_name]
-    if type_name not in K_SCALES:
-        weights = rng.standard_normal((rows, cols)).astype(np.float32) * rng.uniform(0.01, 1, (rows, 1))
-        return quantize(weights.astype(np.float32), kind)
-    block_weights, block_bytes = GGML_QUANT_SIZES[kind]
-    blocks = rng.integers(0, 256, (rows, cols // block_weights, block_bytes), dtype=np.uint8)
-    for at in K_SCALES[type_name]:
-        scale = rng.uniform(0.001, 0.02, blocks.shape[:2]).astype(np.float16)
-        blocks[:, :, at:at + 2] = scale[..., None].view(np.uint8).reshape(*blocks.shape[:2], 2)
-    return blocks.reshape(rows, -1)
 
 
 def dense_of(blocks: np.ndarray, type_name: str, shape: tuple[int, int]) -> torch.Tensor:
@@ -79,7 +61,7 @@ def check_matmul(layer: QuantLinear, dense: torch.Tensor, seed: int) -> None:
 def test_blocks_read_back_as_gguf_dequantizes_them_and_multiply_within_the_bound(kernels, type_name):
     block_weights = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][0]
     shape = (48, 3 * max(block_weights, 64))
-    blocks = blocks_of(type_name, *shape, seed=1)
+    blocks = random_blocks(type_name, *shape, np.random.default_rng(1))
     weight = from_gguf(blocks, type_name, shape, as_stored=True)
     assert isinstance(weight, GGMLBlocks) and weight.shape == shape and weight.data.numel() == blocks.nbytes
     dense = dense_of(blocks, type_name, shape)
@@ -91,7 +73,7 @@ def test_blocks_read_back_as_gguf_dequantizes_them_and_multiply_within_the_bound
 def test_a_stack_of_types_multiplies_each_segment_and_adds_the_bias():
     """q and k in Q5_0, v in Q8_0 (as the Qwen Q4_K_M file stores some layers): one weight of two segments."""
     parts = [("Q5_0", 64), ("Q5_0", 32), ("Q8_0", 32)]
-    arrays = [blocks_of(name, rows, 128, seed=i) for i, (name, rows) in enumerate(parts)]
+    arrays = [random_blocks(name, rows, 128, np.random.default_rng(i)) for i, (name, rows) in enumerate(parts)]
     weight = stack([from_gguf(a, name, (rows, 128), as_stored=True) for a, (name, rows) in zip(arrays, parts)])
     assert weight.segments == [(GGMLQuantizationType.Q5_0.value, 96), (GGMLQuantizationType.Q8_0.value, 32)]
     dense = torch.cat([dense_of(a, name, (rows, 128)) for a, (name, rows) in zip(arrays, parts)])
@@ -109,22 +91,16 @@ def test_a_stack_of_types_multiplies_each_segment_and_adds_the_bias():
 def test_the_demo_files_real_tensors(real_models, model):
     """Every tensor type each demo file holds (Q4_1, Q8_0; Q4_K, Q5_0, Q6_K, Q8_0), one real tensor of each: the
     matmul within the bound, and an embedding lookup exactly gguf's rows."""
-    reader = GGUFReader(real_models / model[0] / model[1])
     seen = set()
-    for tensor in reader.tensors:
-        kind = tensor.tensor_type.name
-        if len(tensor.shape) != 2 or kind in seen or kind in ("F32", "F16"):
-            continue
+    for kind, blocks, shape in one_tensor_of_each_type(real_models / model[0] / model[1]):
         seen.add(kind)
-        rows = min(int(tensor.shape[1]), 512)  # the first rows: enough for the check, cheap on an LM head
-        shape = (rows, int(tensor.shape[0]))
-        blocks = np.asarray(tensor.data)[:rows]
+        rows = shape[0]
         dense = dense_of(blocks, kind, shape)
         weight = from_gguf(blocks, kind, shape, as_stored=True)
         check_matmul(QuantLinear(weight, None, CPU), dense, seed=4)
         ids = torch.tensor([[0, rows - 1], [7, 7]])
         assert torch.equal(QuantEmbedding(weight, torch.float32, CPU)(ids), dense[ids])
-    assert seen >= ({"Q4_1", "Q8_0"} if model is SMOL else {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}), seen
+    assert seen >= DEMO_TYPES[model], seen
 
 
 def test_the_planner_counts_the_files_bytes(real_models):

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize, quantize
+from gguf_blocks import DEMO_TYPES, K_SCALES, QWEN, SMOL, one_tensor_of_each_type, random_blocks
 
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import GROUP, QuantFormat, QuantizedTensor, from_gguf
@@ -24,8 +25,6 @@ from llm_kernels.reference import int4_matmul_reference, scaled_matmul_reference
 
 U = 2.0 ** -9
 CPU = torch.device("cpu")
-QWEN = ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
-SMOL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def magnitude(weight) -> torch.Tensor:
@@ -62,39 +61,23 @@ def test_packed_matmul_on_tensors_quantized_by_gguf(type_name):
     check_layer(quantize(weights, GGMLQuantizationType[type_name]), type_name, shape)
 
 
-# Where each k-quant block keeps its float16 super-block scales (d, and dmin where there is one): byte offsets.
-K_SCALES = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
-
-
 @pytest.mark.parametrize("type_name", sorted(K_SCALES))
 def test_packed_matmul_on_random_k_quant_blocks(type_name):
-    """gguf has no k-quant quantizer, so the blocks are random bytes (every bit pattern of codes and 6-bit scales is a
-    valid block) with finite float16 super-block scales: Q4_K repacks code for code, Q5_K and Q6_K into int8 rows."""
-    rng = np.random.default_rng(2)
-    kind = GGMLQuantizationType[type_name]
-    block_weights, block_bytes = GGML_QUANT_SIZES[kind]
+    """Random k-quant blocks (gguf has no quantizer for them): Q4_K repacks code for code, Q5_K and Q6_K into int8
+    rows."""
+    block_weights = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][0]
     shape = (32, 2 * block_weights)
-    blocks = rng.integers(0, 256, (shape[0], shape[1] // block_weights, block_bytes), dtype=np.uint8)
-    for at in K_SCALES[type_name]:
-        scale = rng.uniform(0.001, 0.02, blocks.shape[:2]).astype(np.float16)
-        blocks[:, :, at:at + 2] = scale[..., None].view(np.uint8).reshape(*blocks.shape[:2], 2)
-    check_layer(blocks.reshape(shape[0], -1), type_name, shape)
+    check_layer(random_blocks(type_name, *shape, np.random.default_rng(2)), type_name, shape)
 
 
 @pytest.mark.parametrize("model", [QWEN, SMOL], ids=lambda m: m[0])
 def test_packed_matmul_on_the_demo_files_real_tensors(real_models, model):
     """Every tensor type each demo file holds (Q4_1, Q8_0; Q4_K, Q5_0, Q6_K, Q8_0), one real tensor of each."""
-    reader = GGUFReader(real_models / model[0] / model[1])
     seen = set()
-    for tensor in reader.tensors:
-        kind = tensor.tensor_type.name
-        if len(tensor.shape) != 2 or kind in seen or kind in ("F32", "F16"):
-            continue
+    for kind, blocks, shape in one_tensor_of_each_type(real_models / model[0] / model[1]):
         seen.add(kind)
-        rows = min(int(tensor.shape[1]), 512)  # the first rows: enough for the check, cheap on an LM head
-        blocks = np.asarray(tensor.data)[:rows]
-        check_layer(blocks, kind, (rows, int(tensor.shape[0])))
-    assert seen >= ({"Q4_1", "Q8_0"} if model is SMOL else {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}), seen
+        check_layer(blocks, kind, shape)
+    assert seen >= DEMO_TYPES[model], seen
 
 
 def layer_and_twin(dense: torch.Tensor, fmt: QuantFormat, x: torch.Tensor):
