@@ -97,77 +97,44 @@ struct Groups {
 };
 #endif
 
-struct BlockQ4_0 {
-    static constexpr int64_t QK = 32, BYTES = 18;
-    static constexpr bool MIN = false;
-    static void dequantize(const uint8_t* b, float* y) {
-        const float d = half(b);
-        for (int j = 0; j < 16; ++j) y[j] = float((b[2 + j] & 15) - 8) * d, y[j + 16] = float((b[2 + j] >> 4) - 8) * d;
-    }
-#ifdef BF16_DOT
-    static void groups(const uint8_t* b, Groups<QK / 32>& g) {
-        g.w[0] = lookup(nibbles(b + 2), MINUS_8), g.s[0] = _mm512_set1_ps(half(b));
-    }
-#endif
-};
+// Q4_0/Q4_1 and Q5_0/Q5_1: 32 weights, w = (q - offset)·d or q·d + m (the "_1" types carry the constant m), q's
+// low 4 bits two a byte (element j in the low nibble, j + 16 in the high one), Q5's fifth bits in a word (bit j for
+// element j).
+template <int BITS, bool MIN_>
+struct BlockQ {
+    static constexpr int64_t QK = 32, BYTES = 2 + (MIN_ ? 2 : 0) + (BITS == 5 ? 4 : 0) + 16;
+    static constexpr bool MIN = MIN_;
+    static constexpr int OFFSET = MIN ? 0 : 1 << (BITS - 1), QH = MIN ? 4 : 2, QS = BYTES - 16;
 
-struct BlockQ4_1 {
-    static constexpr int64_t QK = 32, BYTES = 20;
-    static constexpr bool MIN = true;
-    static void dequantize(const uint8_t* b, float* y) {
-        const float d = half(b), m = half(b + 2);
-        for (int j = 0; j < 16; ++j) y[j] = float(b[4 + j] & 15) * d + m, y[j + 16] = float(b[4 + j] >> 4) * d + m;
+    static uint32_t fifth_bits(const uint8_t* b) {
+        uint32_t qh = 0;
+        if constexpr (BITS == 5) std::memcpy(&qh, b + QH, 4);
+        return qh;
     }
-#ifdef BF16_DOT
-    static void groups(const uint8_t* b, Groups<QK / 32>& g) {
-        g.w[0] = lookup(nibbles(b + 4), CODES), g.s[0] = _mm512_set1_ps(half(b)), g.mn[0] = half(b + 2);
-    }
-#endif
-};
-
-// Q5_0/Q5_1: 32 fifth bits in a word, bit j for element j
-uint32_t fifth_bits(const uint8_t* p) {
-    uint32_t qh;
-    std::memcpy(&qh, p, 4);
-    return qh;
-}
-
-struct BlockQ5_0 {
-    static constexpr int64_t QK = 32, BYTES = 22;
-    static constexpr bool MIN = false;
     static void dequantize(const uint8_t* b, float* y) {
-        const float d = half(b);
-        const uint32_t qh = fifth_bits(b + 2);
+        const float d = half(b), m = MIN ? half(b + 2) : 0.0f;
+        const uint32_t qh = fifth_bits(b);
         for (int j = 0; j < 16; ++j) {
-            y[j] = float(int((b[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16) * d;
-            y[j + 16] = float(int((b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16) * d;
+            const int lo = (b[QS + j] & 15) | (((qh >> j) & 1) << 4);
+            const int hi = (b[QS + j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+            y[j] = MIN ? float(lo) * d + m : float(lo - OFFSET) * d;
+            y[j + 16] = MIN ? float(hi) * d + m : float(hi - OFFSET) * d;
         }
     }
 #ifdef BF16_DOT
-    static void groups(const uint8_t* b, Groups<QK / 32>& g) {
-        g.w[0] = lookup(plus16(nibbles(b + 6), fifth_bits(b + 2)), MINUS_16), g.s[0] = _mm512_set1_ps(half(b));
+    static void groups(const uint8_t* b, Groups<1>& g) {
+        const Table<32>& table = OFFSET == 0 ? CODES : OFFSET == 8 ? MINUS_8 : MINUS_16;
+        __m512i codes = nibbles(b + QS);
+        if constexpr (BITS == 5) codes = plus16(codes, fifth_bits(b));
+        g.w[0] = lookup(codes, table), g.s[0] = _mm512_set1_ps(half(b));
+        if constexpr (MIN) g.mn[0] = half(b + 2);
     }
 #endif
 };
-
-struct BlockQ5_1 {
-    static constexpr int64_t QK = 32, BYTES = 24;
-    static constexpr bool MIN = true;
-    static void dequantize(const uint8_t* b, float* y) {
-        const float d = half(b), m = half(b + 2);
-        const uint32_t qh = fifth_bits(b + 4);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = float((b[8 + j] & 15) | (((qh >> j) & 1) << 4)) * d + m;
-            y[j + 16] = float((b[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * d + m;
-        }
-    }
-#ifdef BF16_DOT
-    static void groups(const uint8_t* b, Groups<QK / 32>& g) {
-        g.w[0] = lookup(plus16(nibbles(b + 8), fifth_bits(b + 4)), CODES);
-        g.s[0] = _mm512_set1_ps(half(b)), g.mn[0] = half(b + 2);
-    }
-#endif
-};
+using BlockQ4_0 = BlockQ<4, false>;
+using BlockQ4_1 = BlockQ<4, true>;
+using BlockQ5_0 = BlockQ<5, false>;
+using BlockQ5_1 = BlockQ<5, true>;
 
 struct BlockQ8_0 {
     static constexpr int64_t QK = 32, BYTES = 34;
