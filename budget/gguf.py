@@ -202,6 +202,18 @@ def kept_format(type_name: str) -> str | None:
     return "int4" if type_name in INT4_TYPES else "int8" if type_name in INT8_TYPES else None
 
 
+@functools.cache
+def cpu_multiplies_blocks() -> bool:
+    """Whether this CPU multiplies GGML blocks directly (AVX512-BF16, llm_kernels/ggml_matmul.cpp). Without it every
+    step would widen whole weights, so the engine repacks a GGUF for torch's int4/int8 kernels there instead."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: plan the repacked formats, as the engine's build there has no direct path either
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"avx512_bf16", "avx512bw", "avx512vl"} <= set(flags)
+
+
 def kept_modules(header: GGUFHeader, on_cpu: bool = False) -> dict[str, str]:
     """Which modules stay quantized and how. On the CPU, a module whose weights are all GGML_TYPES keeps the file's
     blocks ("ggml"; a tied LM head reads the embedding's). Otherwise a stack with any int8 part is int8; embeddings

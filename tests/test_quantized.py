@@ -10,6 +10,7 @@ rowmax/254, to every weight: |x|.sum() · rowmax / 254 per output.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from gguf_blocks import DEMO_TYPES, K_SCALES, QWEN, SMOL, one_tensor_of_each_typ
 from engines.llm.models.quant_linear import QuantEmbedding, QuantLinear
 from engines.llm.models.quantization import GROUP, QuantFormat, QuantizedTensor, from_gguf
 from engines.llm.models.quantization import quantize as quantize_weight
+from llm_kernels.cpu_extension import extension
 from llm_kernels.reference import int4_matmul_reference, scaled_matmul_reference, pack_int4
 
 U = 2.0 ** -9
@@ -456,11 +458,11 @@ def test_int4_at_load_never_holds_the_dense_model(tmp_path):
     assert peaks["int4"] < peaks["none"] - (held["none"] - held["int4"]) / 2, (peaks, held)
 
 
-@pytest.mark.parametrize("kernels", ["built", "absent"])
+@pytest.mark.parametrize("kernels", ["built", "absent", "without AVX512-BF16"])
 def test_a_gguf_with_untied_q4_tables_keeps_them_packed(tmp_path, monkeypatch, kernels):
     """A Llama GGUF whose token_embd and output are Q4_0 (as Ollama's Q4_K_M files keep Q4_K tables). On the CPU
-    with the C++ kernels built, every weight stays in the file's blocks and a lookup is gguf's own dequantization
-    exactly. Without them (as on CUDA), the embedding stays int4 groups (rows gathered, not int8 rows), the head an
+    with the C++ kernels built (and AVX512-BF16 to run them), every weight stays in the file's blocks and a lookup is
+    gguf's own dequantization exactly. Without them (as on CUDA), the embedding stays int4 groups (rows gathered, not int8 rows), the head an
     int4 layer, and a lookup is gguf's but for the scales' bfloat16 rounding. Either way the plan holds exactly the
     bytes the model holds."""
     import gguf
@@ -471,6 +473,8 @@ def test_a_gguf_with_untied_q4_tables_keeps_them_packed(tmp_path, monkeypatch, k
 
     if kernels == "absent":
         monkeypatch.setattr(loader, "extension", lambda: None)
+    elif kernels == "without AVX512-BF16":  # the build's own flag: every step would widen, so the loader repacks
+        monkeypatch.setattr(loader, "extension", lambda: SimpleNamespace(GGML_DIRECT=False))
 
     vocab, hidden, inter, heads, kv_heads = 96, 64, 128, 2, 1
     head_dim = hidden // heads
@@ -501,7 +505,7 @@ def test_a_gguf_with_untied_q4_tables_keeps_them_packed(tmp_path, monkeypatch, k
     writer.close()
 
     header = read_gguf(path)
-    on_cpu = kernels == "built"
+    on_cpu = kernels == "built" and extension().GGML_DIRECT  # a CPU without AVX512-BF16 repacks too
     fmt = "ggml" if on_cpu else "int4"
     assert kept_modules(header, on_cpu)["model.embed_tokens"] == kept_modules(header, on_cpu)["lm_head"] == fmt
     model = load_model(path, torch.float32, CPU, "auto")

@@ -7,7 +7,8 @@ from budget.rope import context_error
 from budget.estimate import Estimate, PlanInputError, context_bytes
 from budget.estimators.sampler import sampler_bytes
 from budget.estimators.weights import checkpoint_weights
-from budget.gguf import DEQUANT_ROWS, DEQUANTIZE_FROM_ROWS, INT4_GROUP, quantized_bytes, read_gguf, served_weight_bytes
+from budget.gguf import (DEQUANT_ROWS, DEQUANTIZE_FROM_ROWS, INT4_GROUP, cpu_multiplies_blocks, quantized_bytes,
+                         read_gguf, served_weight_bytes)
 from budget.units import MiB, dtype_bytes, human
 
 GRAPH_OVERHEAD_BYTES = 2 * MiB  # per captured decode graph: its own small pool blocks and workspace
@@ -81,7 +82,7 @@ def estimate_llm(spec, on_gpu: bool) -> Estimate:
     by_format: dict[str, int] = {}  # a kept GGUF's bytes by held format
     if header is not None and quantization == "auto":
         params = header.parameters
-        weights, by_format = served_weight_bytes(header, b, on_cpu=not on_gpu)
+        weights, by_format = served_weight_bytes(header, b, on_cpu=not on_gpu and cpu_multiplies_blocks())
         parts = " + ".join(f"{human(n)} {fmt}" for fmt, n in sorted(by_format.items()))
         formula = (f"the GGUF header's {len(header.tensors)} tensors ({header.quantization}, "
                    f"{human(header.tensor_bytes)} of tensors on disk) as held: {parts} = {human(weights)}")

@@ -154,7 +154,7 @@ def _parts(param: torch.Tensor, name: str, cfg: dict) -> list[int]:
 
 def quantized_modules(path: Path, cfg: dict, quantization: str, device: torch.device) -> dict[str, QuantFormat]:
     """Which modules are kept quantized, and how: decided from the header before anything is allocated (a GGUF on
-    the CPU keeps its own blocks where the C++ kernels built)."""
+    the CPU keeps its own blocks where the C++ kernels built with AVX512-BF16)."""
     if quantization not in QUANTIZATION:
         raise ModelLoadError(f"quantization {quantization!r} is not one this engine serves; use one of "
                              f"{', '.join(QUANTIZATION)}")
@@ -178,7 +178,8 @@ def quantized_modules(path: Path, cfg: dict, quantization: str, device: torch.de
         return {**_projections(cfg, fmt), "model.embed_tokens": tables, "lm_head": tables}
     if gguf is None or quantization == "none":
         return {}
-    on_cpu = device.type == "cpu" and extension() is not None
+    kernels = extension() if device.type == "cpu" else None
+    on_cpu = kernels is not None and kernels.GGML_DIRECT  # else every step would widen: repacked for torch's kernels
     return {module: QuantFormat(fmt) for module, fmt in kept_modules(read_gguf(gguf), on_cpu).items()}
 
 
