@@ -40,8 +40,8 @@ STACKED = {  # Hugging Face module name -> (our stacked module, which part)
 # How the engine keeps a quantized GGUF weight on the CPU: as the file stores it, llama.cpp's blocks multiplied as they
 # are (llm_kernels/ggml_matmul.cpp), for a module whose weights are all of these types.
 GGML_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
-# Elsewhere (CUDA, or a CPU where the C++ kernels did not build): int4 groups of 32 (these repack code for code) or
-# int8 rows.
+# Elsewhere (CUDA, or a CPU where the C++ kernels did not build or that lacks AVX512-BF16): int4 groups of 32
+# (these repack code for code) or int8 rows.
 INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 INT8_TYPES = ("Q8_0", "Q5_0", "Q5_1", "Q5_K", "Q6_K")
 INT4_GROUP = 32

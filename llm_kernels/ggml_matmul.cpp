@@ -1,11 +1,11 @@
 // GGUF weights on the CPU in llama.cpp's own blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K): nothing is
 // repacked, so the engine holds the file's bytes. A step of few rows (decode) multiplies the blocks directly: each
 // group of 32 codes becomes exact bfloat16 integers and each float32 activation is split into two bfloat16 halves
-// (hi + lo, 16 significant bits), so AVX512-BF16 dot products give the dequantized float32 matmul to about 1e-5,
+// (hi + lo, 16 significant bits), so AVX512-BF16 dot products give the dequantized float32 matmul to about 1e-6,
 // relative. A step of many rows (a prompt's prefill: from budget/gguf.py's DEQUANTIZE_FROM_ROWS["ggml"], which the
-// caller passes), or any step on a CPU without AVX512-BF16, widens WIDEN_ROWS weight rows at a time to float32 and
-// calls ATen's matmul. The block layouts are ggml's (ggml-quants.c); the gguf package's
-// dequantize is the tests' oracle.
+// caller passes) widens WIDEN_ROWS weight rows at a time to float32 and calls ATen's matmul; so does every step on a
+// CPU without AVX512-BF16 (the loader repacks a GGUF there instead, so only a direct call lands here). The block
+// layouts are ggml's (ggml-quants.c); the gguf package's dequantize is the tests' oracle.
 #include "ggml_matmul.h"
 
 #include <ATen/Parallel.h>

@@ -2,11 +2,12 @@
 gguf package's own dequantization, the matmul against dequantize-then-matmul, and what the planner counts.
 
 Tolerance, derived: the dequantized weights are exact (the same float32 arithmetic as gguf's). A step of fewer than
-DEQUANTIZE_FROM_ROWS["ggml"] rows, on a CPU with AVX512-BF16, splits each float32 activation into two bfloat16 halves, hi + lo, off from x by at most
-2^-18·|x| (hi is within 2^-9·|x|, lo rounds that remainder to within 2^-9 of itself); the products with the weights'
-integer codes are exact in float32 and the sums of K terms are off by at most K·2^-24 of Σ|x·w| (the float32
-reference's own sums as much again). So |ours - reference| <= (2^-18 + 2·K·2^-24) · (|x| @ |W|ᵀ) per output; a
-larger step widens the blocks and multiplies in float32, within the same bound.
+DEQUANTIZE_FROM_ROWS["ggml"] rows, on a CPU with AVX512-BF16, splits each float32 activation into two bfloat16
+halves, hi + lo, off from x by at most 2^-18·|x| (hi is within 2^-9·|x|, lo rounds that remainder to within 2^-9 of
+itself); the products with the weights' integer codes are exact in float32 and the sums of K terms are off by at
+most K·2^-24 of Σ|x·w| (the float32 reference's own sums as much again). So |ours - reference| <= (2^-18 +
+2·K·2^-24) · (|x| @ |W|ᵀ) per output; a larger step widens the blocks and multiplies in float32, within the same
+bound.
 """
 from __future__ import annotations
 

@@ -462,9 +462,9 @@ def test_int4_at_load_never_holds_the_dense_model(tmp_path):
 def test_a_gguf_with_untied_q4_tables_keeps_them_packed(tmp_path, monkeypatch, kernels):
     """A Llama GGUF whose token_embd and output are Q4_0 (as Ollama's Q4_K_M files keep Q4_K tables). On the CPU
     with the C++ kernels built (and AVX512-BF16 to run them), every weight stays in the file's blocks and a lookup is
-    gguf's own dequantization exactly. Without them (as on CUDA), the embedding stays int4 groups (rows gathered, not int8 rows), the head an
-    int4 layer, and a lookup is gguf's but for the scales' bfloat16 rounding. Either way the plan holds exactly the
-    bytes the model holds."""
+    gguf's own dequantization exactly. Without them (as on CUDA), the embedding stays int4 groups (rows gathered, not
+    int8 rows), the head an int4 layer, and a lookup is gguf's but for the scales' bfloat16 rounding. Either way the
+    plan holds exactly the bytes the model holds."""
     import gguf
 
     import engines.llm.models.loader as loader
